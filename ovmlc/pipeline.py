@@ -35,17 +35,19 @@ class OpenVocabularyMultiLabelPipeline(Pipeline):
     """`pipeline("open-vocabulary-multi-label-classification", model=...)(images, candidate_labels=[...],
     top_k=None, threshold=None, batch_size=1)` → per image `[{"label", "score"}, ...]`, highest score first."""
 
+    # ovmlc models carry their tokenizer and image processor (loaded with the weights), so the factory need not.
     _load_processor = False
-    _load_image_processor = True
+    _load_image_processor = False
     _load_feature_extractor = False
-    _load_tokenizer = True
+    _load_tokenizer = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.image_processor is not None and getattr(self.model, "image_processor", None) is None:
+        if self.image_processor is not None:
             self.model.image_processor = self.image_processor
-        if self.tokenizer is not None and getattr(self.model, "tokenizer", None) is None:
+        if self.tokenizer is not None:
             self.model.tokenizer = self.tokenizer
+        self.image_processor = self.model.processor
         self._label_embeds: dict[tuple, torch.Tensor] = {}
 
     def _sanitize_parameters(self, candidate_labels=None, top_k=None, threshold=None, **kwargs):

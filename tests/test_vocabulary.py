@@ -1,0 +1,117 @@
+import pytest
+import torch
+from helpers import tiny_clip, tiny_tokenizer
+
+from ovmlc import LabelVocabulary, list_templates, load_templates
+from ovmlc.clip_utils import tokenize_prompts
+from ovmlc.vocabulary import LabelEmbeddingCache, validate_labels
+
+
+@pytest.fixture(scope="module")
+def clip_and_tokenizer():
+    tokenizer = tiny_tokenizer()
+    return tiny_clip(tokenizer), tokenizer
+
+
+def test_shipped_templates():
+    assert {"single", "imagenet80", "scene5", "qks-pool85", "mkt"} <= set(list_templates())
+    assert len(load_templates("imagenet80")) == 80
+    assert len(load_templates("scene5")) == 5
+    assert load_templates("qks-pool85") == load_templates("imagenet80") + load_templates("scene5")
+    assert load_templates("a {} here") == ["a {} here"]
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([], "no labels"),
+        (["cat", " Cat "], "duplicate labels"),
+        (["cat", "big  dog", "Big dog"], "'Big dog' \\(same as 'big dog'\\)"),
+        (["cat", "  "], "empty label names at positions \\[1\\]"),
+        (["cat", 3, None], "offenders \\(index, value\\): \\[\\(1, 3\\), \\(2, None\\)\\]"),
+        ("cat,dog", "single string"),
+    ],
+)
+def test_label_validation_names_the_offenders(labels, message):
+    with pytest.raises(ValueError, match=message):
+        validate_labels(labels)
+
+
+def test_bad_templates():
+    with pytest.raises(ValueError, match="exactly one"):
+        load_templates(["no placeholder"])
+    with pytest.raises(ValueError, match="unknown prompt templates"):
+        load_templates("not-a-template-name")
+
+
+def test_vocabulary_basics():
+    vocab = LabelVocabulary(["cat", "red  car"], templates="scene5")
+    assert vocab.names == ["cat", "red car"] and len(vocab) == 2
+    assert "Red Car" in vocab and vocab.index("CAT") == 0
+    assert vocab.prompts("cat")[0] == "there is a cat in the scene."
+    bigger = vocab.add(["dog"])
+    assert bigger.names == ["cat", "red car", "dog"] and bigger.templates == vocab.templates
+    with pytest.raises(ValueError, match="duplicate"):
+        vocab.add(["Cat"])
+
+
+def test_padding_to_longest_matches_padding_to_77(clip_and_tokenizer):
+    clip, tokenizer = clip_and_tokenizer
+    prompts = ["a photo of a cat.", "a photo of a very large red car on the road."]
+    short = tokenize_prompts(tokenizer, prompts)
+    full = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt")
+    assert short["input_ids"].shape[1] < 77
+    with torch.no_grad():
+        a = clip.get_text_features(**short).pooler_output
+        b = clip.get_text_features(**full).pooler_output
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_pools_templates_raw_and_normalized(clip_and_tokenizer):
+    clip, tokenizer = clip_and_tokenizer
+    raw = LabelVocabulary(["cat", "dog"], templates="scene5", pool="raw").encode(clip, tokenizer, fingerprint="f")
+    tokens = tokenize_prompts(tokenizer, [t.format("dog") for t in load_templates("scene5")])
+    with torch.no_grad():
+        per_template = clip.get_text_features(**tokens).pooler_output
+    torch.testing.assert_close(raw[1], per_template.mean(0), atol=1e-5, rtol=1e-5)
+    normalized = LabelVocabulary(["cat", "dog"], "scene5", pool="normalized").encode(clip, tokenizer, fingerprint="f")
+    expected = torch.nn.functional.normalize(torch.nn.functional.normalize(per_template, dim=-1).mean(0), dim=0)
+    torch.testing.assert_close(normalized[1], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_encodes_only_new_labels_and_persists(clip_and_tokenizer, tmp_path, monkeypatch):
+    clip, tokenizer = clip_and_tokenizer
+    encoded: list[str] = []
+    original = LabelVocabulary._encode_labels
+
+    def counting(self, clip, tokenizer, labels, *args):
+        encoded.extend(labels)
+        return original(self, clip, tokenizer, labels, *args)
+
+    monkeypatch.setattr(LabelVocabulary, "_encode_labels", counting)
+    cache = LabelEmbeddingCache(tmp_path)
+    vocab = LabelVocabulary(["cat", "dog"])
+    first = vocab.encode(clip, tokenizer, cache=cache, fingerprint="abc")
+    assert encoded == ["cat", "dog"]
+    second = vocab.add(["bird"]).encode(clip, tokenizer, cache=cache, fingerprint="abc")
+    assert encoded == ["cat", "dog", "bird"]  # only the new label was encoded
+    torch.testing.assert_close(second[:2], first)
+    # A fresh cache over the same directory reads the safetensors file instead of encoding.
+    again = LabelVocabulary(["bird", "cat"]).encode(
+        clip, tokenizer, cache=LabelEmbeddingCache(tmp_path), fingerprint="abc"
+    )
+    assert encoded == ["cat", "dog", "bird"]
+    torch.testing.assert_close(again, second[[2, 0]])
+    assert len(list(tmp_path.glob("abc-*.safetensors"))) == 1
+    # Other weights (fingerprint) or other templates never reuse these embeddings.
+    LabelVocabulary(["cat"]).encode(clip, tokenizer, cache=cache, fingerprint="other")
+    LabelVocabulary(["cat"], templates="scene5").encode(clip, tokenizer, cache=cache, fingerprint="abc")
+    assert encoded == ["cat", "dog", "bird", "cat", "cat"]
+
+
+def test_bf16_encoding_close_to_fp32(clip_and_tokenizer):
+    clip, tokenizer = clip_and_tokenizer
+    vocab = LabelVocabulary(["cat", "dog", "red car"])
+    fp32 = vocab.encode(clip, tokenizer, fingerprint="x")
+    bf16 = vocab.encode(clip, tokenizer, cache=LabelEmbeddingCache(), fingerprint="y", dtype=torch.bfloat16)
+    assert torch.nn.functional.cosine_similarity(fp32, bf16).min() > 0.99
