@@ -185,7 +185,7 @@ def test_image_modes(model, tmp_path):
         rgb.convert("RGBA"),
         rgb.convert("CMYK"),
         rgb.convert("P"),
-        Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)),  # 16-bit grayscale
+        Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257),  # 16-bit grayscale
         np.asarray(rgb, dtype=np.float32) / 255.0,
     ]
     cmyk_path = tmp_path / "cmyk.jpg"
