@@ -7,6 +7,9 @@ from .clip_utils import SYNTHETIC_CLIP_PATH, load_clip_backbone
 from .factory import load_model
 from .images import ImageLoadError, load_image
 from .methods.clip_zeroshot import CLIPZeroShotConfig, CLIPZeroShotModel
+from .methods.clipft import CLIPFTConfig, CLIPFTModel
+from .methods.mkt import MKTConfig, MKTModel
+from .methods.qks import QKSConfig, QKSModel
 from .modeling_base import PIPELINE_TASK, MultiLabelOutput, OVMLCConfig, OVMLCPreTrainedModel
 from .pipeline import OpenVocabularyMultiLabelPipeline
 from .vocabulary import LabelVocabulary, list_templates, load_labelset, load_templates
@@ -16,6 +19,9 @@ __version__ = "0.1.0"
 # (config class, model class) of every method; registered with the Auto classes on import.
 METHODS = {
     "clip_zeroshot": (CLIPZeroShotConfig, CLIPZeroShotModel),
+    "clipft": (CLIPFTConfig, CLIPFTModel),
+    "mkt": (MKTConfig, MKTModel),
+    "qks": (QKSConfig, QKSModel),
 }
 
 for _config_class, _model_class in METHODS.values():
@@ -27,16 +33,22 @@ PIPELINE_REGISTRY.register_pipeline(
 )
 
 __all__ = [
+    "CLIPFTConfig",
+    "CLIPFTModel",
     "CLIPZeroShotConfig",
     "CLIPZeroShotModel",
     "ImageLoadError",
     "LabelVocabulary",
     "METHODS",
+    "MKTConfig",
+    "MKTModel",
     "MultiLabelOutput",
     "OVMLCConfig",
     "OVMLCPreTrainedModel",
     "OpenVocabularyMultiLabelPipeline",
     "PIPELINE_TASK",
+    "QKSConfig",
+    "QKSModel",
     "SYNTHETIC_CLIP_PATH",
     "list_templates",
     "load_clip_backbone",

@@ -10,6 +10,10 @@ import sys
 COMMANDS = [
     "ovmlc.commands.predict",
     "ovmlc.commands.pretrain_vlp",
+    "ovmlc.commands.evaluate",
+    "ovmlc.commands.data",
+    "ovmlc.commands.train",
+    "ovmlc.commands.push",
 ]
 
 

@@ -37,14 +37,16 @@ def load_model(
     from .methods.clip_zeroshot import CLIPZeroShotModel
 
     resolved = resolve_backbone(name_or_path)
-    if (os.path.sep in resolved or resolved.startswith(".")) and not Path(resolved).exists():
+    # "org/name" is a Hub id; absolute, relative ("./x") and nested ("a/b/c") paths can only be local folders.
+    looks_local = resolved.startswith((os.path.sep, ".", "~")) or resolved.count("/") > 1
+    if looks_local and not Path(resolved).exists():
         raise BackboneNotFoundError(f"{resolved}: no such model folder")
     model_type = _model_type(resolved, revision)
     kwargs = {"revision": revision} if revision else {}
     if model_type == "clip":
         model = CLIPZeroShotModel.from_clip(name_or_path, dtype=dtype, **kwargs)
     elif model_type and model_type.startswith("ovmlc"):
-        model = AutoModel.from_pretrained(resolved, dtype=dtype, **kwargs)
+        model = AutoModel.from_pretrained(resolved, dtype=dtype, use_safetensors=True, **kwargs)  # never pickles
     else:
         raise ValueError(f"{name_or_path}: model_type {model_type!r} is neither an ovmlc model nor a CLIP checkpoint")
     return model.to(device) if device is not None else model

@@ -1,0 +1,258 @@
+"""`ovmlc evaluate`: the scores file contract, reports, threshold calibration and the model path on a tiny CLIP."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from helpers import random_images, save_hub_layout_clip
+
+from ovmlc.cli import main as cli_main
+from ovmlc.evaluation import (
+    ScoresFileError,
+    best_f1_threshold,
+    calibrate_thresholds,
+    evaluate_scores,
+    load_scores,
+    save_scores,
+    score_dataset,
+)
+
+NAMES = [f"label{index}" for index in range(8)]
+UNSEEN = np.array([False] * 6 + [True] * 2)
+
+
+def toy_scores(seed: int = 0, num_images: int = 40):
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random((num_images, len(NAMES))) < 0.3, 1, -1).astype(np.int8)
+    scores = np.clip(rng.random(labels.shape) * 0.6 + 0.35 * (labels == 1), 0, 1).astype(np.float32)
+    return scores, labels
+
+
+@pytest.fixture
+def scores_path(tmp_path):
+    scores, labels = toy_scores()
+    return save_scores(tmp_path / "scores.npz", scores, labels, NAMES, UNSEEN)
+
+
+# ------------------------------------------------------------------------------------------------ scores file
+
+
+def test_scores_file_round_trip(tmp_path):
+    scores, labels = toy_scores()
+    ids = [f"img{index}" for index in range(len(scores))]
+    loaded = load_scores(save_scores(tmp_path / "s.npz", scores, labels, NAMES, UNSEEN, image_ids=ids))
+    np.testing.assert_array_equal(loaded.scores, scores)
+    np.testing.assert_array_equal(loaded.labels, labels)
+    assert loaded.labels.dtype == np.int8 and loaded.unseen.dtype == bool
+    assert loaded.label_names == NAMES and loaded.unseen.tolist() == UNSEEN.tolist() and loaded.image_ids == ids
+    no_split = load_scores(save_scores(tmp_path / "plain.npz", scores, labels, NAMES))
+    assert not no_split.unseen.any()
+
+
+def write_npz(path, **arrays):
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def good_arrays():
+    scores, labels = toy_scores(num_images=4)
+    return {"scores": scores, "labels": labels, "label_names": np.asarray(NAMES), "unseen": UNSEEN}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": None}, r"missing key\(s\) labels"),
+        ({"scores": np.zeros(8, dtype=np.float32)}, r"key `scores` must be a matrix"),
+        ({"scores": np.full((4, 8), np.nan, dtype=np.float32)}, r"key `scores` holds 32 NaN"),
+        ({"labels": np.zeros((4, 7), dtype=np.int8)}, r"key `labels` has shape \(4, 7\)"),
+        ({"labels": np.full((4, 8), 2, dtype=np.int8)}, r"key `labels` must hold only 1 .* found 2 at image 0"),
+        ({"label_names": np.asarray(NAMES[:7])}, r"key `label_names` must be a vector of 8 names"),
+        ({"label_names": np.asarray(["x"] * 8)}, r"key `label_names` holds duplicate names: x"),
+        ({"label_names": np.asarray(NAMES, dtype=object)}, r"key `label_names` cannot be read without pickle"),
+        ({"unseen": np.zeros(3, dtype=bool)}, r"key `unseen` must be a vector of 8 booleans"),
+    ],
+)
+def test_bad_scores_files_name_file_and_key(tmp_path, change, message):
+    arrays = {**good_arrays(), **change}
+    path = write_npz(tmp_path / "bad.npz", **{key: value for key, value in arrays.items() if value is not None})
+    with pytest.raises(ScoresFileError, match=message) as error:
+        load_scores(path)
+    assert str(path) in str(error.value)
+
+
+def test_unreadable_scores_files(tmp_path):
+    with pytest.raises(ScoresFileError, match="does not exist"):
+        load_scores(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("not numpy")
+    with pytest.raises(ScoresFileError, match="not a readable .npz archive"):
+        load_scores(tmp_path / "text.npz")
+    np.save(tmp_path / "single.npy", np.zeros((2, 2)))
+    with pytest.raises(ScoresFileError, match="single array"):
+        load_scores(tmp_path / "single.npy")
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+
+
+def test_best_f1_threshold_separable_and_ties():
+    threshold, f1 = best_f1_threshold([0.9, 0.8, 0.3, 0.1], [1, 1, -1, -1])
+    assert (threshold, f1) == pytest.approx((0.55, 1.0))  # halfway between 0.8 (kept) and 0.3 (rejected)
+    # Equal scores cannot be split: the cut after the tied pair predicts both (F1 = 2*2/(3+2)) or none of them.
+    threshold, f1 = best_f1_threshold([0.9, 0.5, 0.5, 0.1], [1, 1, -1, -1])
+    assert f1 == pytest.approx(0.8) and 0.1 < threshold <= 0.5
+    assert best_f1_threshold([0.2, 0.4], [-1, 0]) is None
+
+
+def test_calibrate_thresholds_toy_problem():
+    scores = np.array([[0.9, 0.2, 0.6], [0.7, 0.8, 0.1], [0.2, 0.6, 0.3], [0.1, 0.3, 0.9]])
+    labels = np.array([[1, -1, 0], [1, 1, 0], [-1, 1, 0], [-1, -1, 0]])
+    result = calibrate_thresholds(scores, labels, ["a", "b", "c"])
+    assert set(result) == {"label_thresholds", "global_threshold"}
+    assert result["label_thresholds"]["a"] == pytest.approx((0.7 + 0.2) / 2)
+    assert result["label_thresholds"]["b"] == pytest.approx((0.6 + 0.3) / 2)
+    # Pooled over a and b: 0.9+ 0.8+ 0.7+ 0.6+ then 0.3- -> cut between 0.6 and 0.3 gives F1 1.
+    assert result["global_threshold"] == pytest.approx(0.45)
+    assert result["label_thresholds"]["c"] == result["global_threshold"]  # no annotated positive: fallback
+    with pytest.raises(ValueError, match="no annotated positive"):
+        calibrate_thresholds(scores, np.zeros_like(labels), ["a", "b", "c"])
+
+
+# ------------------------------------------------------------------------------------------------ reports and CLI
+
+
+def test_cli_scores_round_trip(tmp_path, scores_path, capsys):
+    output = tmp_path / "report"
+    assert cli_main(["evaluate", "--scores", str(scores_path), "--protocol", "synthetic", "--output", str(output)]) == 0
+    assert "protocol synthetic" in capsys.readouterr().out
+    for name in ("metrics.json", "results.md", "per_label_ap.csv", "per_label_ap.png", "pr_curves.png"):
+        assert (output / name).stat().st_size > 0, name
+    assert (output / "ap_distribution.png").read_bytes()[:4] == b"\x89PNG"
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["protocol"] == "synthetic" and metrics["provenance"]["scores_file"] == str(scores_path)
+    assert set(metrics["views"]) == {"zsl", "gzsl", "seen"}
+    assert metrics["views"]["gzsl"]["num_images"] == 40 and metrics["views"]["zsl"]["num_labels"] == 2
+    assert metrics["views"]["gzsl"]["protocol"] == "synthetic"
+    assert set(metrics["views"]["gzsl"]["top_k"]) == {"1", "3"}
+
+    results = (output / "results.md").read_text()
+    assert "protocol `synthetic`" in results
+    assert "| ZSL | 2 |" in results and "| GZSL | 8 | 40 |" in results
+    assert f"{100 * metrics['views']['gzsl']['mAP']:.1f}" in results
+
+    with (output / "per_label_ap.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 + 8 + 6 and {row["protocol"] for row in rows} == {"synthetic"}
+
+
+def test_results_table_has_wmap_column_for_openimages(tmp_path, scores_path):
+    report = evaluate_scores(scores_path, "openimages-biam", output_dir=tmp_path, plots=False)
+    assert "WmAP" in report["views"]["gzsl"]
+    results = (tmp_path / "results.md").read_text()
+    assert "| WmAP |" in results and "F1@10 exceeds" not in results and "K=10 exceeds the 8 labels" in results
+    assert not (tmp_path / "per_label_ap.png").exists()
+
+
+def test_cli_calibration_scores_write_thresholds(tmp_path, scores_path):
+    scores, labels = toy_scores(seed=1)
+    calibration = save_scores(tmp_path / "validation.npz", scores, labels, NAMES, UNSEEN)
+    output = tmp_path / "report"
+    argv = ["evaluate", "--scores", str(scores_path), "--protocol", "voc2007", "--output", str(output)]
+    assert cli_main([*argv, "--calibration-scores", str(calibration), "--no-plots"]) == 0
+    thresholds = json.loads((output / "thresholds.json").read_text())
+    assert set(thresholds["label_thresholds"]) == set(NAMES)
+    # Unseen labels are never tuned on their validation annotations: they use the global threshold.
+    assert thresholds["fallback_labels"] == NAMES[6:]
+    assert thresholds["label_thresholds"]["label7"] == thresholds["global_threshold"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["views"]["all"]["threshold"]["source"] == "calibrated"
+
+
+def test_cli_errors(tmp_path, scores_path, capsys):
+    bad = write_npz(tmp_path / "bad.npz", scores=np.zeros((2, 2), dtype=np.float32))
+    assert cli_main(["evaluate", "--scores", str(bad), "--protocol", "synthetic", "--output", str(tmp_path)]) == 2
+    assert f"Scores file {bad} is missing key(s) labels" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--scores", str(scores_path), "--protocol", "nus", "--output", str(tmp_path)]) == 2
+    assert "Available presets: coco-48-17" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "--scores", str(scores_path)])
+    assert "--protocol is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "--model", "synthetic", "--protocol", "synthetic"])
+    assert "--model needs --dataset" in capsys.readouterr().err
+
+
+def test_cli_list_protocols(capsys):
+    assert cli_main(["evaluate", "--list-protocols"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("nus-wide-biam", "nus-wide-qks", "openimages-biam", "voc2007"))
+
+
+# ------------------------------------------------------------------------------------------------ model path
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    from datasets import Dataset, DatasetDict
+
+    from ovmlc.data import canonical_features, save_canonical
+
+    clip_dir = save_hub_layout_clip(tmp_path_factory.mktemp("clip"))
+    names = ["circle", "square", "star", "ring"]
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, count in (("train", 4), ("validation", 6), ("test", 7)):
+        images = random_images(count, seed=count)
+        labels = [sorted(rng.choice(4, size=rng.integers(1, 3), replace=False).tolist()) for _ in range(count)]
+        rows = {"image": images, "labels": labels, "image_id": [f"{split}-{index}" for index in range(count)]}
+        splits[split] = Dataset.from_dict(rows, features=canonical_features(names))
+    dataset_dir = save_canonical(
+        DatasetDict(splits),
+        tmp_path_factory.mktemp("data") / "tiny",
+        source="test",
+        converter_version="0",
+        seen_labels=names[:3],
+        unseen_labels=names[3:],
+        annotation="full",
+        description="tiny test set",
+    )
+    return clip_dir, dataset_dir, names
+
+
+def test_score_dataset_matches_predict_scores(tiny_setup):
+    import ovmlc
+    from ovmlc.data import load_canonical
+
+    clip_dir, dataset_dir, names = tiny_setup
+    model = ovmlc.load_model(str(clip_dir))
+    test = load_canonical(dataset_dir, split="test")
+    scores = score_dataset(model, test, names, batch_size=3, limit=5, progress=False)
+    assert scores.shape == (5, 4) and scores.dtype == np.float32
+    expected = model.predict_scores(list(test.select(range(5))["image"]), names)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_cli_model_path(tiny_setup, tmp_path):
+    clip_dir, dataset_dir, names = tiny_setup
+    output = tmp_path / "report"
+    argv = ["evaluate", "--model", str(clip_dir), "--dataset", str(dataset_dir), "--protocol", "synthetic"]
+    argv += ["--output", str(output), "--batch-size", "4", "--calibrate-split", "validation"]
+    assert cli_main(argv) == 0
+    saved = load_scores(output / "scores.npz")
+    assert saved.label_names == names and saved.unseen.tolist() == [False, False, False, True]
+    assert saved.scores.shape == (7, 4) and saved.image_ids[0] == "test-0"
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["provenance"]["model"] == str(clip_dir) and metrics["provenance"]["dataset"] == str(dataset_dir)
+    assert metrics["views"]["gzsl"]["num_images"] == 7
+    thresholds = json.loads((output / "thresholds.json").read_text())
+    assert thresholds["fallback_labels"] == ["ring"] and thresholds["calibration"]["split"] == "validation"
+    for name in ("results.md", "per_label_ap.csv", "per_label_ap.png", "pr_curves.png", "ap_distribution.png"):
+        assert (output / name).is_file(), name
+    # Re-scoring the saved file gives the same numbers without the model.
+    again = evaluate_scores(output / "scores.npz", "synthetic")
+    assert again["views"]["gzsl"]["mAP"] == metrics["views"]["gzsl"]["mAP"]

@@ -1,0 +1,539 @@
+"""Hub integration offline: folder validation, generated model cards, `ovmlc push` / `push-dataset` against a local
+stand-in of the Hub (tests/fake_hub.py), and loading back through `HF_ENDPOINT` in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import yaml
+from datasets import DatasetDict
+from fake_hub import FakeHub
+from helpers import random_images, save_hub_layout_clip
+from huggingface_hub import CommitInfo, ModelCard, RepoUrl
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from ovmlc import CLIPZeroShotModel
+from ovmlc.cli import main as cli_main
+from ovmlc.evaluation import ScoresFile, evaluate_scores, save_scores
+from ovmlc.hub import HubFolderError, plan_model_upload, push_pretrained_model, validate_dataset_folder
+from ovmlc.model_card import OVMLCModelCardData, build_model_card, write_model_card
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SEEN = ["red circle", "blue square", "green triangle"]
+UNSEEN = ["yellow star", "purple ring"]
+TOKEN = "hf_test_token_ovmlc"
+RECIPE = {
+    "method": "clip_zeroshot",
+    # A stand-in Hub id (the weights are a tiny random CLIP): what a published recipe records.
+    "backbone": "openai/clip-vit-base-patch16",
+    "dataset": {"path": "ovmlc/synthetic-tiny", "source": "synthetic"},
+    "output_dir": "runs/clip-tiny",
+    "protocol": "synthetic",
+    "optimizer": {"name": "adamw", "lr": 1.0e-5},
+    "training": {"epochs": 1, "batch_size": 4, "seed": 0},
+    "hub": {"repo_id": "ovmlc/clip-tiny", "license": "apache-2.0", "tags": ["tiny"]},
+}
+TRAINER_STATE = {
+    "global_step": 12,
+    "epoch": 1,
+    "train_runtime": 3.5,
+    "best_step": 12,
+    "best_metric": 0.41,
+    "seed": 0,
+    "versions": {"ovmlc": "0.1.0", "torch": "2.13.0"},
+}
+EXPECTED_RUN_FILES = {
+    "README.md",
+    "config.json",
+    "configuration_clip_zeroshot.py",
+    "modeling_clip_zeroshot.py",
+    "pipeline.py",
+    "model.safetensors",
+    "label_embeddings.safetensors",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "recipe.yaml",
+    "trainer_state.json",
+    "metrics.json",
+    "results.md",
+    "per_label_ap.csv",
+    "per_label_ap.png",
+    "pr_curves.png",
+    "ap_distribution.png",
+}
+
+
+def recipe_yaml() -> str:
+    """The recipe as `ovmlc train` writes it (the trainer's own serializer when present)."""
+    try:
+        from ovmlc.training.recipe import recipe_from_dict
+    except ImportError:
+        return yaml.safe_dump(RECIPE, sort_keys=False)
+    return recipe_from_dict(RECIPE, source="tests/test_hub.py").to_yaml()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fixtures: a bare saved model, a training-run folder, a canonical dataset, a running fake hub
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory) -> Path:
+    return save_hub_layout_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="module")
+def bare_model_dir(tmp_path_factory, clip_dir) -> Path:
+    """`from_clip(...)` + `save_pretrained(...)`: no labels, no training state."""
+    folder = tmp_path_factory.mktemp("bare") / "clip-zeroshot"
+    CLIPZeroShotModel.from_clip(str(clip_dir)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for index, image in enumerate(random_images(3, seed=3)):
+        image.save(folder / f"image-{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, clip_dir) -> Path:
+    """What `ovmlc train` leaves: the saved model + recipe.yaml + trainer_state.json + the evaluation report, plus
+    the resumable checkpoints (with pickles) and scores.npz that must not be uploaded."""
+    folder = tmp_path_factory.mktemp("run") / "clip-tiny"
+    model = CLIPZeroShotModel.from_clip(
+        str(clip_dir), label_names=SEEN + UNSEEN, seen_labels=SEEN, unseen_labels=UNSEEN, global_threshold=0.5
+    )
+    model.save_pretrained(folder)
+    labels = np.array([[1, -1, -1, 1, -1], [-1, 1, -1, -1, 1], [1, 1, -1, -1, -1], [-1, -1, 1, 1, 1]] * 3, np.int8)
+    scores = model.predict_scores(random_images(len(labels), seed=1), SEEN + UNSEEN)
+    unseen = np.array([False] * len(SEEN) + [True] * len(UNSEEN))
+    scores_file = ScoresFile(scores.astype(np.float32), labels, SEEN + UNSEEN, unseen, None)
+    save_scores(folder / "scores.npz", scores_file.scores, labels, SEEN + UNSEEN, unseen)
+    provenance = {"model": str(folder), "dataset": "ovmlc/synthetic-tiny", "split": "test"}
+    evaluate_scores(scores_file, "synthetic", output_dir=folder, plots=True, provenance=provenance)
+    (folder / "recipe.yaml").write_text(recipe_yaml(), encoding="utf-8")
+    (folder / "trainer_state.json").write_text(json.dumps(TRAINER_STATE, indent=2), encoding="utf-8")
+    checkpoint = folder / "checkpoints" / "checkpoint-12"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "optimizer.bin").write_bytes(b"pickled optimizer state")
+    (checkpoint / "trainer_state.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    from ovmlc.data import canonical_features, save_canonical
+
+    features = canonical_features(SEEN + UNSEEN)
+    rows = {
+        "train": [[0], [1, 2], [0, 2]],
+        "validation": [[1], [0]],
+        "test": [[0, 3], [1, 4], [2, 3, 4]],
+    }
+    splits = {}
+    for split, positives in rows.items():
+        images = random_images(len(positives), size=16, seed=len(split))
+        data = {"image": images, "labels": positives, "image_id": [f"{split}-{i}" for i in range(len(positives))]}
+        splits[split] = __import__("datasets").Dataset.from_dict(data, features=features)
+    return save_canonical(
+        DatasetDict(splits),
+        tmp_path_factory.mktemp("dataset") / "synthetic-tiny",
+        source="synthetic",
+        converter_version="test",
+        seen_labels=SEEN,
+        unseen_labels=UNSEEN,
+        annotation="full",
+        description="A five-label toy dataset for the Hub tests.",
+    )
+
+
+@pytest.fixture(scope="module")
+def fake_hub(tmp_path_factory):
+    with FakeHub(tmp_path_factory.mktemp("fake-hub")) as hub:
+        yield hub
+    assert not hub.errors, "\n".join(hub.errors)
+
+
+@pytest.fixture
+def online(fake_hub, monkeypatch):
+    """Point huggingface_hub (already imported, offline) at the fake hub with a token, for in-process pushes."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return fake_hub
+
+
+def run_python(code: str, hub: FakeHub, cwd: Path, timeout: int = 240) -> str:
+    """Run `code` in a fresh interpreter that reaches the fake hub through HF_ENDPOINT with an empty cache."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="0",
+        HF_ENDPOINT=hub.endpoint,
+        HF_HOME=str(cwd / "hf-home"),
+        HF_TOKEN=TOKEN,
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
+    )
+    env.pop("OVMLC_CACHE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    return result.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Folder validation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _broken_copy(source: Path, destination: Path, edit) -> Path:
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("checkpoints"))
+    edit(destination)
+    return destination
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: (d / "config.json").unlink(), r"config\.json is missing"),
+        (lambda d: (d / "model.safetensors").unlink(), r"model\.safetensors is missing"),
+        (lambda d: (d / "pytorch_model.bin").write_bytes(b"\x80\x04pickle"), r"pytorch_model\.bin: pickle-based"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\xff" * 16), r"model\.safetensors: not a readable"),
+        (lambda d: (d / "pipeline.py").unlink(), r"pipeline\.py is missing"),
+        (lambda d: (d / "modeling_clip_zeroshot.py").unlink(), r"modeling_clip_zeroshot\.py is missing"),
+        (lambda d: (d / "preprocessor_config.json").unlink(), r"preprocessor_config\.json is missing"),
+        (
+            lambda d: (d / "config.json").write_text(json.dumps({"model_type": "clip"})),
+            r"model_type 'clip' is not an ovmlc model",
+        ),
+        (
+            lambda d: (d / "config.json").write_text(
+                json.dumps({k: v for k, v in json.loads((d / "config.json").read_text()).items() if k != "auto_map"})
+            ),
+            r"no auto_map",
+        ),
+    ],
+    ids=[
+        "no-config",
+        "no-weights",
+        "pickle",
+        "bad-safetensors",
+        "no-pipeline",
+        "no-code",
+        "no-processor",
+        "clip",
+        "no-auto-map",
+    ],
+)
+def test_model_folder_validation_names_the_file(tmp_path, bare_model_dir, edit, message):
+    folder = _broken_copy(bare_model_dir, tmp_path / "model", edit)
+    with pytest.raises(HubFolderError, match=message):
+        plan_model_upload(folder, "org/model")
+
+
+def test_cli_push_reports_validation_errors(tmp_path, bare_model_dir, capsys):
+    folder = _broken_copy(bare_model_dir, tmp_path / "model", lambda d: (d / "weights.pt").write_bytes(b"x"))
+    assert cli_main(["push", "--model", str(folder), "--repo", "org/model"]) == 2
+    error = capsys.readouterr().err
+    assert "ovmlc push: error:" in error and "weights.pt" in error and "Traceback" not in error
+    assert cli_main(["push", "--model", str(tmp_path / "missing"), "--repo", "org/model"]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+
+
+def test_upload_plan_skips_training_state(run_dir):
+    plan = plan_model_upload(run_dir, "org/clip-tiny")
+    assert set(plan.paths_in_repo) == EXPECTED_RUN_FILES
+    assert "scores.npz" in plan.skipped and "checkpoints/checkpoint-12/optimizer.bin" in plan.skipped
+    assert plan.generated["README.md"].decode().count('"org/clip-tiny"') >= 3  # snippets name the target repo
+
+
+def test_cli_dry_run_uploads_nothing(run_dir, capsys):
+    assert cli_main(["push", "--model", str(run_dir), "--repo", "org/clip-tiny", "--dry-run"]) == 0
+    output = capsys.readouterr().out
+    assert "model.safetensors" in output and "README.md  (generated)" in output
+    assert "library_name: transformers" in output  # the card is shown for review
+
+
+def test_cli_push_offline_is_a_clear_error(run_dir, capsys):
+    # conftest keeps huggingface_hub offline: the upload must fail with a message, not a traceback.
+    assert cli_main(["push", "--model", str(run_dir), "--repo", "org/clip-tiny"]) == 1
+    error = capsys.readouterr().err
+    assert "upload to org/clip-tiny failed" in error and "offline" in error
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model card
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_card_of_training_run_states_the_real_results(run_dir):
+    card = build_model_card(run_dir, repo_id="org/clip-tiny", revision="v1")
+    parsed = ModelCard(str(card))  # the YAML header parses as a Hub card
+    data = parsed.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == "zero-shot-image-classification"
+    assert {"ovmlc", "open-vocabulary", "multi-label-classification", "clip-zeroshot", "tiny"} <= set(data["tags"])
+    assert data["datasets"] == ["ovmlc/synthetic-tiny"]
+    assert data["base_model"] == "openai/clip-vit-base-patch16"
+    assert data["license"] == "apache-2.0"
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    results = model_index_to_eval_results(data["model-index"])[1]
+    assert results == parsed.data.eval_results == OVMLCModelCardData.from_folder(run_dir).eval_results()
+    by_name = {result.metric_name: result for result in results}
+    zsl_map = by_name["ZSL mAP (synthetic)"]
+    assert zsl_map.metric_value == round(100 * metrics["views"]["zsl"]["mAP"], 2)
+    assert zsl_map.metric_args == {"protocol": "synthetic", "view": "zsl"}
+    assert zsl_map.dataset_type == "ovmlc/synthetic-tiny" and zsl_map.dataset_split == "test"
+    gzsl_f1 = by_name["GZSL F1@3 (synthetic)"]
+    assert gzsl_f1.metric_value == round(100 * metrics["views"]["gzsl"]["top_k"]["3"]["f1"], 2)
+    assert gzsl_f1.metric_args["top_k"] == 3
+
+    body = parsed.text
+    results_table = next(
+        line for line in (run_dir / "results.md").read_text().splitlines() if line.startswith("| GZSL")
+    )
+    assert results_table in body  # the run's own report, verbatim
+    assert "| global step | 12 |" in body and "ovmlc 0.1.0, torch 2.13.0" in body
+    assert "protocol: synthetic" in body  # the resolved recipe
+    assert "arxiv.org/abs/2103.00020" in body and "@inproceedings{radford2021clip" in body
+    assert "Seen (3):** red circle, blue square, green triangle" in body
+    assert "pip install ovmlc" in body and 'revision="v1"' in body and 'code_revision="v1"' in body
+    assert str(run_dir) not in body  # no local paths of the training machine
+
+
+def test_card_without_training_state_claims_nothing(bare_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(bare_model_dir, folder)
+    path = write_model_card(folder)
+    card = ModelCard.load(path)
+    assert "model-index" not in card.data.to_dict() and not card.data.eval_results
+    assert "base_model" not in card.data.to_dict()  # a local backbone folder is not a Hub model
+    assert "claims no results" in card.text and "No training record" in card.text
+    assert "mAP" not in card.text.split("## Limitations")[0].split("## Evaluation")[1]
+    assert '"your-org/model"' in card.text  # no repo known yet: an obvious placeholder
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_card_usage_snippets_run(run_dir, images_dir, tmp_path, monkeypatch, capsys):
+    """Every python block of the card runs as written, with the repo id pointing at the local folder."""
+    card = build_model_card(run_dir, repo_id="org/clip-tiny")
+    blocks = _python_blocks(str(card))
+    assert len(blocks) == 3
+    shutil.copy(images_dir / "image-0.png", tmp_path / "example.jpg")  # the snippets' image file
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for block in blocks:
+        assert "org/clip-tiny" in block
+        exec(compile(block.replace("org/clip-tiny", str(run_dir)), "<card snippet>", "exec"), {})
+        outputs.append(capsys.readouterr().out)
+    assert all(output.strip() for output in outputs)
+    assert "yellow star" in outputs[0] and "yellow star" in outputs[2]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Push to the fake hub and load back
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pushed_run(online, run_dir, capsys):
+    assert cli_main(["push", "--model", str(run_dir), "--repo", "org/clip-tiny", "--private"]) == 0
+    assert "pushed 18 files to org/clip-tiny" in capsys.readouterr().out
+    return "org/clip-tiny"
+
+
+def test_push_uploads_the_model_folder(pushed_run, run_dir, fake_hub):
+    assert set(fake_hub.list_files(pushed_run)) == EXPECTED_RUN_FILES
+    assert fake_hub.repo(pushed_run).private
+    for name in ("model.safetensors", "config.json", "metrics.json", "recipe.yaml"):
+        assert fake_hub.read_file(pushed_run, name) == (run_dir / name).read_bytes()
+    config = json.loads(fake_hub.read_file(pushed_run, "config.json"))
+    assert config["auto_map"]["AutoModel"] == "modeling_clip_zeroshot.CLIPZeroShotModel"
+    assert "open-vocabulary-multi-label-classification" in config["custom_pipelines"]
+    assert config["global_threshold"] == 0.5
+    card = ModelCard(fake_hub.read_file(pushed_run, "README.md").decode())
+    assert card.data.eval_results and 'load_model("org/clip-tiny"' in card.text
+    writes = [request for request in fake_hub.requests if request.method == "POST"]
+    assert writes and all(request.authorization == f"Bearer {TOKEN}" for request in writes)
+
+
+def test_push_to_a_branch(online, bare_model_dir, fake_hub, capsys):
+    assert cli_main(["push", "--model", str(bare_model_dir), "--repo", "org/bare"]) == 0
+    main_commit = fake_hub.repo("org/bare").branches["main"]
+    args = ["push", "--model", str(bare_model_dir), "--repo", "org/bare", "--revision", "dev", "--commit-message", "v2"]
+    assert cli_main(args) == 0
+    repo = fake_hub.repo("org/bare")
+    assert repo.branches["main"] == main_commit and repo.branches["dev"] != main_commit
+    assert repo.commit_messages[repo.branches["dev"]] == "v2"
+    assert 'revision="dev"' in fake_hub.read_file("org/bare", "README.md", revision="dev").decode()
+
+
+@pytest.mark.slow
+def test_pushed_model_loads_back_through_the_hub(pushed_run, run_dir, images_dir, fake_hub, tmp_path):
+    """A fresh process with only HF_ENDPOINT: remote code without `import ovmlc`, the pipeline, then ovmlc."""
+    images = sorted(str(path) for path in images_dir.glob("*.png"))
+    labels = ["green triangle", "yellow star", "a dog"]
+    expected = CLIPZeroShotModel.from_pretrained(run_dir).predict_scores(images, labels)
+    np.save(tmp_path / "expected.npy", expected)
+    output = run_python(
+        f"""
+        import sys
+        import numpy as np
+        from transformers import AutoModel, pipeline
+
+        images, labels = {images!r}, {labels!r}
+        expected = np.load("expected.npy")
+        assert "ovmlc" not in sys.modules
+        model = AutoModel.from_pretrained("{pushed_run}", trust_remote_code=True, revision="main")
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        np.testing.assert_allclose(model.predict_scores(images, labels), expected, atol=1e-5)
+
+        classifier = pipeline(model="{pushed_run}", trust_remote_code=True)
+        ranked = classifier(images[0], candidate_labels=labels)
+        np.testing.assert_allclose(sorted(r["score"] for r in ranked), sorted(expected[0]), atol=1e-5)
+
+        import ovmlc
+
+        native = ovmlc.load_model("{pushed_run}")
+        assert type(native) is ovmlc.CLIPZeroShotModel
+        np.testing.assert_allclose(native.predict_scores(images, labels), expected, atol=1e-5)
+        print("loaded", type(model).__name__, native.config.global_threshold)
+        """,
+        fake_hub,
+        tmp_path,
+    )
+    assert "loaded CLIPZeroShotModel 0.5" in output
+    downloads = {request.path.rsplit("/", 1)[-1] for request in fake_hub.requests if "/resolve/" in request.path}
+    assert {"model.safetensors", "modeling_clip_zeroshot.py", "pipeline.py", "tokenizer.json"} <= downloads
+
+
+def _mock_hub_api():
+    """`HfApi.create_repo` / `create_commit` replaced; returns (patches, captured operations)."""
+    captured = {}
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        captured["repo_id"] = repo_id
+        # read now: push_to_hub deletes its temporary folder once the commit returns
+        captured["files"] = {operation.path_in_repo: _operation_bytes(operation) for operation in operations}
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/{'0' * 40}",
+            commit_message=kwargs.get("commit_message", ""),
+            commit_description="",
+            oid="0" * 40,
+        )
+
+    patches = [
+        mock.patch(
+            "huggingface_hub.HfApi.create_repo",
+            lambda self, repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{repo_id}"),
+        ),
+        mock.patch("huggingface_hub.HfApi.create_commit", create_commit),
+    ]
+    return patches, captured
+
+
+def _operation_bytes(operation) -> bytes:
+    content = operation.path_or_fileobj
+    if isinstance(content, (str, Path)):
+        return Path(content).read_bytes()
+    return content if isinstance(content, bytes) else content.read()
+
+
+def test_push_pretrained_model_with_mocked_api(clip_dir):
+    model = CLIPZeroShotModel.from_clip(str(clip_dir), label_names=SEEN)
+    patches, captured = _mock_hub_api()
+    with patches[0], patches[1]:
+        commit = push_pretrained_model(model, "org/from-object", tags=["demo"])
+    assert commit.commit_url.endswith("/commit/" + "0" * 40)
+    assert {"README.md", "config.json", "model.safetensors", "modeling_clip_zeroshot.py", "pipeline.py"} <= set(
+        captured["files"]
+    )
+    card = ModelCard(captured["files"]["README.md"].decode())
+    assert "demo" in card.data.tags and "ovmlc" in card.data.tags and 'load_model("org/from-object"' in card.text
+
+
+def test_model_push_to_hub_uploads_the_ovmlc_card(clip_dir):
+    """`model.push_to_hub` (transformers' entry point) uploads the same files and the generated ovmlc card."""
+    model = CLIPZeroShotModel.from_clip(str(clip_dir), label_names=SEEN)
+    patches, captured = _mock_hub_api()
+    with patches[0], patches[1]:
+        model.push_to_hub("org/pushed")
+    files = set(captured["files"])
+    assert {"config.json", "model.safetensors", "configuration_clip_zeroshot.py", "modeling_clip_zeroshot.py"} <= files
+    assert {"pipeline.py", "preprocessor_config.json", "tokenizer.json", "label_embeddings.safetensors"} <= files
+    card = ModelCard(captured["files"]["README.md"].decode())
+    assert card.data.library_name == "transformers" and "ovmlc" in card.data.tags
+    assert 'load_model("org/pushed"' in card.text
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _edit_card(folder: Path, old: str, new: str) -> None:
+    readme = folder / "README.md"
+    readme.write_text(readme.read_text().replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: (d / "README.md").unlink(), r"README\.md is missing"),
+        (lambda d: _edit_card(d, "configs:", "config_list:"), r"no 'configs'"),
+        (lambda d: _edit_card(d, "path: data/test-*", "path: data/tests-*"), r"data/tests-\*.*matches no parquet"),
+        (lambda d: _edit_card(d, "ovmlc:", "other:"), r"no 'ovmlc:' block"),
+        (lambda d: [path.unlink() for path in (d / "data").glob("*.parquet")], r"no parquet files"),
+    ],
+    ids=["no-card", "no-configs", "bad-pattern", "no-ovmlc-block", "no-parquet"],
+)
+def test_dataset_folder_validation_names_the_problem(tmp_path, dataset_dir, edit, message):
+    folder = tmp_path / "dataset"
+    shutil.copytree(dataset_dir, folder)
+    edit(folder)
+    with pytest.raises(HubFolderError, match=message):
+        validate_dataset_folder(folder)
+
+
+@pytest.mark.slow
+def test_push_dataset_and_load_it_back(online, dataset_dir, fake_hub, tmp_path, capsys):
+    assert cli_main(["push-dataset", "--data", str(dataset_dir), "--repo", "org/synthetic-tiny"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    uploaded = fake_hub.list_files("org/synthetic-tiny", repo_type="dataset")
+    local = sorted(path.relative_to(dataset_dir).as_posix() for path in dataset_dir.rglob("*") if path.is_file())
+    assert uploaded == local and "README.md" in uploaded
+    output = run_python(
+        """
+        from datasets import load_dataset
+        from ovmlc.data import load_canonical, read_label_split
+
+        dataset = load_dataset("org/synthetic-tiny")
+        print({split: len(rows) for split, rows in dataset.items()})
+        print(read_label_split("org/synthetic-tiny"))
+        print(load_canonical("org/synthetic-tiny")["test"].features["labels"].feature.names)
+        """,
+        fake_hub,
+        tmp_path,
+    )
+    assert "{'train': 3, 'validation': 2, 'test': 3}" in output
+    assert str((SEEN, UNSEEN)) in output and str(SEEN + UNSEEN) in output
