@@ -70,6 +70,7 @@ class DemoLimits:
     heatmap_labels: int = 3  # heatmaps drawn for this many top labels
     display_max_side: int = 512  # heatmap canvas size (longest side, pixels)
     label_cache_size: int = 32  # (model, vocabulary) entries in the label-embedding LRU
+    model_label_cache: int = 20_000  # labels kept in each model's own cache (memory only: typed labels never hit disk)
     concurrency: int = 2  # requests computed at once (`queue(default_concurrency_limit=...)`)
     queue_size: int = 64  # requests waiting at most; more are refused with "queue full"
     batch_chunk: int = 8  # images per forward in batch mode
@@ -248,6 +249,8 @@ class TaggingService:
             raise DemoModelError("the demo needs at least one model")
         self.models = dict(models)
         self.limits = limits or DemoLimits()
+        for model in self.models.values():
+            model.set_label_cache(None, max_labels=self.limits.model_label_cache)
         self._label_lru: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
         self._lru_lock = threading.Lock()
         # One text encode at a time per model: the model's label cache is a plain dict persisted to one file.

@@ -240,6 +240,18 @@ class OVMLCModelCardData:
         return _get(self.recipe, "backbone") or self.config.get("backbone_name_or_path")
 
     @property
+    def backbone_description(self) -> str | None:
+        """The backbone as a reader can find it: a Hub id, the shipped offline CLIP, or (local) a folder name only."""
+        backbone = self.backbone
+        if not backbone:
+            return None
+        if backbone == "synthetic":
+            return "`synthetic`, the small offline CLIP shipped with ovmlc"
+        if looks_like_hub_id(backbone) or not Path(backbone).is_absolute():
+            return f"`{backbone}`"
+        return f"a local CLIP folder `{Path(backbone).name}`, not on the Hub"
+
+    @property
     def base_model(self) -> str | None:
         """A Hub model id this model derives from (the recipe's `init_from`, else the backbone), if any."""
         for candidate in (_get(self.recipe, "init_from"), self.backbone):
@@ -338,7 +350,7 @@ class OVMLCModelCardData:
             tags=self.tags,
             datasets=[self.dataset_id] if self.dataset_id else None,
             base_model=self.base_model,
-            model_name=self.model_name,
+            model_name=self.model_name if eval_results else None,  # names the model-index entry
             eval_results=eval_results or None,
         )
 
@@ -366,7 +378,7 @@ class OVMLCModelCardData:
             "method_papers": [_paper_view(paper) for paper in papers[:1]],
             "model_type": self.config["model_type"],
             "model_class": (self.config.get("architectures") or [None])[0],
-            "backbone": self.backbone,
+            "backbone": self.backbone_description,
             "templates_description": self._templates_description(),
             "num_parameters": f"{self.num_parameters:,}" if self.num_parameters else None,
             "thresholds_description": self._thresholds_description(),
@@ -404,7 +416,7 @@ class OVMLCModelCardData:
 
     def _summary(self, method_info: dict | None) -> str:
         name = (method_info or {}).get("name", self.method)
-        backbone = f" on the `{self.backbone}` CLIP backbone" if self.backbone else ""
+        backbone = f" (backbone: {self.backbone_description})" if self.backbone else ""
         text = f"An open-vocabulary multi-label image classifier: {name}{backbone}, packaged with [ovmlc]"
         text += (
             "(https://github.com/ovmlc/ovmlc). It scores any list of label texts independently (a sigmoid per label)."

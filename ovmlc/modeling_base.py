@@ -214,6 +214,14 @@ class OVMLCPreTrainedModel(PreTrainedModel):
             self._label_cache = LabelEmbeddingCache(default_label_cache_dir())
         return self._label_cache
 
+    def set_label_cache(self, directory: str | os.PathLike | None = None, max_labels: int | None = None) -> None:
+        """Where label embeddings are kept: `directory=None` = memory only; `max_labels` caps it (oldest first).
+        Embeddings already in memory (e.g. the saved `label_embeddings.safetensors`) are kept."""
+        previous, self._label_cache = self._label_cache, LabelEmbeddingCache(directory, max_labels=max_labels)
+        if previous is not None:
+            for (fingerprint, templates_key), table in previous._tables.items():
+                self._label_cache.table(fingerprint, templates_key).update(table)
+
     def text_fingerprint(self) -> str:
         """Digest of everything that determines label embeddings (recomputed after training)."""
         if self._text_fingerprint is None or self.training:

@@ -294,6 +294,7 @@ class Trainer:
             self._finish()
         finally:
             self.accelerator.end_training()
+            _release_accelerator_state()
         return self.output_dir
 
     # ------------------------------------------------------------------ setup
@@ -374,8 +375,10 @@ class Trainer:
             card_split = read_label_split(recipe.dataset.path)
         except (OSError, ValueError):
             card_split = ([], [])  # no ovmlc card block (e.g. an in-memory export): every label is seen
+        # `training.epochs: 0` (or `max_steps: 0`) only evaluates: no train split needed.
+        self.trains = bool(recipe.training.max_steps if recipe.training.max_steps is not None else recipe.training.epochs)
         needed = [recipe.dataset.validation_split, recipe.dataset.test_split]
-        if recipe.training.epochs > 0 or recipe.training.max_steps:
+        if self.trains:
             needed.insert(0, recipe.dataset.train_split)
         for split in needed:
             if split not in dataset:
@@ -393,7 +396,7 @@ class Trainer:
             "validation": limited(recipe.dataset.validation_split, recipe.dataset.max_eval_samples),
             "test": limited(recipe.dataset.test_split, recipe.dataset.max_eval_samples),
         }
-        if recipe.dataset.train_split in dataset:
+        if self.trains:
             self.splits["train"] = limited(recipe.dataset.train_split, recipe.dataset.max_train_samples)
         for name, split in self.splits.items():
             if len(split) == 0:
@@ -476,7 +479,10 @@ class Trainer:
             )
         if training.feature_cache is True and augmenting:
             raise RecipeError(f"recipe {recipe.source}: training.feature_cache true needs training.augment: none")
-        self.use_feature_cache = uses_frozen and training.feature_cache in (True, "auto") and not augmenting
+        # Only training reuses features (evaluation-only runs read every image once anyway).
+        self.use_feature_cache = (
+            self.trains and uses_frozen and training.feature_cache in (True, "auto") and not augmenting
+        )
         if self.use_feature_cache:
             trainable_image_side = [
                 name
@@ -572,9 +578,8 @@ class Trainer:
         recipe, training = self.recipe, self.recipe.training
         self.state = TrainerState()
         self.eval_loaders = {name: self._loader(name, shuffle=False) for name in ("validation", "test")}
-        trains = (training.epochs > 0 or bool(training.max_steps)) and "train" in self.datasets
         self.optimizer = self.scheduler = self.plateau = self.train_loader = None
-        if not trains:
+        if not self.trains:
             self.model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
             loaders = self.accelerator.prepare(*self.eval_loaders.values())
             self.eval_loaders = dict(zip(self.eval_loaders, loaders))
@@ -964,6 +969,15 @@ class Trainer:
         except ImportError:
             return
         write_model_card(self.output_dir)
+
+
+def _release_accelerator_state() -> None:
+    """Forget this run's mixed precision / accumulation settings (process-wide singletons in accelerate), so another
+    recipe can run in the same Python process (tests, notebooks). The distributed setup itself is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def _image_side_modules(model) -> tuple[torch.nn.Module, ...]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -107,8 +108,11 @@ class LabelEmbeddingCache:
     in the metadata. Adding labels to a vocabulary encodes only the labels missing here.
     """
 
-    def __init__(self, directory: str | os.PathLike | None = None):
+    def __init__(self, directory: str | os.PathLike | None = None, max_labels: int | None = None):
+        # directory=None keeps embeddings in memory only; max_labels caps each table (oldest labels dropped first),
+        # e.g. for a public demo where anyone can type new labels.
         self.directory = Path(directory) if directory else None
+        self.max_labels = max_labels
         self._tables: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
     def _file(self, fingerprint: str, templates_key: str) -> Path | None:
@@ -124,11 +128,13 @@ class LabelEmbeddingCache:
         return self._tables[key]
 
     def persist(self, fingerprint: str, templates_key: str) -> None:
-        path = self._file(fingerprint, templates_key)
-        if path is None:
-            return
+        """Apply the size cap, then write the table to disk (if this cache has a directory)."""
         table = self._tables.get((fingerprint, templates_key), {})
-        if table:
+        if self.max_labels is not None:
+            for name in list(table)[: max(0, len(table) - self.max_labels)]:
+                del table[name]
+        path = self._file(fingerprint, templates_key)
+        if path is not None and table:
             write_embeddings_file(path, list(table), torch.stack(list(table.values())))
 
     def clear(self) -> None:
@@ -139,7 +145,7 @@ def write_embeddings_file(path: str | os.PathLike, labels: Sequence[str], embedd
     """Save `embeddings [C, D]` with their label names (write-then-rename, so a crash never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique per writer
     info = {"labels": json.dumps(list(labels)), **{key: str(value) for key, value in metadata.items()}}
     save_file({"embeddings": embeddings.detach().to(torch.float32).cpu().contiguous()}, str(tmp), metadata=info)
     os.replace(tmp, path)
@@ -267,8 +273,13 @@ class LabelVocabulary:
         missing = [name for name in self.names if name not in table]
         if missing:
             table.update(self._encode_labels(clip, tokenizer, missing, batch_size, dtype, progress))
+        embeddings = torch.stack([table[name] for name in self.names])
+        if cache.max_labels is not None:
+            for name in self.names:  # least-recently-used order: the labels just asked for go last
+                table[name] = table.pop(name)
+        if missing:
             cache.persist(fingerprint, self.templates_key)
-        return torch.stack([table[name] for name in self.names])
+        return embeddings
 
     def _encode_labels(self, clip, tokenizer, labels, batch_size, dtype, progress) -> dict[str, torch.Tensor]:
         from .clip_utils import tokenize_prompts

@@ -1,8 +1,5 @@
 """Canonical schema: save/load round trip, the card, `label_matrix`, errors, sharding and Hub upload."""
 
-from pathlib import Path
-from unittest import mock
-
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, List, Value, load_dataset
@@ -14,7 +11,6 @@ from ovmlc.data import (
     label_counts,
     label_matrix,
     load_canonical,
-    push_canonical,
     read_card_metadata,
     read_label_split,
     save_canonical,
@@ -174,16 +170,3 @@ def test_large_splits_are_sharded(tmp_path):
     shards = sorted(p.name for p in (out / "data").glob("train-*"))
     assert len(shards) > 1 and shards[0].endswith(f"-of-{len(shards):05d}.parquet")
     assert len(load_canonical(out, split="train")) == 40
-
-
-def test_push_canonical_uploads_the_folder_with_its_card(tmp_path):
-    out = save(toy_dataset(), tmp_path / "toy")
-    with mock.patch("huggingface_hub.HfApi") as api_class:
-        api = api_class.return_value
-        api.upload_folder.return_value = mock.Mock(commit_url="https://hub/commit/1")
-        assert push_canonical(out, "me/toy", private=True) == "https://hub/commit/1"
-    api.create_repo.assert_called_once_with("me/toy", repo_type="dataset", private=True, exist_ok=True)
-    kwargs = api.upload_folder.call_args.kwargs
-    assert Path(kwargs["folder_path"]) == out and kwargs["repo_type"] == "dataset"
-    with pytest.raises(FileNotFoundError):
-        push_canonical(tmp_path / "nope", "me/nope")

@@ -330,6 +330,18 @@ def test_card_without_training_state_claims_nothing(bare_model_dir, tmp_path):
     assert '"your-org/model"' in card.text  # no repo known yet: an obvious placeholder
 
 
+def test_every_method_has_a_description_and_citation():
+    import ovmlc
+    from ovmlc.model_card import load_citations, method_for_model_type
+
+    citations = load_citations()
+    for name, (config_class, _) in ovmlc.METHODS.items():
+        assert method_for_model_type(config_class.model_type) == name
+        entry = citations["methods"].get(name)
+        assert entry and entry["summary"] and entry["papers"], f"ovmlc/citations.json: no entry for method {name!r}"
+        assert all(paper in citations["papers"] for paper in entry["papers"]), name
+
+
 def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
 

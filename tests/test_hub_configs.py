@@ -57,10 +57,10 @@ def test_hub_configs_are_enumerated():
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize("path", TRAINING_RECIPES, ids=[path.name for path in TRAINING_RECIPES])
-def test_training_recipe_is_valid(path):
+def check_training_recipe(path: Path) -> None:
+    """Assert a training recipe is publishable; every message starts with the recipe file."""
     recipe = load_training_recipe(path)
-    where = f"hub_configs/{path.name}"
+    where = f"{path.parent.name}/{path.name}"
     assert recipe.method in ovmlc.METHODS, (
         f"{where}: method {recipe.method!r} is not one of ovmlc.METHODS ({', '.join(ovmlc.METHODS)})"
     )
@@ -85,6 +85,37 @@ def test_training_recipe_is_valid(path):
         assert HUB_REPO_ID.match(recipe.hub.repo_id), f"{where}: hub.repo_id {recipe.hub.repo_id!r} is not org/name"
 
 
+@pytest.mark.parametrize("path", TRAINING_RECIPES, ids=[path.name for path in TRAINING_RECIPES])
+def test_training_recipe_is_valid(path):
+    check_training_recipe(path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"method": "no-such-method"}, r"bad\.yaml: method 'no-such-method' is not one of ovmlc\.METHODS"),
+        ({"dataset": {"path": "data/x", "source": "nope"}}, r"bad\.yaml: dataset\.source 'nope' is not a converter"),
+        ({"protocol": "nope"}, r"bad\.yaml: protocol 'nope' is not a preset"),
+        ({"hub": {}}, r"bad\.yaml: a published-model recipe .* must set hub\.repo_id"),
+    ],
+    ids=["method", "converter", "protocol", "repo-id"],
+)
+def test_a_wrong_recipe_is_named(tmp_path, edit, message):
+    recipe = {
+        "method": "clip_zeroshot",
+        "backbone": "openai/clip-vit-base-patch16",
+        "dataset": {"path": "data/nus-wide", "source": "nus-wide"},
+        "output_dir": "runs/x",
+        "protocol": "nus-wide-qks",
+        "hub": {"repo_id": "ovmlc/x"},
+    }
+    recipe.update(edit)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    with pytest.raises(AssertionError, match=message):
+        check_training_recipe(path)
+
+
 def test_hub_repo_ids_are_unique():
     owners: dict[str, str] = {}
     for path in TRAINING_RECIPES:
@@ -98,6 +129,5 @@ def test_hub_repo_ids_are_unique():
 def test_pretraining_recipe_is_valid(path):
     from ovmlc.vlp import VLPPretrainConfig
 
-    config = VLPPretrainConfig.from_yaml(path)  # raises naming the file and the key
-    config.validate(path)
+    config = VLPPretrainConfig.from_yaml(path)  # validates; errors name the file and the key
     assert config.output_dir, f"hub_configs/{path.name}: output_dir is empty"

@@ -115,3 +115,14 @@ def test_bf16_encoding_close_to_fp32(clip_and_tokenizer):
     fp32 = vocab.encode(clip, tokenizer, fingerprint="x")
     bf16 = vocab.encode(clip, tokenizer, cache=LabelEmbeddingCache(), fingerprint="y", dtype=torch.bfloat16)
     assert torch.nn.functional.cosine_similarity(fp32, bf16).min() > 0.99
+
+
+def test_memory_only_capped_cache(clip_and_tokenizer, tmp_path):
+    clip, tokenizer = clip_and_tokenizer
+    cache = LabelEmbeddingCache(None, max_labels=3)
+    first = LabelVocabulary(["cat", "dog"]).encode(clip, tokenizer, cache=cache, fingerprint="m")
+    both = LabelVocabulary(["bird", "tree", "cat"]).encode(clip, tokenizer, cache=cache, fingerprint="m")
+    torch.testing.assert_close(both[2], first[0])
+    table = cache.table("m", LabelVocabulary(["x"]).templates_key)
+    assert list(table) == ["bird", "tree", "cat"]  # capped at 3, least recently used ("dog") dropped
+    assert not list(tmp_path.iterdir())

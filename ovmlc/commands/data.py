@@ -2,7 +2,8 @@
 
 ovmlc data prepare <source> --root RAW --out DIR [--val-fraction 0.1 --seed 0 --partial-ratio P]
 ovmlc data info DIR_OR_HUB_ID
-ovmlc data push DIR REPO_ID
+
+Upload a prepared folder with `ovmlc push-dataset --data DIR --repo org/name` (it keeps the card).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _proportion(text: str) -> float:
     return value
 
 
-def _add_common_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, help="raw source: folder, table file, parquet path or Hub id")
+def _add_common_prepare_arguments(parser: argparse.ArgumentParser, requires_root: bool = True) -> None:
+    parser.add_argument("--root", required=requires_root, help="raw source: folder, table file, parquet path or Hub id")
     parser.add_argument("--out", required=True, help="output folder (parquet shards + README.md dataset card)")
     parser.add_argument(
         "--val-fraction", type=_fraction, default=0.1, help="validation hold-out from the training images (0.1)"
@@ -62,7 +63,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "data",
         help="prepare canonical multi-label datasets (NUS-WIDE, COCO, VOC, Open Images, your own data)",
-        description="Build, inspect and upload canonical ovmlc datasets (parquet + dataset card). See docs/data.md.",
+        description="Build and inspect canonical ovmlc datasets (parquet + dataset card). See docs/data.md.",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
@@ -76,19 +77,13 @@ def register(subparsers) -> None:
     sources.required = True
     for name, converter in CONVERTERS.items():
         source_parser = sources.add_parser(name, help=converter.help, description=converter.help)
-        _add_common_prepare_arguments(source_parser)
+        _add_common_prepare_arguments(source_parser, requires_root=getattr(converter, "requires_root", True))
         converter.add_arguments(source_parser)
         source_parser.set_defaults(func=run_prepare)
 
     info = actions.add_parser("info", help="print the label split and sizes of a canonical dataset")
     info.add_argument("dataset", help="canonical dataset folder or Hub id")
     info.set_defaults(func=run_info)
-
-    push = actions.add_parser("push", help="upload a canonical dataset folder (with its card) to the Hub")
-    push.add_argument("dataset", help="canonical dataset folder")
-    push.add_argument("repo_id", help="Hub dataset repo, e.g. me/nus-wide-ovmlc")
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(func=run_push)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -127,26 +122,12 @@ def run_info(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"ovmlc data info: error: {error}", file=sys.stderr)
         return 2
-    print(
-        f"{args.dataset}: source {block['source']} (converter {block['converter_version']}), annotation {block['annotation']}"
-    )
+    print(f"{args.dataset}: source {block['source']} (converter {block['converter_version']})")
+    print(f"  annotation: {block['annotation']}")
     print(f"  labels: {len(block['seen_labels'])} seen, {len(block['unseen_labels'])} unseen")
     if block.get("partial_label_proportion") is not None:
-        print(
-            f"  partial labels: kept proportion {block['partial_label_proportion']} (seed {block.get('partial_label_seed')})"
-        )
+        proportion, seed = block["partial_label_proportion"], block.get("partial_label_seed")
+        print(f"  partial labels: kept proportion {proportion} (seed {seed})")
     for split, split_dataset in dataset.items():
         print(f"  {split}: {len(split_dataset):,} images")
-    return 0
-
-
-def run_push(args: argparse.Namespace) -> int:
-    from ovmlc.data import push_canonical
-
-    try:
-        url = push_canonical(args.dataset, args.repo_id, private=args.private or None)
-    except (ValueError, OSError) as error:
-        print(f"ovmlc data push: error: {error}", file=sys.stderr)
-        return 2
-    print(f"pushed {args.dataset} to {url}")
     return 0

@@ -31,7 +31,7 @@ from ovmlc.data.schema import (  # noqa: E402
     label_matrix,
     validate_canonical_features,
 )
-from ovmlc.data.storage import load_canonical, push_canonical, save_canonical  # noqa: E402
+from ovmlc.data.storage import load_canonical, save_canonical  # noqa: E402
 
 _LAZY = {
     # torch / transform code is only imported when used, so `import ovmlc.data` stays light for metrics and the CLI.
@@ -69,7 +69,6 @@ __all__ = [
     "list_transform_presets",
     "load_canonical",
     "load_transform",
-    "push_canonical",
     "read_card_metadata",
     "read_label_split",
     "save_canonical",

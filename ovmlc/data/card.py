@@ -134,7 +134,8 @@ def render_card_body(
         + encoding,
         '```python\nfrom datasets import load_dataset\n\ndataset = load_dataset("<this folder or repo id>")\n```',
         "```python\nfrom ovmlc.data import load_canonical, label_matrix, read_label_split\n\n"
-        'dataset = load_canonical("<this folder or repo id>")\nseen, unseen = read_label_split("<this folder or repo id>")\n'
+        'dataset = load_canonical("<this folder or repo id>")\n'
+        'seen, unseen = read_label_split("<this folder or repo id>")\n'
         'labels = label_matrix(dataset["test"], unseen)  # int8 [N, C]: 1 positive, -1 negative, 0 unannotated\n```',
         "## Label split",
         "\n".join(

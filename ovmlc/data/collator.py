@@ -1,6 +1,7 @@
 """`MultiLabelCollator`: canonical rows -> `pixel_values`, multi-hot `labels` and `label_mask` for a label set.
 
-    collator = MultiLabelCollator.from_dataset(dataset["train"], label_names=seen, transform=load_transform("clip-train"))
+    transform = load_transform("clip-train")
+    collator = MultiLabelCollator.from_dataset(dataset["train"], label_names=seen, transform=transform)
     loader = DataLoader(dataset["train"], batch_size=32, collate_fn=collator, shuffle=True)
     batch = next(iter(loader))  # pixel_values [B, 3, H, W], labels [B, C], label_mask [B, C]
 

@@ -307,7 +307,7 @@ def prepare_canonical(
                         continue
                     yield split, record, row
 
-            for split, record, row, image in _encode_all(annotated_rows(), options.verify, options.num_workers):
+            for split, _record, row, image in _encode_all(annotated_rows(), options.verify, options.num_workers):
                 progress.update(1)
                 if isinstance(image, SkippedImage):
                     skip(f"{image.reason} image", str(image.where))

@@ -1,7 +1,7 @@
 """Writing and reading canonical datasets: parquet shards + dataset card in one self-contained folder.
 
 The folder layout is what `push_to_hub` produces, so the same folder loads with `datasets.load_dataset(dir)`, uploads
-as-is to the Hub (`push_canonical`), and loads back with `load_dataset(repo_id)`:
+as-is to the Hub (`ovmlc push-dataset`, which keeps the card), and loads back with `load_dataset(repo_id)`:
 
     out_dir/
       README.md                          card: configs/data_files, dataset_info, ovmlc block
@@ -33,7 +33,6 @@ from ovmlc.data.card import (
     CARD_FILENAME,
     DATA_DIR,
     build_card_metadata,
-    read_card_metadata,
     render_card,
     render_card_body,
 )
@@ -376,27 +375,3 @@ def load_canonical(path_or_id: str | os.PathLike, split: str | None = None) -> D
     for name, dataset in [(split, loaded)] if split is not None else loaded.items():
         validate_canonical_features(dataset.features, f"{source} [{name}]")
     return loaded
-
-
-def push_canonical(
-    path: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    token: str | None = None,
-    commit_message: str = "Upload canonical ovmlc dataset",
-) -> str:
-    """Upload a canonical dataset folder (shards + card, `ovmlc:` block included) to a Hub dataset repo.
-
-    `DatasetDict.push_to_hub` would rewrite the card and drop the label split, so the folder is uploaded as-is.
-    """
-    from huggingface_hub import HfApi
-
-    path = Path(path).expanduser()
-    read_card_metadata(path)  # fails early, naming the folder, if this is not a canonical dataset
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(path), repo_id=repo_id, repo_type="dataset", commit_message=commit_message
-    )
-    return str(getattr(commit, "commit_url", commit))

@@ -231,6 +231,7 @@ def build_feature_cache(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_fn or _default_collate,
+        generator=torch.Generator(),  # a DataLoader draws a seed when iterated: keep the global RNG untouched
     )
     for batch in tqdm(
         loader, desc=progress_desc, unit="batch", disable=not accelerator.is_local_main_process, leave=False

@@ -26,8 +26,9 @@ class Converter(ABC):
     name: str = ""
     help: str = ""
     version: str = "1"
+    requires_root: bool = True  # False for sources that generate their data (no --root needed)
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # noqa: B027 - optional hook, no flags by default
         """Source-specific command-line flags (the common ones are added by `ovmlc data prepare`)."""
 
     @abstractmethod

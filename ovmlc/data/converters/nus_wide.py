@@ -108,7 +108,7 @@ class NusWideConverter(Converter):
         parser.add_argument(
             "--keep-untagged-train",
             action="store_true",
-            help="keep training images without any positive seen tag (BiAM, MKT and QKS drop them; so does the default)",
+            help="keep training images without any positive seen tag (dropped by default, as BiAM, MKT and QKS do)",
         )
 
     def _image_dir(self, root: Path, override: str | None) -> Path:
@@ -183,8 +183,8 @@ class NusWideConverter(Converter):
         missing_truth = [c for c in concepts if not (groundtruth_dir / f"Labels_{c}_Test.txt").is_file()]
         if missing_truth:
             raise SourceFormatError(
-                f"{groundtruth_dir}: no ground-truth file Labels_<concept>_Test.txt for {len(missing_truth)} concept(s) "
-                f"of {concepts_file}: {missing_truth[:20]}"
+                f"{groundtruth_dir}: no ground-truth file Labels_<concept>_Test.txt for {len(missing_truth)} "
+                f"concept(s) of {concepts_file}: {missing_truth[:20]}"
             )
 
         train_entries = [normalize_image_entry(line) for line in read_lines(train_list)]

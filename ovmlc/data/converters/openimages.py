@@ -247,6 +247,7 @@ class OpenImagesConverter(Converter):
                     if "conflicting" in key or key == "unreadable confidence":
                         notes.append(f"{count:,} {key}")
 
+        unseen_source = Path(args.unseen_file).name if args.unseen_file else "(no --unseen-file)"
         return SourcePlan(
             source=self.name,
             converter_version=self.version,
@@ -258,7 +259,7 @@ class OpenImagesConverter(Converter):
             description=(
                 "Open Images (Kuznetsova et al., IJCV 2020) human-verified image-level labels: confidence 1 is "
                 "positive, 0 negative, anything not verified is unannotated. Seen labels = the trainable classes; "
-                f"unseen labels = {len(unseen)} classes from {Path(args.unseen_file).name if args.unseen_file else '(none)'} "
+                f"unseen labels = {len(unseen)} classes from {unseen_source} "
                 "(the LESA zero-shot protocol uses its top-400 list)."
             ),
             splits={

@@ -110,11 +110,13 @@ class CLIPFTModel(OVMLCPreTrainedModel):
         """Inject fresh LoRA adapters (A: Kaiming, B: zeros, so the model starts equal to the base); idempotent."""
         if self.has_lora:
             return
-        inject_adapter_in_model(self.lora_config(), self, adapter_name=ADAPTER_NAME)
-        if not self.has_lora:
+        try:
+            inject_adapter_in_model(self.lora_config(), self, adapter_name=ADAPTER_NAME)
+        except ValueError as error:
             raise ValueError(
-                f"lora_target_modules={self.config.lora_target_modules} matched no layer of the vision tower"
-            )
+                f"CLIPFTConfig.lora_target_modules={self.config.lora_target_modules} matched no layer of the vision "
+                f"tower (CLIP layers have q_proj, k_proj, v_proj, out_proj, fc1, fc2): {error}"
+            ) from error
         self._freeze()
 
     def _freeze(self) -> None:
