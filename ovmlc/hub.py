@@ -8,12 +8,12 @@ card generated from its contents (`ovmlc.model_card`). What goes up:
 * `config.json` with `auto_map` (the flat method code, so `AutoModel.from_pretrained(repo, trust_remote_code=True)`
   works without `import ovmlc`) and `custom_pipelines` (`pipeline.py`), calibrated thresholds included;
 * the tokenizer and image-processor files, `label_embeddings.safetensors` (cached text embeddings of the label set);
-* for training runs: `recipe.yaml`, `trainer_state.json` and the evaluation report (`metrics.json`, `results.md`,
-  `per_label_ap.csv`, `thresholds.json`, plots);
+* for training runs: `recipe.yaml`, `trainer_state.json` and the evaluation report (`eval/`: `metrics.json`,
+  `results.md`, `per_label_ap.csv`, `thresholds.json`, plots);
 * `README.md`: the generated card (any README.md in the folder is replaced by a fresh one naming the target repo).
 
-Never uploaded: `checkpoints/` (resumable training state with optimizer pickles), tracker logs, `scores.npz` (large,
-re-creatable with `ovmlc evaluate`), hidden files and `__pycache__`.
+Never uploaded: `checkpoints/` (resumable training state with optimizer pickles), tracker logs (`logs/`, `runs/`),
+`scores.npz` files (large, re-created by `ovmlc evaluate`), hidden files and `__pycache__`.
 
 A dataset folder (written by `ovmlc data prepare`) is uploaded as-is, after checking its card (README.md with
 `configs` and an `ovmlc:` block) and its parquet shards: `datasets.DatasetDict.push_to_hub` would rewrite the card and
@@ -41,8 +41,10 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 # Serialisation formats built on pickle (torch.save, pickle, joblib): loading them can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
-# Top-level names of a model folder that are never uploaded (training state, logs, large re-creatable files).
-MODEL_EXCLUDED_NAMES = ("checkpoints", "runs", "logs", "tensorboard", "trackio", "wandb", "scores.npz", "__pycache__")
+# Never uploaded from a model folder: top-level folders of training state and tracker logs, and score matrices
+# (large; `ovmlc evaluate` re-creates them) wherever they are, e.g. `eval/scores.npz` of `ovmlc train`.
+MODEL_EXCLUDED_DIRS = ("checkpoints", "runs", "logs", "tensorboard", "trackio", "wandb")
+MODEL_EXCLUDED_FILES = ("scores.npz",)
 MODEL_DEFAULT_COMMIT_MESSAGE = "Upload ovmlc model"
 DATASET_DEFAULT_COMMIT_MESSAGE = "Upload ovmlc canonical dataset"
 
@@ -128,7 +130,11 @@ def validate_model_folder(folder: str | os.PathLike) -> tuple[list[str], list[st
     uploaded, skipped = [], []
     for path in _walk_files(folder):
         relative = path.relative_to(folder)
-        excluded = relative.parts[0] in MODEL_EXCLUDED_NAMES or _is_hidden_or_cache(relative)
+        excluded = (
+            relative.parts[0] in MODEL_EXCLUDED_DIRS
+            or relative.name in MODEL_EXCLUDED_FILES
+            or _is_hidden_or_cache(relative)
+        )
         (skipped if excluded or relative.as_posix() == CARD_FILE else uploaded).append(relative.as_posix())
     _refuse_pickles([folder / name for name in uploaded], folder)
 

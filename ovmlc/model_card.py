@@ -35,6 +35,8 @@ MODEL_CARD_FILE = "README.md"
 RECIPE_FILE = "recipe.yaml"
 TRAINER_STATE_FILE = "trainer_state.json"
 THRESHOLDS_FILE = "thresholds.json"
+# Where the evaluation report of a run lives: `eval/` (what `ovmlc train` writes), else the folder itself.
+REPORT_DIRS = ("eval", "")
 LIBRARY_NAME = "transformers"
 HUB_PIPELINE_TAG = "zero-shot-image-classification"
 TASK_NAME = "Open-vocabulary multi-label image classification"
@@ -46,6 +48,7 @@ PLOT_TITLES = {
     "ap_distribution": "Distribution of per-label AP",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_LOCAL_PATH_LINE = re.compile(r"^- [\w ]+: `(/|~|[A-Za-z]:[\\/])")
 
 
 class ModelCardError(ValueError):
@@ -199,12 +202,20 @@ class OVMLCModelCardData:
                 raise ModelCardError(f"{folder / RECIPE_FILE}: the recipe must be a YAML mapping")
             recipe_text = (folder / RECIPE_FILE).read_text(encoding="utf-8").strip()
         trainer_state = _read_json(folder / TRAINER_STATE_FILE) if (folder / TRAINER_STATE_FILE).is_file() else None
-        metrics = _read_json(folder / METRICS_FILE_NAME) if (folder / METRICS_FILE_NAME).is_file() else None
-        if metrics is not None and not isinstance(_get(metrics, "views"), dict):
-            raise ModelCardError(f"{folder / METRICS_FILE_NAME}: no 'views' mapping (not an ovmlc evaluation report)")
-        results_markdown = None
-        if metrics is not None and (folder / RESULTS_FILE_NAME).is_file():
-            results_markdown = (folder / RESULTS_FILE_NAME).read_text(encoding="utf-8")
+        report_dir = next((name for name in REPORT_DIRS if (folder / name / METRICS_FILE_NAME).is_file()), None)
+        metrics, results_markdown, report_files = None, None, []
+        if report_dir is not None:
+            metrics_file = folder / report_dir / METRICS_FILE_NAME
+            metrics = _read_json(metrics_file)
+            if not isinstance(_get(metrics, "views"), dict):
+                raise ModelCardError(f"{metrics_file}: no 'views' mapping (not an ovmlc evaluation report)")
+            if (folder / report_dir / RESULTS_FILE_NAME).is_file():
+                results_markdown = (folder / report_dir / RESULTS_FILE_NAME).read_text(encoding="utf-8")
+            report_files = [
+                Path(report_dir, name).as_posix()
+                for name in (METRICS_FILE_NAME, PER_LABEL_FILE_NAME, THRESHOLDS_FILE, *PLOT_FILE_NAMES.values())
+                if (folder / report_dir / name).is_file()
+            ]
 
         repo_id = repo_id or _get(recipe, "hub", "repo_id") or f"your-org/{folder.resolve().name}"
         auto_map = config.get("auto_map") or {}
@@ -228,10 +239,8 @@ class OVMLCModelCardData:
             trainer_state=trainer_state if isinstance(trainer_state, dict) else None,
             metrics=metrics,
             results_markdown=results_markdown,
-            evaluation_files=[
-                name for name in (METRICS_FILE_NAME, PER_LABEL_FILE_NAME, THRESHOLDS_FILE) if (folder / name).is_file()
-            ],
-            plot_files=[name for name in PLOT_FILE_NAMES.values() if (folder / name).is_file()],
+            evaluation_files=[name for name in report_files if not name.endswith(".png")],
+            plot_files=[name for name in report_files if name.endswith(".png")],
         )
 
     # ------------------------------------------------------------------ derived facts
@@ -511,31 +520,33 @@ class OVMLCModelCardData:
         return [(name, _format_value(value)) for name, value in rows if value is not None]
 
     def _state_rows(self) -> list[tuple[str, str]]:
-        """Every scalar of trainer_state.json (and its `versions` mapping), as recorded."""
+        """What trainer_state.json records: every scalar, and the scalar entries of its mappings (versions, hardware,
+        loss summary, test numbers); lists (loss and validation histories) are left to the file."""
         if not self.trainer_state:
             return []
         rows = []
         for key, value in self.trainer_state.items():
             name = key.replace("_", " ")
-            if isinstance(value, dict) and key in ("versions", "library_versions"):
-                rows.append((name, ", ".join(f"{package} {version}" for package, version in value.items())))
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) and re.search(r"(time|runtime)", key):
-                rows.append((name, f"{_format_value(value)} ({_format_duration(float(value))})"))
-            elif isinstance(value, (str, int, float, bool)) or value is None:
+            if isinstance(value, dict):
+                scalars = [(item, entry) for item, entry in value.items() if _is_scalar(entry) and entry is not None]
+                if scalars:
+                    rows.append((name, ", ".join(f"{item} {_plain(entry)}" for item, entry in scalars)))
+            elif _is_scalar(value) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                duration = f" ({_format_duration(float(value))})" if re.search(r"(time|seconds)", key) else ""
+                rows.append((name, _format_value(value) + duration))
+            elif _is_scalar(value):
                 rows.append((name, "–" if value is None else _format_value(value)))
         return rows
 
     def _results_markdown(self) -> str | None:
-        """The run's results.md under this card's headings: its title dropped, headings demoted, and the local paths
-        of the evaluated model folder and scores file (not uploaded) dropped."""
+        """The run's results.md under this card's headings: its title dropped, headings demoted, and provenance lines
+        holding local absolute paths (model folder, scores file, recipe) dropped."""
         if not self.results_markdown:
             return None
         lines = []
         for line in self.results_markdown.strip().splitlines():
-            if line.startswith("# "):
-                continue
-            if line.startswith(("- scores file:", "- model:")):
-                continue  # local paths of the machine that ran the evaluation
+            if line.startswith("# ") or _LOCAL_PATH_LINE.match(line):
+                continue  # the title, and provenance lines naming files of the machine that ran the evaluation
             lines.append("##" + line if line.startswith("#") else line)
         return "\n".join(lines).strip()
 
@@ -589,6 +600,14 @@ class OVMLCModelCardData:
             "`code_revision` to a commit hash."
         )
         return items
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _plain(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _join(*values: Any, prefix: tuple[str, ...] = ()) -> str | None:

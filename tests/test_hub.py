@@ -24,7 +24,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from ovmlc import CLIPZeroShotModel
 from ovmlc.cli import main as cli_main
-from ovmlc.evaluation import ScoresFile, evaluate_scores, save_scores
+from ovmlc.evaluation import ScoresFile, calibrate_thresholds, evaluate_scores, save_scores, write_thresholds
 from ovmlc.hub import HubFolderError, plan_model_upload, push_pretrained_model, validate_dataset_folder
 from ovmlc.model_card import OVMLCModelCardData, build_model_card, write_model_card
 
@@ -43,13 +43,22 @@ RECIPE = {
     "training": {"epochs": 1, "batch_size": 4, "seed": 0},
     "hub": {"repo_id": "ovmlc/clip-tiny", "license": "apache-2.0", "tags": ["tiny"]},
 }
+# trainer_state.json as `ovmlc train` writes it (scalars, summaries, histories, environment).
 TRAINER_STATE = {
+    "method": "clip_zeroshot",
+    "seed": 0,
     "global_step": 12,
-    "epoch": 1,
-    "train_runtime": 3.5,
+    "total_steps": 12,
+    "epochs_completed": 1,
+    "stopped_early": False,
+    "train_seconds": 3725.5,
+    "selection_metric": "gzsl/mAP",
     "best_step": 12,
     "best_metric": 0.41,
-    "seed": 0,
+    "loss": {"first": 0.9, "last": 0.4, "min": 0.38, "per_epoch": [0.52], "history": [[1, 0.9], [12, 0.4]]},
+    "validation": [{"step": 12, "gzsl/mAP": 0.41}],
+    "labels": {"train": 3, "evaluation": 5, "unseen": 2},
+    "hardware": {"device": "cpu", "num_processes": 1},
     "versions": {"ovmlc": "0.1.0", "torch": "2.13.0"},
 }
 EXPECTED_RUN_FILES = {
@@ -65,12 +74,18 @@ EXPECTED_RUN_FILES = {
     "tokenizer_config.json",
     "recipe.yaml",
     "trainer_state.json",
-    "metrics.json",
-    "results.md",
-    "per_label_ap.csv",
-    "per_label_ap.png",
-    "pr_curves.png",
-    "ap_distribution.png",
+    *(
+        f"eval/{name}"
+        for name in (
+            "metrics.json",
+            "results.md",
+            "per_label_ap.csv",
+            "thresholds.json",
+            "per_label_ap.png",
+            "pr_curves.png",
+            "ap_distribution.png",
+        )
+    ),
 }
 
 
@@ -111,26 +126,42 @@ def images_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, clip_dir) -> Path:
-    """What `ovmlc train` leaves: the saved model + recipe.yaml + trainer_state.json + the evaluation report, plus
-    the resumable checkpoints (with pickles) and scores.npz that must not be uploaded."""
+    """The folder layout `ovmlc train` leaves: the saved model (label split and calibrated thresholds in its config),
+    recipe.yaml, trainer_state.json, the evaluation report in eval/ (with scores.npz), resumable checkpoints (with
+    pickles) and tracker logs; the last three must not be uploaded."""
     folder = tmp_path_factory.mktemp("run") / "clip-tiny"
-    model = CLIPZeroShotModel.from_clip(
-        str(clip_dir), label_names=SEEN + UNSEEN, seen_labels=SEEN, unseen_labels=UNSEEN, global_threshold=0.5
-    )
-    model.save_pretrained(folder)
-    labels = np.array([[1, -1, -1, 1, -1], [-1, 1, -1, -1, 1], [1, 1, -1, -1, -1], [-1, -1, 1, 1, 1]] * 3, np.int8)
-    scores = model.predict_scores(random_images(len(labels), seed=1), SEEN + UNSEEN)
+    names = SEEN + UNSEEN
     unseen = np.array([False] * len(SEEN) + [True] * len(UNSEEN))
-    scores_file = ScoresFile(scores.astype(np.float32), labels, SEEN + UNSEEN, unseen, None)
-    save_scores(folder / "scores.npz", scores_file.scores, labels, SEEN + UNSEEN, unseen)
-    provenance = {"model": str(folder), "dataset": "ovmlc/synthetic-tiny", "split": "test"}
-    evaluate_scores(scores_file, "synthetic", output_dir=folder, plots=True, provenance=provenance)
+    model = CLIPZeroShotModel.from_clip(str(clip_dir))
+    labels = np.array([[1, -1, -1, 1, -1], [-1, 1, -1, -1, 1], [1, 1, -1, -1, -1], [-1, -1, 1, 1, 1]] * 3, np.int8)
+    scores = model.predict_scores(random_images(len(labels), seed=1), names).astype(np.float32)
+    validation_labels = labels.copy()
+    validation_labels[:, unseen] = 0  # calibration never sees unseen annotations
+    thresholds = calibrate_thresholds(scores, validation_labels, names)
+    eval_dir = folder / "eval"
+    write_thresholds(thresholds, validation_labels, names, eval_dir, split="validation")
+    save_scores(eval_dir / "scores.npz", scores, labels, names, unseen)
+    provenance = {
+        "model": str(folder),
+        "dataset": "ovmlc/synthetic-tiny",
+        "split": "test",
+        "calibrate_split": "validation",
+        "recipe": str(folder / "recipe.yaml"),
+    }
+    scores_file = ScoresFile(scores, labels, names, unseen, None)
+    evaluate_scores(scores_file, "synthetic", output_dir=eval_dir, thresholds=thresholds, provenance=provenance)
+    model.config.label_names, model.config.seen_labels, model.config.unseen_labels = names, SEEN, UNSEEN
+    model.config.label_thresholds = thresholds["label_thresholds"]
+    model.config.global_threshold = thresholds["global_threshold"]
+    model.save_pretrained(folder)
     (folder / "recipe.yaml").write_text(recipe_yaml(), encoding="utf-8")
     (folder / "trainer_state.json").write_text(json.dumps(TRAINER_STATE, indent=2), encoding="utf-8")
     checkpoint = folder / "checkpoints" / "checkpoint-12"
     checkpoint.mkdir(parents=True)
     (checkpoint / "optimizer.bin").write_bytes(b"pickled optimizer state")
     (checkpoint / "trainer_state.json").write_text("{}", encoding="utf-8")
+    (folder / "logs").mkdir()
+    (folder / "logs" / "events.out.tfevents.1").write_bytes(b"tensorboard")
     return folder
 
 
@@ -259,7 +290,9 @@ def test_cli_push_reports_validation_errors(tmp_path, bare_model_dir, capsys):
 def test_upload_plan_skips_training_state(run_dir):
     plan = plan_model_upload(run_dir, "org/clip-tiny")
     assert set(plan.paths_in_repo) == EXPECTED_RUN_FILES
-    assert "scores.npz" in plan.skipped and "checkpoints/checkpoint-12/optimizer.bin" in plan.skipped
+    assert {"eval/scores.npz", "checkpoints/checkpoint-12/optimizer.bin", "logs/events.out.tfevents.1"} <= set(
+        plan.skipped
+    )
     assert plan.generated["README.md"].decode().count('"org/clip-tiny"') >= 3  # snippets name the target repo
 
 
@@ -293,7 +326,7 @@ def test_card_of_training_run_states_the_real_results(run_dir):
     assert data["base_model"] == "openai/clip-vit-base-patch16"
     assert data["license"] == "apache-2.0"
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     results = model_index_to_eval_results(data["model-index"])[1]
     assert results == parsed.data.eval_results == OVMLCModelCardData.from_folder(run_dir).eval_results()
     by_name = {result.metric_name: result for result in results}
@@ -306,11 +339,12 @@ def test_card_of_training_run_states_the_real_results(run_dir):
     assert gzsl_f1.metric_args["top_k"] == 3
 
     body = parsed.text
-    results_table = next(
-        line for line in (run_dir / "results.md").read_text().splitlines() if line.startswith("| GZSL")
-    )
-    assert results_table in body  # the run's own report, verbatim
-    assert "| global step | 12 |" in body and "ovmlc 0.1.0, torch 2.13.0" in body
+    results = (run_dir / "eval" / "results.md").read_text().splitlines()
+    assert next(line for line in results if line.startswith("| GZSL")) in body  # the run's own report, verbatim
+    assert "| global step | 12 |" in body and "| train seconds | 3725.5 (1h 02m 06s) |" in body
+    assert "| versions | ovmlc 0.1.0, torch 2.13.0 |" in body and "| loss | first 0.9, last 0.4, min 0.38 |" in body
+    assert "](eval/per_label_ap.png)" in body and "[`eval/metrics.json`](eval/metrics.json)" in body
+    assert 'threshold="calibrated"' in body
     assert "protocol: synthetic" in body  # the resolved recipe
     assert "arxiv.org/abs/2103.00020" in body and "@inproceedings{radford2021clip" in body
     assert "Seen (3):** red circle, blue square, green triangle" in body
@@ -370,19 +404,21 @@ def test_card_usage_snippets_run(run_dir, images_dir, tmp_path, monkeypatch, cap
 @pytest.fixture
 def pushed_run(online, run_dir, capsys):
     assert cli_main(["push", "--model", str(run_dir), "--repo", "org/clip-tiny", "--private"]) == 0
-    assert "pushed 18 files to org/clip-tiny" in capsys.readouterr().out
+    assert f"pushed {len(EXPECTED_RUN_FILES)} files to org/clip-tiny" in capsys.readouterr().out
     return "org/clip-tiny"
 
 
 def test_push_uploads_the_model_folder(pushed_run, run_dir, fake_hub):
     assert set(fake_hub.list_files(pushed_run)) == EXPECTED_RUN_FILES
     assert fake_hub.repo(pushed_run).private
-    for name in ("model.safetensors", "config.json", "metrics.json", "recipe.yaml"):
+    for name in ("model.safetensors", "config.json", "eval/metrics.json", "recipe.yaml"):
         assert fake_hub.read_file(pushed_run, name) == (run_dir / name).read_bytes()
     config = json.loads(fake_hub.read_file(pushed_run, "config.json"))
     assert config["auto_map"]["AutoModel"] == "modeling_clip_zeroshot.CLIPZeroShotModel"
     assert "open-vocabulary-multi-label-classification" in config["custom_pipelines"]
-    assert config["global_threshold"] == 0.5
+    thresholds = json.loads((run_dir / "eval" / "thresholds.json").read_text())
+    assert config["global_threshold"] == thresholds["global_threshold"]
+    assert config["label_thresholds"] == thresholds["label_thresholds"]
     card = ModelCard(fake_hub.read_file(pushed_run, "README.md").decode())
     assert card.data.eval_results and 'load_model("org/clip-tiny"' in card.text
     writes = [request for request in fake_hub.requests if request.method == "POST"]
@@ -434,7 +470,8 @@ def test_pushed_model_loads_back_through_the_hub(pushed_run, run_dir, images_dir
         fake_hub,
         tmp_path,
     )
-    assert "loaded CLIPZeroShotModel 0.5" in output
+    global_threshold = json.loads((run_dir / "config.json").read_text())["global_threshold"]
+    assert f"loaded CLIPZeroShotModel {global_threshold}" in output
     downloads = {request.path.rsplit("/", 1)[-1] for request in fake_hub.requests if "/resolve/" in request.path}
     assert {"model.safetensors", "modeling_clip_zeroshot.py", "pipeline.py", "tokenizer.json"} <= downloads
 

@@ -3,7 +3,8 @@
 Two kinds of recipes live there:
 * training recipes (`ovmlc train --config`): a `method` key; they must load with the trainer's recipe loader, name a
   method of `ovmlc.METHODS`, a dataset converter (`dataset.source`, `ovmlc data prepare <source>`) and a protocol
-  preset, and, when they publish a model (real, non-synthetic data), a `hub.repo_id`;
+  preset, and, when they publish a model, a `hub.repo_id`: every recipe on real (non-synthetic) data does, except
+  intermediate stages that another recipe starts from (`init_from`, e.g. MKT stage 1);
 * pretraining recipes (`ovmlc pretrain-vlp --config`): no `method` key; they must load as `VLPPretrainConfig`.
 """
 
@@ -36,6 +37,21 @@ def is_training_recipe(path: Path) -> bool:
 
 TRAINING_RECIPES = [path for path in RECIPE_FILES if is_training_recipe(path)]
 PRETRAINING_RECIPES = [path for path in RECIPE_FILES if not is_training_recipe(path)]
+
+
+def intermediate_outputs() -> set[str]:
+    """Output folders that another recipe starts from (`init_from`), e.g. MKT stage 1: not published models."""
+    targets = set()
+    for path in TRAINING_RECIPES:
+        init_from = read_yaml(path).get("init_from")
+        if init_from:
+            targets.add(str(init_from).rstrip("/"))
+    return targets
+
+
+def is_published(recipe: dict) -> bool:
+    """A recipe publishes a model unless it trains on synthetic data or builds another recipe's starting point."""
+    return not is_synthetic(recipe) and str(recipe.get("output_dir", "")).rstrip("/") not in intermediate_outputs()
 
 
 def is_synthetic(recipe: dict) -> bool:
@@ -79,8 +95,10 @@ def check_training_recipe(path: Path) -> None:
     )
     load_protocol(recipe.protocol)
 
-    if not is_synthetic(read_yaml(path)):
-        assert recipe.hub.repo_id, f"{where}: a published-model recipe (non-synthetic data) must set hub.repo_id"
+    if is_published(read_yaml(path)):
+        assert recipe.hub.repo_id, (
+            f"{where}: a published-model recipe (real data, not another recipe's init_from) must set hub.repo_id"
+        )
     if recipe.hub.repo_id:
         assert HUB_REPO_ID.match(recipe.hub.repo_id), f"{where}: hub.repo_id {recipe.hub.repo_id!r} is not org/name"
 

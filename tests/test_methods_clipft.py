@@ -157,3 +157,26 @@ def test_fresh_process_remote_code_load_of_lora_adapter(clip_dir, batch, tmp_pat
 def test_lora_target_that_matches_nothing_is_a_clear_error(clip_dir):
     with pytest.raises(ValueError, match="matched no layer"):
         CLIPFTModel.from_clip(str(clip_dir), finetune="lora", lora_target_modules=["query"])
+
+
+def test_lora_training_with_the_trainer_writes_the_peft_layout(tmp_path):
+    from test_train_fixtures import make_tiny_backbone, make_tiny_dataset, write_recipe
+
+    from ovmlc.train import train
+
+    dataset, backbone = make_tiny_dataset(tmp_path / "data"), make_tiny_backbone(tmp_path / "clip")
+    recipe = write_recipe(
+        tmp_path / "lora.yaml",
+        dataset,
+        backbone,
+        tmp_path / "out",
+        method="clipft",
+        method_config={"finetune": "lora", "lora_r": 4},
+        freeze=[],
+        training={"epochs": 1},
+    )
+    output = train(recipe)
+    files = set(os.listdir(output))
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
+    loaded = CLIPFTModel.from_pretrained(output)
+    assert loaded.has_lora and loaded.config.lora_r == 4

@@ -289,3 +289,43 @@ def test_score_rejects_unknown_features(model):
 def test_too_many_trainable_layers_is_a_clear_error(clip_dir):
     with pytest.raises(ValueError, match="num_trainable_layers"):
         MKTModel.from_clip(str(clip_dir), num_trainable_layers=3)
+
+
+def test_two_stage_training_with_the_trainer(tmp_path):
+    from test_train_fixtures import make_tiny_backbone, make_tiny_dataset, write_recipe
+
+    from ovmlc.train import train
+
+    dataset, backbone = make_tiny_dataset(tmp_path / "data"), make_tiny_backbone(tmp_path / "clip")
+    stage1 = write_recipe(
+        tmp_path / "stage1.yaml",
+        dataset,
+        backbone,
+        tmp_path / "stage1",
+        method="mkt",
+        method_config={"num_trainable_layers": 1, "templates": TEMPLATE},
+        freeze=[],
+        layer_decay=0.65,
+        training={"epochs": 1},
+    )
+    first = train(stage1)
+    stage2 = write_recipe(
+        tmp_path / "stage2.yaml",
+        dataset,
+        backbone,
+        tmp_path / "stage2",
+        method="mkt",
+        method_config={"stage": 2},
+        init_from=str(first),
+        freeze=[],
+        training={"epochs": 1},
+    )
+    second = train(stage2)
+    loaded = MKTModel.from_pretrained(second)
+    assert loaded.config.stage == 2 and loaded.config.num_trainable_layers == 1
+    stage1_model = MKTModel.from_pretrained(first)
+    # Stage 2 kept stage 1's image side and changed only the prompt.
+    assert torch.equal(loaded.student.projection.weight, stage1_model.student.projection.weight)
+    with torch.no_grad():
+        assert not torch.allclose(loaded.encode_labels(SEEN), stage1_model.encode_labels(SEEN))
+    assert (second / "eval").is_dir()

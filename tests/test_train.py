@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -120,8 +121,9 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path, world):
             training={"epochs": 1, "batch_size": 8, "gradient_accumulation_steps": 2},
         )
     )
-    big_weights, accumulated_weights = load_file(str(big / "model.safetensors")), load_file(
-        str(accumulated / "model.safetensors")
+    big_weights, accumulated_weights = (
+        load_file(str(big / "model.safetensors")),
+        load_file(str(accumulated / "model.safetensors")),
     )
     assert json.loads((accumulated / "trainer_state.json").read_text())["global_step"] == 3
     for name, tensor in big_weights.items():
@@ -133,8 +135,9 @@ def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, world)
     uncached = train(recipe_file(tmp_path, world, "uncached", **qks_sections(feature_cache=False)))
     assert json.loads((cached / "trainer_state.json").read_text())["feature_cache"] is True
     assert json.loads((uncached / "trainer_state.json").read_text())["feature_cache"] is False
-    cached_weights, uncached_weights = load_file(str(cached / "model.safetensors")), load_file(
-        str(uncached / "model.safetensors")
+    cached_weights, uncached_weights = (
+        load_file(str(cached / "model.safetensors")),
+        load_file(str(uncached / "model.safetensors")),
     )
     for name, tensor in cached_weights.items():
         torch.testing.assert_close(uncached_weights[name], tensor, atol=1e-5, rtol=1e-4)
@@ -231,13 +234,13 @@ def test_missing_keys_and_missing_dataset_fail_fast(tmp_path, world, capsys):
         ({"method": "nope"}, "unknown method 'nope'"),
         ({"method_config": {"num_queries": 3}}, "unknown key method_config.num_queries for method 'clip_zeroshot'"),
         ({"method_config": {"label_names": ["x"]}}, "label_names is set by the trainer"),
-        ({"freeze": ["^does\\.not\\.exist"]}, "freeze pattern '^does\\\\.not\\\\.exist' matches no parameter"),
+        ({"freeze": ["^nothing$"]}, "freeze pattern '^nothing$' matches no parameter"),
         ({"dataset": {"train_labels": "no-such-labelset"}}, "dataset.train_labels"),
         ({"training": {"feature_cache": True}}, "does not train from frozen image features"),
     ],
 )
 def test_bad_method_settings_fail_before_training(tmp_path, world, sections, message):
-    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(RecipeError, match=re.escape(message)):
         Trainer(load_recipe(recipe_file(tmp_path, world, **sections))).run()
 
 

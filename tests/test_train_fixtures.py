@@ -69,12 +69,12 @@ def make_tiny_backbone(directory: Path) -> Path:
     return save_hub_layout_clip(directory)
 
 
-def write_recipe(path: Path, dataset: Path, backbone: Path, output_dir: Path, **sections) -> Path:
+def write_recipe(path: Path, dataset_path: Path, backbone_path: Path, output_dir: Path, **sections) -> Path:
     """A tiny-synthetic-like recipe pointing at the test dataset and backbone; `sections` replace/extend keys."""
     recipe = {
         "method": "clip_zeroshot",
-        "backbone": str(backbone),
-        "dataset": {"path": str(dataset), "source": "test-colours"},
+        "backbone": str(backbone_path),
+        "dataset": {"path": str(dataset_path), "source": "test-colours"},
         "protocol": "synthetic",
         "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 0.0},
         "schedule": {"name": "constant"},

@@ -67,6 +67,7 @@ class SourcePlan:
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     pretty_name: str | None = None
     license_name: str | None = None
+    root: str | os.PathLike | None = None  # skipped files are reported relative to it (no local paths in the card)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class PrepareSummary:
             top = ", ".join(f"{self.label_names[i]} {int(positives[i])}" for i in order if positives[i] > 0)
             lines.append(
                 f"  {split:<10} {stats.images:>9,} images, {int(positives.sum()):,} positive labels, "
-                f"{int((positives > 0).sum())} labels with a positive, {stats.images_without_positive:,} images "
+                f"{int((positives > 0).sum())} labels with a positive, {stats.images_without_positive:,} "
                 f"without a positive" + (f"; most frequent: {top}" if top else "")
             )
         if self.skipped:
@@ -271,7 +272,14 @@ def prepare_canonical(
     skipped: Counter = Counter()
     skipped_examples: dict[str, list[str]] = {}
 
+    root = Path(plan.root).expanduser().resolve() if plan.root is not None else None
+
     def skip(reason: str, where: str) -> None:
+        if root is not None:
+            try:
+                where = Path(where).resolve().relative_to(root).as_posix()
+            except (ValueError, OSError):
+                pass
         skipped[reason] += 1
         examples = skipped_examples.setdefault(reason, [])
         if len(examples) < MAX_EXAMPLES_PER_REASON:

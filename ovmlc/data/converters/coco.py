@@ -184,5 +184,6 @@ class CocoConverter(Converter):
             notes=notes,
             extra_metadata={"coco_split": split},
             pretty_name=f"MS-COCO 2014 {split}",
+            root=root,
             license_name="other",
         )

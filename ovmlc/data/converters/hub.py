@@ -165,7 +165,13 @@ class HubConverter(Converter):
                     )
                 )
         plan = plan_from_rows(
-            self, rows, args, where=where, description=f"Converted from the dataset {where}.", base_labels=base_labels
+            self,
+            rows,
+            args,
+            where=where,
+            description=f"Converted from the dataset {Path(where).name if base_dir is not None else where}.",
+            base_labels=base_labels,
+            root=base_dir,
         )
         if ignored:
             plan.notes.append(f"ignored split(s) {ignored} (only train / validation / test are used)")

@@ -250,5 +250,6 @@ class NusWideConverter(Converter):
             splits={"train": train_records, "test": test_records},
             notes=notes,
             pretty_name="NUS-WIDE 925/81",
+            root=root,
             license_name="other",
         )

@@ -269,5 +269,6 @@ class OpenImagesConverter(Converter):
             notes=notes,
             extra_metadata={"label_mids": seen_mids + unseen_mids},
             pretty_name="Open Images (human-verified labels)",
+            root=root,
             license_name="other",
         )

@@ -276,7 +276,14 @@ class TableConverter(Converter):
                 )
         if not rows:
             raise SourceFormatError(f"{root}: the label table has no rows")
-        return plan_from_rows(self, rows, args, where=str(root), description=f"User images with labels from {root}.")
+        return plan_from_rows(
+            self,
+            rows,
+            args,
+            where=str(root),
+            description=f"User images with labels from {root.name}.",
+            root=root if root.is_dir() else root.parent,
+        )
 
 
 def add_label_arguments(parser: argparse.ArgumentParser) -> None:
@@ -299,6 +306,7 @@ def plan_from_rows(
     where: str,
     description: str,
     base_labels: Sequence[str] | None = None,
+    root: str | Path | None = None,
 ) -> SourcePlan:
     """Label space + splits of user rows -> `SourcePlan` (shared by the table and Hub/parquet sources)."""
     label_names, seen, unseen, notes = resolve_label_space(
@@ -331,4 +339,5 @@ def plan_from_rows(
         splits=splits,
         has_captions=any(row.caption for row in rows),
         notes=notes + split_notes,
+        root=root,
     )

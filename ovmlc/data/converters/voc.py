@@ -122,5 +122,6 @@ class Voc2007Converter(Converter):
             splits=splits,
             notes=[f"{difficult_only:,} (image, class) entries left unannotated: only 'difficult' objects"],
             pretty_name="PASCAL VOC 2007",
+            root=year_dir,
             license_name="other",
         )

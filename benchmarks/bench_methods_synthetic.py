@@ -1,0 +1,244 @@
+"""Method quality on the synthetic shapes world (CPU): CLIP zero-shot vs CLIP-FT vs MKT vs QKS.
+
+Every trained method runs through the real trainer (`ovmlc.train`) with its recipe in `hub_configs/*-synthetic.yaml`
+(training seed overridden per run), then the best-on-validation model is scored on the test split:
+
+* GZSL: all 38 labels scored together (`synthetic` protocol: all test images);
+* ZSL: the 10 unseen labels (test images with at least one unseen positive). Models whose scores depend on the
+  scored label set (MKT normalises its two streams across the labels) are re-scored with the unseen labels alone,
+  as in the MKT paper; for the others the ZSL columns of the GZSL scores are the same numbers;
+* seen: the 28 training labels among all 38 scores (all test images).
+
+Prints a markdown table (mean ± sd over seeds, percent) with the training wall time per run.
+
+    ovmlc data prepare synthetic --root synthetic --out data/synthetic
+    python benchmarks/bench_methods_synthetic.py --data data/synthetic --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "hub_configs"
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One table row: a recipe (or a chain of recipes, e.g. MKT stage 1 then 2), or plain CLIP zero-shot."""
+
+    name: str
+    recipes: tuple[str, ...] = ()
+
+
+METHODS: dict[str, MethodRun] = {
+    "clip-zs": MethodRun("CLIP zero-shot"),
+    "clipft": MethodRun("CLIP-FT (full)", ("clipft-synthetic.yaml",)),
+    "clipft-lora": MethodRun("CLIP-FT (LoRA)", ("clipft-lora-synthetic.yaml",)),
+    "mkt-stage1": MethodRun("MKT stage 1", ("mkt-synthetic-stage1.yaml",)),
+    "mkt": MethodRun("MKT (stage 1 + 2)", ("mkt-synthetic-stage1.yaml", "mkt-synthetic-stage2.yaml")),
+    "qks": MethodRun("QKS", ("qks-synthetic.yaml",)),
+}
+DEFAULT_METHODS = ("clip-zs", "clipft", "clipft-lora", "mkt", "qks")
+METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
+
+
+@dataclass
+class RunResult:
+    method: str
+    seed: int
+    train_seconds: float
+    zsl_map: float
+    zsl_f1_3: float
+    gzsl_map: float
+    gzsl_f1_3: float
+    seen_map: float
+    output_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def ensure_dataset(path: str | os.PathLike) -> Path:
+    """The canonical synthetic dataset at `path` (prepared with the default sizes and seed 0 if missing)."""
+    path = Path(path)
+    if not (path / "README.md").is_file():
+        from ovmlc.cli import main as cli_main
+
+        print(f"preparing the synthetic dataset in {path} ...", file=sys.stderr)
+        code = cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(path), "--no-progress"])
+        if code:
+            raise RuntimeError(f"`ovmlc data prepare synthetic --out {path}` failed with exit code {code}")
+    return path
+
+
+def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256) -> dict[str, float]:
+    """ZSL / GZSL / seen numbers (percent) of a model on the test split (see the module docstring)."""
+    from ovmlc import data as ovmlc_data
+    from ovmlc.evaluation import score_dataset
+    from ovmlc.metrics import evaluate_protocol
+
+    seen, unseen = ovmlc_data.read_label_split(dataset_path)
+    test = ovmlc_data.load_canonical(dataset_path, split="test")
+    names = [*seen, *unseen]
+    is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
+    labels = ovmlc_data.label_matrix(test, names)  # int8 [N, C]: 1 positive, -1 negative (full annotation)
+    scores = score_dataset(model, test, names, batch_size=batch_size, progress=False)
+    report = evaluate_protocol(scores, labels, names, is_unseen, "synthetic")
+    zsl = report["views"]["zsl"]
+    if getattr(model, "scores_depend_on_label_set", False):
+        unseen_scores = score_dataset(model, test, list(unseen), batch_size=batch_size, progress=False)
+        zsl_report = evaluate_protocol(
+            unseen_scores, labels[:, is_unseen], list(unseen), np.ones(len(unseen), dtype=bool), "synthetic"
+        )
+        zsl = zsl_report["views"]["zsl"]
+    gzsl, seen_view = report["views"]["gzsl"], report["views"]["seen"]
+    return {
+        "zsl_map": 100 * zsl["mAP"],
+        "zsl_f1_3": 100 * zsl["top_k"]["3"]["f1"],
+        "gzsl_map": 100 * gzsl["mAP"],
+        "gzsl_f1_3": 100 * gzsl["top_k"]["3"]["f1"],
+        "seen_map": 100 * seen_view["mAP"],
+    }
+
+
+def train_recipes(
+    recipes: Sequence[str], dataset_path: Path, seed: int, work_dir: Path, overrides: Sequence[str] = ()
+) -> tuple[Path, float]:
+    """Run a chain of recipes (each later one starts from the previous output); returns the last output folder and
+    the summed wall time."""
+    from ovmlc.train import train
+
+    output, seconds, previous = None, 0.0, None
+    for recipe in recipes:
+        output = work_dir / f"{Path(recipe).stem}-seed{seed}"
+        run_overrides = [
+            f"dataset.path={dataset_path}",
+            f"training.seed={seed}",
+            f"output_dir={output}",
+            "tracker=none",
+            "hub.repo_id=null",
+            *overrides,
+        ]
+        if previous is not None:
+            run_overrides.append(f"init_from={previous}")
+        started = time.perf_counter()
+        train(RECIPES / recipe, run_overrides, overwrite=True)
+        seconds += time.perf_counter() - started
+        previous = output
+    return output, seconds
+
+
+def run_method(
+    key: str, dataset_path: Path, seed: int, work_dir: Path, backbone: str = "synthetic", overrides: Sequence[str] = ()
+) -> RunResult:
+    import ovmlc
+
+    method = METHODS[key]
+    if not method.recipes:
+        started = time.perf_counter()
+        model = ovmlc.CLIPZeroShotModel.from_clip(backbone)
+        numbers = evaluate_model(model, dataset_path)
+        return RunResult(key, seed, time.perf_counter() - started, **numbers)
+    output, seconds = train_recipes(method.recipes, dataset_path, seed, work_dir, overrides)
+    model = ovmlc.load_model(str(output))
+    return RunResult(key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output))
+
+
+def run_benchmark(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    dataset_path: str | os.PathLike,
+    work_dir: str | os.PathLike | None = None,
+    overrides: dict[str, Sequence[str]] | None = None,
+    log=print,
+) -> list[RunResult]:
+    """Train and evaluate every method for every seed (CLIP zero-shot once: it has no randomness)."""
+    dataset_path = ensure_dataset(dataset_path)
+    work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ovmlc-bench-methods-"))
+    results = []
+    for key in methods:
+        if key not in METHODS:
+            raise ValueError(f"unknown method {key!r}; available: {', '.join(METHODS)}")
+        for seed in seeds[:1] if not METHODS[key].recipes else seeds:
+            result = run_method(key, dataset_path, seed, work_dir, overrides=(overrides or {}).get(key, ()))
+            log(
+                f"{METHODS[key].name} seed {seed}: "
+                + ", ".join(f"{name} {getattr(result, name):.1f}" for name in METRICS)
+                + f" ({result.train_seconds:.0f} s)"
+            )
+            results.append(result)
+    return results
+
+
+def summarize(results: Sequence[RunResult]) -> dict[str, dict[str, tuple[float, float]]]:
+    """`{method: {metric: (mean, sd)}}` over seeds (sd 0 for a single run), plus `train_seconds`."""
+    summary: dict[str, dict[str, tuple[float, float]]] = {}
+    for key in dict.fromkeys(result.method for result in results):
+        rows = [result for result in results if result.method == key]
+        summary[key] = {}
+        for name in (*METRICS, "train_seconds"):
+            values = np.array([getattr(row, name) for row in rows], dtype=np.float64)
+            summary[key][name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        summary[key]["runs"] = (float(len(rows)), 0.0)
+    return summary
+
+
+def markdown_table(results: Sequence[RunResult]) -> str:
+    summary = summarize(results)
+    header = "| method | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | seen mAP | runs | train time / run |"
+    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, numbers in summary.items():
+        cells = []
+        for name in METRICS:
+            mean, sd = numbers[name]
+            cells.append(f"{mean:.1f} ± {sd:.1f}" if numbers["runs"][0] > 1 else f"{mean:.1f}")
+        seconds = numbers["train_seconds"][0]
+        time_cell = "—" if not METHODS[key].recipes else f"{seconds:.0f} s"
+        lines.append(f"| {METHODS[key].name} | " + " | ".join(cells) + f" | {int(numbers['runs'][0])} | {time_cell} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="data/synthetic", help="canonical synthetic dataset (prepared if missing)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (0 1 2)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
+    parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
+    parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    started = time.perf_counter()
+    results = run_benchmark(
+        args.methods, args.seeds, args.data, args.work_dir, log=lambda text: print(text, file=sys.stderr)
+    )
+    total = time.perf_counter() - started
+    print(
+        f"Synthetic shapes world ({args.data}, test split), seeds {' '.join(map(str, args.seeds))}; percent, "
+        f"mean ± sd over seeds; CPU ({torch.get_num_threads()} threads), total wall time {total / 60:.1f} min.\n"
+    )
+    print(markdown_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(result) for result in results], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Two CPU processes (`accelerate launch`, gloo) train like one and evaluate every example exactly once."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_fixtures import SPLIT_SIZES, make_tiny_backbone, make_tiny_dataset
+
+from ovmlc import evaluation
+from ovmlc.train import main as train_main
+
+TINY_RECIPE = Path(__file__).resolve().parent.parent / "hub_configs" / "tiny-synthetic.yaml"
+
+
+def _overrides(dataset, backbone, output_dir):
+    return [
+        f"dataset.path={dataset}",
+        f"backbone={backbone}",
+        f"output_dir={output_dir}",
+        "training.batch_size=8",  # global: 4 images per process
+        "training.eval_batch_size=4",  # 21 validation / 19 test images: uneven last batches are padded, then dropped
+        # No dropout, so one process and two draw the same (no) random masks and must reach the same weights.
+        "method_config.query_dropout=0.0",
+        "method_config.query_attention_dropout=0.0",
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_evaluate_each_example_once(tmp_path, monkeypatch):
+    dataset, backbone = make_tiny_dataset(tmp_path / "data"), make_tiny_backbone(tmp_path / "clip")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OVMLC_CACHE=str(tmp_path / "cache"))
+    single, double = tmp_path / "single", tmp_path / "double"
+    # The single-process reference runs in this process, with its own feature cache folder.
+    monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "single-cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train_main(["--config", str(TINY_RECIPE), *_overrides(dataset, backbone, single)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    # See feasibility.md §6: without ACCELERATE_USE_CPU, `--multi_gpu` on a CPU machine runs unsynchronised copies.
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "ovmlc.train",
+        "--config",
+        str(TINY_RECIPE),
+        *_overrides(dataset, backbone, double),
+    ]
+    result = subprocess.run(launch, env=dict(env, ACCELERATE_USE_CPU="true"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    state = json.loads((double / "trainer_state.json").read_text())
+    assert state["hardware"]["num_processes"] == 2 and "MULTI_CPU" in state["hardware"]["distributed_type"]
+    assert state["feature_cache"] is True  # the cache was built by both ranks, each filling its own rows
+
+    # Same training curve and weights as one process (the batch size is global; DDP averages the two halves).
+    single_state = json.loads((single / "trainer_state.json").read_text())
+    assert state["global_step"] == single_state["global_step"]
+    assert state["loss"]["per_epoch"] == pytest.approx(single_state["loss"]["per_epoch"], abs=1e-4)
+    single_weights, double_weights = (
+        load_file(str(single / "model.safetensors")),
+        load_file(str(double / "model.safetensors")),
+    )
+    for name, tensor in single_weights.items():
+        torch.testing.assert_close(double_weights[name], tensor, atol=5e-3, rtol=1e-3)
+
+    # Distributed evaluation saw every test image exactly once, in dataset order ...
+    scores = evaluation.load_scores(double / "eval" / "scores.npz")
+    assert scores.num_images == SPLIT_SIZES["test"]
+    assert list(scores.image_ids) == [f"test-{index:03d}" for index in range(SPLIT_SIZES["test"])]
+    # ... and reports exactly what a single process reports for the same weights.
+    reference = evaluation.evaluate_model(
+        str(double), str(dataset), "synthetic", output_dir=tmp_path / "reference", progress=False
+    )
+    reference_scores = evaluation.load_scores(tmp_path / "reference" / "scores.npz")
+    np.testing.assert_allclose(scores.scores, reference_scores.scores, atol=1e-5)
+    metrics = json.loads((double / "eval" / "metrics.json").read_text())
+    for view, result in reference["views"].items():
+        assert metrics["views"][view]["mAP"] == pytest.approx(result["mAP"], abs=1e-6)
+
+    # Only the main process writes: the same files as a single-process run, plus rank 1's RNG state in checkpoints.
+    def files(root):
+        return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
+
+    extra = files(double) - files(single)
+    assert extra and all(path.endswith("random_states_1.pkl") for path in extra)
