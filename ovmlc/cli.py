@@ -14,6 +14,7 @@ COMMANDS = [
     "ovmlc.commands.data",
     "ovmlc.commands.train",
     "ovmlc.commands.push",
+    "ovmlc.commands.quickstart",
 ]
 
 

@@ -306,6 +306,16 @@ class OVMLCModelCardData:
         names = [self.dataset_name, self.dataset_path, _get(self.metrics, "protocol")]
         return any("synthetic" in str(name).lower() for name in names if name)
 
+    @property
+    def was_trained(self) -> bool:
+        """False for recipes that only evaluate (`training.epochs: 0`, no `max_steps`) or runs that made no step."""
+        if self.recipe is None:
+            return False
+        if _get(self.trainer_state, "global_step") == 0:
+            return False
+        epochs, max_steps = _get(self.recipe, "training", "epochs"), _get(self.recipe, "training", "max_steps")
+        return not (epochs == 0 and not max_steps)
+
     def example_labels(self) -> list[str]:
         """Labels for the usage snippets: a few unseen and seen labels of the model, when it has them."""
         if self.unseen_labels or self.seen_labels:
@@ -430,13 +440,15 @@ class OVMLCModelCardData:
         text += (
             "(https://github.com/ovmlc/ovmlc). It scores any list of label texts independently (a sigmoid per label)."
         )
-        if self.recipe is not None:
-            dataset = f" on `{self.dataset_path}`" if self.dataset_path else ""
+        dataset = f" on `{self.dataset_path}`" if self.dataset_path else ""
+        if self.recipe is not None and self.was_trained:
             text += f" Trained with `ovmlc train`{dataset}"
             if self.unseen_labels:
                 text += f" with {len(self.seen_labels)} seen labels; {len(self.unseen_labels)} labels were held out"
                 text += " of training and are recognised zero-shot"
             text += "."
+        elif self.recipe is not None:
+            text += f" Not trained: `ovmlc train` ran its recipe with no training steps and evaluated it{dataset}."
         else:
             text += " No training record comes with this checkpoint."
         return text
@@ -474,8 +486,8 @@ class OVMLCModelCardData:
         if self.seen_labels or self.unseen_labels:
             return (
                 f"The training/evaluation label set has {len(self.seen_labels) + len(self.unseen_labels)} labels: "
-                f"{len(self.seen_labels)} seen during training and {len(self.unseen_labels)} unseen (held out, "
-                "evaluated zero-shot)."
+                f"{len(self.seen_labels)} seen (the split's training labels) and {len(self.unseen_labels)} unseen "
+                "(held out of training, evaluated zero-shot)."
             )
         if self.label_names:
             return f"The model records a label set of {len(self.label_names)} labels, without a seen/unseen split."
@@ -568,7 +580,7 @@ class OVMLCModelCardData:
             limit = _get(self.metrics, "provenance", "limit")
             if limit:
                 items.append(f"The evaluation used only the first {limit} images of the split, not all of it.")
-        if self.unseen_labels:
+        if self.unseen_labels and self.was_trained:
             items.append(
                 "Seen/unseen bias: the model was trained on the seen labels only, so seen labels tend to score higher "
                 "than unseen ones. In GZSL (all labels ranked together) unseen labels are pushed down, and ZSL numbers "

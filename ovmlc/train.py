@@ -67,7 +67,7 @@ class TrainerState:
     loss_count: int = 0
     epoch_loss_sum: float = 0.0
     epoch_loss_count: int = 0
-    loss_history: list[list[float]] = field(default_factory=list)  # [[step, mean loss since last log], ...]
+    loss_history: list[list[float]] = field(default_factory=list)  # [[step, mean loss since last log, lr], ...]
     epoch_losses: list[float] = field(default_factory=list)
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: list[str] = field(default_factory=list)
@@ -687,7 +687,6 @@ class Trainer:
         train_labels = self.labels.train
         vocabulary = self._unwrapped().vocabulary(train_labels)
         label_embeds = None if self.encode_labels_every_step else self._label_embeds(train_labels)
-        self.eval_label_embeds = None
         started = time.perf_counter()
         self._segment_start = started
         progress = tqdm(
@@ -766,9 +765,9 @@ class Trainer:
     def _log_loss(self) -> None:
         state = self.state
         mean_loss = state.loss_sum / max(1, state.loss_count)
-        state.loss_history.append([state.global_step, mean_loss])
-        state.loss_sum, state.loss_count = 0.0, 0
         learning_rate = self.optimizer.param_groups[0]["lr"]
+        state.loss_history.append([state.global_step, mean_loss, learning_rate])
+        state.loss_sum, state.loss_count = 0.0, 0
         self.accelerator.log(
             {"train/loss": mean_loss, "train/lr": learning_rate, "train/epoch": state.epoch}, step=state.global_step
         )
@@ -928,7 +927,7 @@ class Trainer:
         from .training.checkpointing import write_json_atomic
 
         state = self.state
-        losses = [loss for _, loss in state.loss_history]
+        losses = [entry[1] for entry in state.loss_history]
         content = {
             "method": self.recipe.method,
             "backbone": self.recipe.backbone,

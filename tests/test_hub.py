@@ -352,6 +352,18 @@ def test_card_of_training_run_states_the_real_results(run_dir):
     assert str(run_dir) not in body  # no local paths of the training machine
 
 
+def test_card_of_an_evaluation_only_run_claims_no_training(run_dir, tmp_path):
+    folder = tmp_path / "zero-shot"
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    recipe["training"]["epochs"] = 0
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (folder / "trainer_state.json").write_text(json.dumps({**TRAINER_STATE, "global_step": 0}))
+    card = build_model_card(folder)
+    assert "Not trained: `ovmlc train` ran its recipe with no training steps" in card.text
+    assert "Seen/unseen bias" not in card.text and card.data.eval_results  # its numbers are still reported
+
+
 def test_card_without_training_state_claims_nothing(bare_model_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(bare_model_dir, folder)

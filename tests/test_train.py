@@ -155,6 +155,24 @@ def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, world)
     assert {path: path.stat().st_mtime_ns for path in files} == modified  # reused, not rebuilt
 
 
+def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_path, world):
+    # A selection metric that never improves after the first evaluation: the image count of the gzsl view.
+    output = train(
+        recipe_file(
+            tmp_path,
+            world,
+            schedule={"name": "plateau", "mode": "max", "patience": 0, "factor": 0.5},
+            training={"epochs": 3, "eval_every": 2, "selection_metric": "gzsl/num_images", "early_stopping_patience": 2},
+        )
+    )
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["stopped_early"] is True
+    assert [entry["step"] for entry in state["validation"]] == [2, 4, 6]
+    assert state["best_step"] == 2 and state["global_step"] == 6
+    learning_rates = [entry[2] for entry in state["loss"]["history"]]  # logged every 2 steps, before validating
+    assert learning_rates == pytest.approx([3.0e-3, 3.0e-3, 1.5e-3])  # halved after each evaluation without gain
+
+
 def test_tensorboard_tracker_and_cli(tmp_path, world):
     recipe = recipe_file(tmp_path, world, training={"epochs": 1}, tracker="tensorboard")
     assert cli_main(["train", "--config", str(recipe), "training.checkpoint_every=null"]) == 0

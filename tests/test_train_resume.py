@@ -77,8 +77,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mo
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, atol=1e-6, rtol=1e-5)
     history, reference_history = state["loss"]["history"], reference_state["loss"]["history"]
-    assert [step for step, _ in history] == [step for step, _ in reference_history]
-    assert [loss for _, loss in history] == pytest.approx([loss for _, loss in reference_history], abs=1e-6)
+    assert [entry[0] for entry in history] == [entry[0] for entry in reference_history]
+    assert [entry[1] for entry in history] == pytest.approx([entry[1] for entry in reference_history], abs=1e-6)
+    assert [entry[2] for entry in history] == pytest.approx([entry[2] for entry in reference_history])  # lr
     assert [entry["metric"] for entry in state["validation"]] == pytest.approx(
         [entry["metric"] for entry in reference_state["validation"]], abs=1e-6
     )

@@ -570,6 +570,7 @@ class SyntheticConverter(Converter):
     name = "synthetic"
     help = "generate ovmlc's procedural shapes-64 world (offline; 38 labels, captions)"
     version = CONVERTER_VERSION
+    requires_root = False  # generated, no raw files
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--num-train", type=int, default=10_000, help="training images (default 10000)")

@@ -191,6 +191,8 @@ class MKTModel(OVMLCPreTrainedModel):
             self._init_prompt_context(module)
 
     def _init_prompt_context(self, learner: MKTPromptLearner) -> None:
+        if all(getattr(vectors, "_is_hf_initialized", False) for vectors in learner.parameters()):
+            return  # loaded from a checkpoint
         token_embedding = self.clip.text_model.embeddings.token_embedding.weight  # [V, H_t]
         for vectors, words in zip((learner.prefix_context, learner.suffix_context), _template_parts(learner.template)):
             if vectors.numel() == 0:
