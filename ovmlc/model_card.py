@@ -192,15 +192,20 @@ class OVMLCModelCardData:
         if not config_file.is_file():
             raise ModelCardError(f"{config_file} is missing: not a model folder written by save_pretrained/ovmlc train")
         config = _read_json(config_file)
-        if not isinstance(config, dict) or not str(config.get("model_type", "")).startswith("ovmlc"):
-            raise ModelCardError(f"{config_file}: model_type {config.get('model_type')!r} is not an ovmlc model")
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        if not str(model_type or "").startswith("ovmlc"):
+            raise ModelCardError(f"{config_file}: model_type {model_type!r} is not an ovmlc model")
 
         recipe, recipe_text = None, None
         if (folder / RECIPE_FILE).is_file():
             recipe = _read_yaml(folder / RECIPE_FILE)
             if not isinstance(recipe, dict):
                 raise ModelCardError(f"{folder / RECIPE_FILE}: the recipe must be a YAML mapping")
-            recipe_text = (folder / RECIPE_FILE).read_text(encoding="utf-8").strip()
+            # without the header comment, which names the recipe's path on the training machine
+            lines = (folder / RECIPE_FILE).read_text(encoding="utf-8").strip().splitlines()
+            while lines and lines[0].startswith("#"):
+                lines.pop(0)
+            recipe_text = "\n".join(lines)
         trainer_state = _read_json(folder / TRAINER_STATE_FILE) if (folder / TRAINER_STATE_FILE).is_file() else None
         report_dir = next((name for name in REPORT_DIRS if (folder / name / METRICS_FILE_NAME).is_file()), None)
         metrics, results_markdown, report_files = None, None, []

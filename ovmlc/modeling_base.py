@@ -353,8 +353,12 @@ class OVMLCPreTrainedModel(PreTrainedModel):
             model.image_processor = load_image_processor(source, **hub_kwargs)
         except (OSError, ValueError):
             pass  # no processor files next to the weights: fall back to config.backbone_name_or_path lazily
-        embeddings_file = Path(source, LABEL_EMBEDDINGS_FILE)
-        if embeddings_file.is_file():
+        from transformers.utils import cached_file
+
+        embeddings_file = cached_file(
+            source, LABEL_EMBEDDINGS_FILE, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+        if embeddings_file is not None:
             model.load_label_embeddings(embeddings_file)
         return model.eval()
 
@@ -396,6 +400,38 @@ class OVMLCPreTrainedModel(PreTrainedModel):
                 fingerprint=self.text_fingerprint(),
                 templates_key=vocabulary.templates_key,
             )
+        from .model_card import write_model_card
+
+        write_model_card(save_directory)  # an honest card from what the folder holds (the trainer rewrites it later)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ):
+        """transformers' `push_to_hub`, except that the README it uploads is the generated ovmlc model card."""
+        from .hub import push_pretrained_model
+
+        return push_pretrained_model(
+            self,
+            repo_id,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            max_shard_size=max_shard_size,
+            tags=tags,
+        )
 
     def print_trainable_parameters(self, print_fn=print) -> dict[str, tuple[int, int]]:
         """A table of trainable vs frozen parameter counts per top-level module; returns the counts."""

@@ -69,6 +69,7 @@ class TrainerState:
     epoch_loss_count: int = 0
     loss_history: list[list[float]] = field(default_factory=list)  # [[step, mean loss since last log, lr], ...]
     epoch_losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)  # training time per epoch (no validation/checkpoints)
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: list[str] = field(default_factory=list)
 
@@ -376,7 +377,9 @@ class Trainer:
         except (OSError, ValueError):
             card_split = ([], [])  # no ovmlc card block (e.g. an in-memory export): every label is seen
         # `training.epochs: 0` (or `max_steps: 0`) only evaluates: no train split needed.
-        self.trains = bool(recipe.training.max_steps if recipe.training.max_steps is not None else recipe.training.epochs)
+        self.trains = bool(
+            recipe.training.max_steps if recipe.training.max_steps is not None else recipe.training.epochs
+        )
         needed = [recipe.dataset.validation_split, recipe.dataset.test_split]
         if self.trains:
             needed.insert(0, recipe.dataset.train_split)
@@ -498,6 +501,7 @@ class Trainer:
                 )
 
         self.model.to(self.accelerator.device)
+        self.feature_cache_seconds = 0.0
         self.train_transform, self.eval_transform, self.transform_description = self._build_transforms()
         self.datasets = {}
         for name in self.splits:
@@ -550,6 +554,7 @@ class Trainer:
         path = cache_path(cache_dir, description)
         if not path.is_file():
             self.print(f"ovmlc train: caching {split_name} image features ({len(split)} images) → {path}")
+            started = time.perf_counter()
             build_feature_cache(
                 self.accelerator,
                 self.model,
@@ -560,6 +565,7 @@ class Trainer:
                 num_workers=training.num_workers,
                 progress_desc=f"caching {split_name} features",
             )
+            self.feature_cache_seconds += time.perf_counter() - started
         return CachedFeatures(path)
 
     def _loader(self, name: str, shuffle: bool):
@@ -697,7 +703,9 @@ class Trainer:
             disable=not accelerator.is_local_main_process,
         )
         stop = False
+        self._side_seconds = 0.0  # time spent validating and checkpointing (not part of an epoch's training time)
         for epoch in range(state.epoch, self.num_epochs):
+            epoch_start, side_at_start = time.perf_counter(), self._side_seconds
             self.model.train()
             self.train_loader.set_epoch(epoch)
             self.datasets["train"].set_epoch(epoch)
@@ -740,6 +748,8 @@ class Trainer:
                 if training.checkpoint_every and state.global_step % training.checkpoint_every == 0:
                     self._checkpoint()
             if state.batches_in_epoch >= len(self.train_loader):  # the epoch is complete
+                elapsed = time.perf_counter() - epoch_start - (self._side_seconds - side_at_start)
+                state.epoch_seconds.append(round(elapsed, 4))
                 state.epoch_losses.append(state.epoch_loss_sum / max(1, state.epoch_loss_count))
                 state.epoch_loss_sum, state.epoch_loss_count = 0.0, 0
                 state.epoch, state.batches_in_epoch = epoch + 1, 0
@@ -773,15 +783,17 @@ class Trainer:
         )
 
     def _checkpoint(self, final: bool = False) -> None:
-        now = time.perf_counter()
-        self.state.train_seconds += now - self._segment_start
-        self._segment_start = now
+        started = time.perf_counter()
+        self.state.train_seconds += started - self._segment_start
         self.checkpoints.save(self.state.global_step, self.state.to_dict(), replace=final)
+        self._segment_start = time.perf_counter()
+        self._side_seconds += self._segment_start - started
 
     def _validate(self) -> bool:
         """Score the validation split, track the best model; returns True when early stopping triggers."""
         from .metrics import evaluate_protocol
 
+        started = time.perf_counter()
         training, state = self.recipe.training, self.state
         scores = self._predict("validation", self.labels.validation)
         labels = self.label_rows["validation"][:, self.validation_columns]
@@ -812,6 +824,7 @@ class Trainer:
                 metric if plateau_metric == training.selection_metric else metric_at(report, plateau_metric)
             )
         self.model.train()
+        self._side_seconds += time.perf_counter() - started
         patience = training.early_stopping_patience
         if patience is not None and state.evaluations_without_improvement >= patience:
             state.stopped_early = True
@@ -939,6 +952,8 @@ class Trainer:
             "epochs_completed": state.epoch,
             "stopped_early": state.stopped_early,
             "train_seconds": round(state.train_seconds, 3),
+            "epoch_seconds": state.epoch_seconds,
+            "feature_cache_build_seconds": round(self.feature_cache_seconds, 3),
             "selection_metric": self.recipe.training.selection_metric,
             "best_step": state.best_step,
             "best_metric": state.best_metric,

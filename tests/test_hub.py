@@ -201,11 +201,17 @@ def fake_hub(tmp_path_factory):
 
 @pytest.fixture
 def online(fake_hub, monkeypatch):
-    """Point huggingface_hub (already imported, offline) at the fake hub with a token, for in-process pushes."""
+    """Point huggingface_hub (already imported, offline) at the fake hub with a token, for in-process pushes and
+    downloads."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    # all three are derived from HF_ENDPOINT when huggingface_hub is imported
     monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake_hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_URL_HOSTS", constants.HF_URL_HOSTS | {"127.0.0.1"})
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     return fake_hub
 
@@ -486,6 +492,56 @@ def test_pushed_model_loads_back_through_the_hub(pushed_run, run_dir, images_dir
     assert f"loaded CLIPZeroShotModel {global_threshold}" in output
     downloads = {request.path.rsplit("/", 1)[-1] for request in fake_hub.requests if "/resolve/" in request.path}
     assert {"model.safetensors", "modeling_clip_zeroshot.py", "pipeline.py", "tokenizer.json"} <= downloads
+
+
+@pytest.mark.slow
+def test_trained_run_pushes_and_loads_back(online, tmp_path, monkeypatch):
+    """The real `ovmlc train` output (a tiny QKS) -> `ovmlc push` -> `ovmlc.load_model(repo)` through the fake hub."""
+    import torch
+    from test_train_fixtures import SEEN as COLOURS_SEEN
+    from test_train_fixtures import UNSEEN as COLOURS_UNSEEN
+    from test_train_fixtures import make_tiny_backbone, make_tiny_dataset, write_recipe
+
+    import ovmlc
+    from ovmlc.train import train
+
+    monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "ovmlc-cache"))
+    recipe = write_recipe(
+        tmp_path / "qks.yaml",
+        make_tiny_dataset(tmp_path / "data"),
+        make_tiny_backbone(tmp_path / "clip"),
+        tmp_path / "run",
+        method="qks",
+        method_config={"num_queries": 4, "num_query_layers": 1, "templates": "single"},
+        freeze=[],
+        optimizer={"lr": 1.0e-3},
+        training={"epochs": 1},
+        hub={"repo_id": "org/qks-tiny", "license": "mit"},
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on a shared machine: one thread is faster
+    try:
+        output = Path(train(recipe))
+    finally:
+        torch.set_num_threads(threads)
+    assert 'load_model("org/qks-tiny"' in (output / "README.md").read_text()  # the trainer wrote the card
+
+    assert cli_main(["push", "--model", str(output), "--repo", "org/qks-tiny"]) == 0
+    uploaded = online.list_files("org/qks-tiny")
+    assert {"modeling_qks.py", "configuration_qks.py", "eval/metrics.json", "trainer_state.json"} <= set(uploaded)
+    assert not [name for name in uploaded if name.startswith("checkpoints/") or name.endswith((".bin", ".pkl", ".npz"))]
+    card = ModelCard(online.read_file("org/qks-tiny", "README.md").decode())
+    metrics = json.loads((output / "eval" / "metrics.json").read_text())
+    zsl_map = next(result for result in card.data.eval_results if result.metric_name == "ZSL mAP (synthetic)")
+    assert zsl_map.metric_value == round(100 * metrics["views"]["zsl"]["mAP"], 2)
+    assert card.data.license == "mit" and "qks" in card.data.tags
+
+    labels = COLOURS_SEEN + COLOURS_UNSEEN
+    images = random_images(2, seed=5)
+    from_hub = ovmlc.load_model("org/qks-tiny")
+    assert type(from_hub) is ovmlc.QKSModel
+    expected = ovmlc.load_model(str(output)).predict_scores(images, labels)
+    np.testing.assert_allclose(from_hub.predict_scores(images, labels), expected, atol=1e-5)
 
 
 def _mock_hub_api():

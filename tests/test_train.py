@@ -162,7 +162,12 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_pa
             tmp_path,
             world,
             schedule={"name": "plateau", "mode": "max", "patience": 0, "factor": 0.5},
-            training={"epochs": 3, "eval_every": 2, "selection_metric": "gzsl/num_images", "early_stopping_patience": 2},
+            training={
+                "epochs": 3,
+                "eval_every": 2,
+                "selection_metric": "gzsl/num_images",
+                "early_stopping_patience": 2,
+            },
         )
     )
     state = json.loads((output / "trainer_state.json").read_text())

@@ -1,4 +1,4 @@
-"""Configuration of QKS (Query-Based Knowledge Sharing, Ye et al., arXiv 2401.01181 / ACM TOMM 2025)."""
+"""Configuration of QKS (Query-Based Knowledge Sharing, Zhu et al., arXiv 2401.01181 / ACM TOMM 2025)."""
 
 from ovmlc.modeling_base import OVMLCConfig
 

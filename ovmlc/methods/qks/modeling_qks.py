@@ -1,6 +1,6 @@
 """QKS (Query-Based Knowledge Sharing) as a Hub-native model.
 
-Ye et al., "Query-Based Knowledge Sharing for Open-Vocabulary Multi-Label Classification", arXiv 2401.01181 /
+Zhu et al., "Query-Based Knowledge Sharing for Open-Vocabulary Multi-Label Classification", arXiv 2401.01181 /
 ACM TOMM 2025. Written from the paper and the notes in `docs/methods.md`; no code copied from the official repo.
 """
 
@@ -18,7 +18,7 @@ from ovmlc.modeling_base import MultiLabelOutput, OVMLCPreTrainedModel
 from .configuration_qks import QKSConfig
 
 CARD_TEXT = """\
-**QKS** (Query-Based Knowledge Sharing; Ye et al., arXiv 2401.01181, ACM TOMM 2025). A frozen CLIP image tower
+**QKS** (Query-Based Knowledge Sharing; Zhu et al., arXiv 2401.01181, ACM TOMM 2025). A frozen CLIP image tower
 encodes all image tokens (after the final LayerNorm, CLS included by default). `m` learnable, label-agnostic query
 tokens pass through an `L`-layer query transformer (self-attention among the queries, cross-attention to the image
 tokens, FFN; randomly initialised, BERT-style post-LayerNorm layers as in BLIP-2's Q-Former) and are projected into
