@@ -19,6 +19,7 @@ One run = one recipe (see `ovmlc.training.recipe` and docs/training.md):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -412,6 +413,32 @@ class Trainer:
         if "train" in self.splits:
             self.label_rows["train"] = label_matrix(self.splits["train"], self.labels.train)
         self.validation_columns = [self.labels.evaluation.index(name) for name in self.labels.validation]
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        """Fail before training when the protocol or a validation metric the recipe names does not exist."""
+        from .metrics import evaluate_protocol, load_protocol
+
+        recipe = self.recipe
+        try:
+            load_protocol(recipe.protocol)
+        except ValueError as error:
+            raise RecipeError(f"recipe {recipe.source}: protocol: {error}") from None
+        if not self.trains or recipe.training.eval_every is None:
+            return
+        labels = self.label_rows["validation"][:, self.validation_columns]
+        scores = np.zeros(labels.shape, dtype=np.float32)  # only the report's structure matters here
+        report = evaluate_protocol(
+            scores, labels, self.labels.validation, self.labels.validation_unseen, recipe.protocol
+        )
+        keys = {"training.selection_metric": recipe.training.selection_metric}
+        if recipe.schedule.name == "plateau" and recipe.schedule.metric:
+            keys["schedule.metric"] = recipe.schedule.metric
+        for key, path in keys.items():
+            try:
+                metric_at(report, path)
+            except TrainingError as error:
+                raise RecipeError(f"recipe {recipe.source}: {key}: {error}") from None
 
     def _build_model(self) -> None:
         from . import METHODS
@@ -429,8 +456,6 @@ class Trainer:
                 raise RecipeError(
                     f"recipe {recipe.source}: init_from {recipe.init_from!r} is not an ovmlc output folder"
                 )
-            import json
-
             model_type = json.loads(init_config.read_text()).get("model_type")
             if model_type != config_class.model_type:
                 raise RecipeError(
@@ -543,7 +568,7 @@ class Trainer:
         description = cache_description(
             dataset=dataset_id,
             dataset_fingerprint=getattr(split, "_fingerprint", ""),
-            split=f"{split_name}:{split.split if getattr(split, 'split', None) else split_name}",
+            split=getattr(self.recipe.dataset, f"{split_name}_split"),
             num_rows=len(split),
             model=self.model,
             transform=self.transform_description,
@@ -1038,8 +1063,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .clip_utils import BackboneNotFoundError
     from .data import CanonicalSchemaError
 
+    overrides, resume = list(args.overrides), args.resume
+    if resume not in (None, "latest") and "=" in resume and not Path(resume).exists():
+        # `--resume key=value`: argparse took an override for the optional checkpoint path.
+        overrides, resume = [resume, *overrides], "latest"
     try:
-        train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
+        train(args.config, overrides, resume=resume, overwrite=args.overwrite)
     except (RecipeError, TrainingError, BackboneNotFoundError, CanonicalSchemaError, FileNotFoundError) as error:
         print(f"ovmlc train: error: {error}", file=sys.stderr)
         return 2

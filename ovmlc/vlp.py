@@ -376,6 +376,8 @@ def _save_folder(model, tokenizer, image_processor, output_dir: Path, card: str)
     image_processor.save_pretrained(staging)
     _mark_pil_image_processor(staging / "preprocessor_config.json")
     (staging / "README.md").write_text(card)
+    for path in staging.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; the folder is a shipped, shared asset
     if output_dir.exists():
         previous = output_dir.with_name(output_dir.name + ".previous")
         if previous.exists():

@@ -19,7 +19,6 @@ from ovmlc.data.synthetic import (
     caption_words,
     generate_world,
     load_labelset,
-    synthetic_source_plan,
 )
 from ovmlc.vlp import (
     VLPPretrainConfig,
@@ -141,14 +140,15 @@ def test_bad_labelset_is_named(tmp_path):
 
 
 def test_prepare_synthetic_canonical_dataset(tmp_path):
+    from ovmlc.cli import main
     from ovmlc.data import label_matrix as canonical_label_matrix
     from ovmlc.data import load_canonical, read_label_split
     from ovmlc.data.converters import get_converter
-    from ovmlc.data.prepare import PrepareOptions, prepare_canonical
 
     assert get_converter("synthetic").name == "synthetic"
-    plan = synthetic_source_plan({"train": 40, "validation": 10, "test": 30}, seed=5, num_workers=1)
-    prepare_canonical(plan, tmp_path / "synthetic", PrepareOptions(progress=False))
+    out = str(tmp_path / "synthetic")
+    argv = ["data", "prepare", "synthetic", "--out", out, "--num-train", "40", "--num-val", "10", "--num-test", "30"]
+    assert main([*argv, "--seed", "5", "--no-progress"]) == 0
     dataset = load_canonical(tmp_path / "synthetic")
     assert {split: len(dataset[split]) for split in dataset} == {"train": 40, "validation": 10, "test": 30}
     assert set(dataset["train"].features) == {"image", "labels", "image_id", "caption"}

@@ -143,7 +143,7 @@ def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, world)
         torch.testing.assert_close(uncached_weights[name], tensor, atol=1e-5, rtol=1e-4)
 
     files = sorted((tmp_path / "ovmlc-cache" / "features").glob("*.safetensors"))
-    assert [path.name.split(":")[0] for path in files] == ["test", "train", "validation"]
+    assert [path.name.split("-")[0] for path in files] == ["test", "train", "validation"]
     train_file = next(path for path in files if path.name.startswith("train"))
     with safe_open(str(train_file), framework="pt") as handle:  # a valid safetensors file for other tools too
         assert handle.metadata()["split"].startswith("train")
@@ -260,6 +260,8 @@ def test_missing_keys_and_missing_dataset_fail_fast(tmp_path, world, capsys):
         ({"freeze": ["^nothing$"]}, "freeze pattern '^nothing$' matches no parameter"),
         ({"dataset": {"train_labels": "no-such-labelset"}}, "dataset.train_labels"),
         ({"training": {"feature_cache": True}}, "does not train from frozen image features"),
+        ({"training": {"selection_metric": "gzsl/mAPP"}}, "training.selection_metric: selection metric 'gzsl/mAPP'"),
+        ({"protocol": "no-such-protocol"}, "protocol: Unknown evaluation protocol 'no-such-protocol'"),
     ],
 )
 def test_bad_method_settings_fail_before_training(tmp_path, world, sections, message):

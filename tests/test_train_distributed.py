@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ from ovmlc import evaluation
 from ovmlc.train import main as train_main
 
 TINY_RECIPE = Path(__file__).resolve().parent.parent / "hub_configs" / "tiny-synthetic.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _overrides(dataset, backbone, output_dir):
@@ -58,6 +65,8 @@ def test_two_processes_train_like_one_and_evaluate_each_example_once(tmp_path, m
         "no",
         "--dynamo_backend",
         "no",
+        "--main_process_port",
+        str(_free_port()),  # not the default 29500: other jobs on the machine may hold it
         "-m",
         "ovmlc.train",
         "--config",

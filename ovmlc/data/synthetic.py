@@ -570,6 +570,7 @@ class SyntheticConverter(Converter):
     name = "synthetic"
     help = "generate ovmlc's procedural shapes-64 world (offline; 38 labels, captions)"
     version = CONVERTER_VERSION
+    requires_root = False  # nothing to read: the world is generated
     requires_root = False  # generated, no raw files
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

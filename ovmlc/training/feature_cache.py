@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,7 +100,8 @@ def cache_description(
 
 def cache_path(cache_dir: str | os.PathLike, description: Mapping[str, str]) -> Path:
     digest = hashlib.sha256(json.dumps(dict(description), sort_keys=True).encode()).hexdigest()[:24]
-    return Path(cache_dir) / f"{description['split']}-{digest}.safetensors"
+    readable = re.sub(r"[^\w.]+", "_", description["split"])  # a safe file-name prefix; the digest identifies it
+    return Path(cache_dir) / f"{readable}-{digest}.safetensors"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -160,6 +162,14 @@ class CachedFeatures(torch.utils.data.Dataset):
         self.path = Path(path)
         self.arrays = open_feature_file(self.path)
         self.num_rows = len(next(iter(self.arrays.values())))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started by "spawn" receive a pickled copy: send the path, not the mapped arrays.
+        return {"path": self.path, "num_rows": self.num_rows}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.num_rows = state["path"], state["num_rows"]
+        self.arrays = open_feature_file(self.path)
 
     def __len__(self) -> int:
         return self.num_rows

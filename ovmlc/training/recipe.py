@@ -90,7 +90,7 @@ class TrainingSection:
     early_stopping_patience: int | None = None
     selection_metric: str = "gzsl/mAP"
     selection_mode: Literal["max", "min"] = "max"
-    validation_labels: Literal["all", "seen"] = "all"
+    validation_labels: Literal["all", "seen"] = "seen"
     feature_cache: Literal["auto", True, False] = "auto"
     feature_cache_dtype: Literal["float32", "float16"] = "float32"
     feature_cache_dir: str | None = None
@@ -122,9 +122,9 @@ class Recipe:
     backbone: str = field(default=REQUIRED)
     dataset: DatasetSection = field(default=REQUIRED)
     output_dir: str = field(default=REQUIRED)
+    protocol: str = field(default=REQUIRED)
     method_config: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
-    protocol: str | None = None
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     layer_decay: float | None = None
