@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,10 @@ class VLPPretrainConfig:
                 raise ValueError(f"{source}: {key} must be > 0, got {getattr(self, key)}.")
         if 64 % self.patch_size:
             raise ValueError(f"{source}: patch_size must divide the 64-px image size, got {self.patch_size}.")
+        try:
+            load_labelset(self.labelset)
+        except ValueError as error:
+            raise ValueError(f"{source}: labelset: {error}") from error
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -313,6 +318,10 @@ def zero_shot_report(scores: np.ndarray, targets: np.ndarray, label_names: list[
         columns = np.array([name in members for name in label_names])
         if columns.any():
             report[f"{group}_map"] = _mean_average_precision(scores[:, columns], targets[:, columns])
+    unseen_names = [name for name, is_unseen in zip(label_names, unseen_mask) if is_unseen]
+    report["unseen_ap"] = {
+        name: _mean_average_precision(zsl_scores[:, [c]], zsl_targets[:, [c]]) for c, name in enumerate(unseen_names)
+    }  # within the ZSL images, so that their mean is zsl_map
     return report
 
 
@@ -521,9 +530,13 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
     unwrapped.eval()
     report = evaluate_zero_shot(unwrapped, tokenizer, test.images, test_targets, labelset)
     timings["total_s"] = time.time() - start
-    card = render_model_card(config, report, random_report, None, timings, log, recipe_path, bow_loss)
+    num_parameters = sum(p.numel() for p in unwrapped.parameters())
+    card = render_model_card(
+        config, report, random_report, None, timings, log, recipe_path, bow_loss, num_parameters=num_parameters
+    )
     _save_folder(unwrapped, tokenizer, image_processor, output_dir, card)
     results = {
+        "num_parameters": num_parameters,
         "zero_shot": report,
         "random_init": random_report,
         "timings": timings,
@@ -555,6 +568,11 @@ def _fmt(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
 
+def _paragraph(text: str) -> str:
+    text = " ".join(text.split())
+    return textwrap.fill(text, width=118, subsequent_indent="  " if text.startswith("* ") else "")
+
+
 def render_model_card(
     config: VLPPretrainConfig,
     report: dict | None,
@@ -564,13 +582,17 @@ def render_model_card(
     log: list[dict],
     recipe_path: str | None,
     bow_loss: float,
+    num_parameters: int | None = None,
 ) -> str:
+    """The model card (README.md) of a pretrained folder: recipe, seed, wall time and measured numbers."""
     import transformers
 
     nan = float("nan")
     labelset = load_labelset(config.labelset)
     unseen = labelset["unseen"]
     seen = [name for name in labelset["labels"] if name not in set(unseen)]
+    recipe = recipe_path or "hub_configs/clip-synthetic.yaml"
+    parameters = f"{num_parameters / 1e6:.2f} M parameters, " if num_parameters else ""
     lines = [
         "---",
         "library_name: transformers",
@@ -581,67 +603,81 @@ def render_model_card(
         "",
         "# clip-synthetic: a small CLIP pretrained on the ovmlc shapes-64 world",
         "",
-        "A small `CLIPModel` trained from scratch, offline, on ovmlc's procedurally generated image + caption world",
-        "(`ovmlc.data.synthetic`, see `docs/synthetic.md`). It is the embedded default backbone of ovmlc's README",
-        "command, Space and tests, so that everything runs without downloading weights. It knows nothing about natural",
-        "images: it recognises the 24 shapes, 8 colours and 6 background patterns of its world.",
+        _paragraph(
+            "A small `CLIPModel` trained from scratch, offline, on ovmlc's procedurally generated image + caption "
+            "world (`ovmlc.data.synthetic`, see `docs/synthetic.md`). It is the embedded default backbone of ovmlc's "
+            "README command, Space and tests, so that everything runs without downloading weights. It knows nothing "
+            "about natural images: it recognises the 24 shapes, 8 colours and 6 background patterns of its world."
+        ),
         "",
     ]
     if interim is not None:
         lines += [
-            f"**Interim checkpoint** at CLIP step {interim['step']} of {interim['of']} (training in progress);",
-            f"quick evaluation on {config.eval_quick_images} test images: `{json.dumps(interim['quick_eval'])}`.",
+            _paragraph(
+                f"**Interim checkpoint** at CLIP step {interim['step']} of {interim['of']} (training in progress); "
+                f"quick evaluation on {config.eval_quick_images} test images: `{json.dumps(interim['quick_eval'])}`."
+            ),
             "",
         ]
-    n_params = None
     lines += [
         "## Load",
         "",
         "```python",
         "from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel",
-        "model = CLIPModel.from_pretrained(path)          # path = ovmlc/assets/clip-synthetic",
+        "",
+        'path = "ovmlc/assets/clip-synthetic"',
+        "model = CLIPModel.from_pretrained(path)",
         "tokenizer = AutoTokenizer.from_pretrained(path)  # CLIP-style BPE, one token per world word",
         "image_processor = CLIPImageProcessorPil.from_pretrained(path)  # 64x64, no crop, mean 0.5, std 0.25",
         "```",
         "",
         "## Recipe",
         "",
-        f"`ovmlc pretrain-vlp --config {recipe_path or 'hub_configs/clip-synthetic.yaml'}` (seed {config.seed};",
-        "re-running it reproduces this checkpoint up to CPU floating-point noise). Architecture: ViT",
-        f"{config.vision_hidden_size}x{config.vision_layers} (patch {config.patch_size}, 64 px, 17 tokens), text",
-        f"transformer {config.text_hidden_size}x{config.text_layers} (max {config.max_text_length} tokens),",
-        f"projection {config.projection_dim}.",
+        _paragraph(
+            f"`ovmlc pretrain-vlp --config {recipe}` (seed {config.seed}); re-running it reproduces this checkpoint "
+            f"up to CPU floating-point noise. Architecture: ViT {config.vision_hidden_size}x{config.vision_layers} "
+            f"(patch {config.patch_size}, 64 px, {(64 // config.patch_size) ** 2 + 1} tokens), text transformer "
+            f"{config.text_hidden_size}x{config.text_layers} (max {config.max_text_length} tokens), projection "
+            f"{config.projection_dim}; {parameters}fp32 safetensors."
+        ),
         "",
-        f"* World: {config.num_images:,} images (seed {config.seed}, stream `pretrain`), captions drawn afresh at",
-        f"  every visit, {config.short_caption_prob:.0%} short (single-object) captions.",
-        f"* Stage 0, text warm-up: {config.text_warmup_steps} steps, batch {config.batch_size}, AdamW",
-        f"  {config.text_warmup_lr:g}: the normalised text embedding x{config.text_warmup_scale:g} predicts the",
-        f"  caption's bag of words (BCE over the vocabulary; final loss {bow_loss:.4f}).",
-        f"* Stage 1, CLIP InfoNCE: {config.clip_steps} steps, batch {config.batch_size}, AdamW lr",
-        f"  {config.learning_rate:g}, betas ({config.adam_beta1}, {config.adam_beta2}), weight decay",
-        f"  {config.weight_decay:g} on matrices, {config.lr_warmup_ratio:.0%} warm-up then cosine, grad-clip",
-        f"  {config.max_grad_norm:g}, logit scale clamped at {config.max_logit_scale:g}, text tower frozen for the",
-        f"  first {config.text_freeze_steps} steps, {config.mixed_precision} autocast on CPU (`accelerate`).",
+        _paragraph(
+            f"* World: {config.num_images:,} images (seed {config.seed}, stream `pretrain`), captions drawn afresh at "
+            f"every visit, {config.short_caption_prob:.0%} short (single-object) captions."
+        ),
+        _paragraph(
+            f"* Stage 0, text warm-up: {config.text_warmup_steps} steps, batch {config.batch_size}, AdamW "
+            f"{config.text_warmup_lr:g}: the normalised text embedding x{config.text_warmup_scale:g} predicts the "
+            f"caption's bag of words (BCE over the vocabulary; final loss {bow_loss:.4f})."
+        ),
+        _paragraph(
+            f"* Stage 1, CLIP InfoNCE: {config.clip_steps} steps, batch {config.batch_size}, AdamW lr "
+            f"{config.learning_rate:g}, betas ({config.adam_beta1}, {config.adam_beta2}), weight decay "
+            f"{config.weight_decay:g} on matrices, {config.lr_warmup_ratio:.0%} warm-up then cosine, grad-clip "
+            f"{config.max_grad_norm:g}, logit scale clamped at {config.max_logit_scale:g}, text tower frozen for the "
+            f"first {config.text_freeze_steps} steps, {config.mixed_precision} autocast on CPU (`accelerate`)."
+        ),
         "",
         "Full recipe:",
         "",
         "```yaml",
-        yaml.safe_dump(config.to_dict(), sort_keys=False).strip(),
+        yaml.safe_dump(config.to_dict(), sort_keys=False, width=118, default_flow_style=None).strip(),
         "```",
         "",
     ]
-    del n_params
     if report is not None:
         lines += [
             "## Zero-shot multi-label quality",
             "",
-            f"Test set: {report['num_images']:,} freshly generated images (seed {config.eval_seed}, stream `test`; the",
-            "same images as the `test` split of `ovmlc data prepare synthetic`). Label set",
-            f"`{labelset['name']}` ({len(labelset['labels'])} labels; unseen: {', '.join(unseen)}). Score = cosine",
-            f"between the global image embedding and the prompt `{EVAL_TEMPLATE}`. ZSL = unseen labels on the",
-            f"{report['zsl_images']:,} images with at least one unseen label; GZSL = all labels on all images.",
-            "mAP = mean per-label average precision; F1@3 = overall (pooled) F1 of each image's top-3 labels",
-            "(`ovmlc.metrics`).",
+            _paragraph(
+                f"Test set: {report['num_images']:,} freshly generated images (seed {config.eval_seed}, stream "
+                "`test`: the images of the `test` split of `ovmlc data prepare synthetic`). Label set "
+                f"`{labelset['name']}` ({len(labelset['labels'])} labels, {len(unseen)} unseen). Score = cosine "
+                f"between the global image embedding and the prompt `{EVAL_TEMPLATE}`. ZSL = unseen labels on the "
+                f"{report['zsl_images']:,} images with at least one unseen label; GZSL = all labels on all images. "
+                "mAP = mean per-label average precision; F1@3 = overall (pooled) F1 of each image's top-3 labels "
+                "(`ovmlc.metrics`)."
+            ),
             "",
             "| metric | this checkpoint | same architecture, random weights |",
             "| --- | --- | --- |",
@@ -649,6 +685,13 @@ def render_model_card(
         for title, key in _METRIC_ROWS:
             lines.append(f"| {title} | {_fmt(report.get(key))} | {_fmt((random_report or {}).get(key))} |")
         lines.append("")
+        if report.get("unseen_ap"):
+            lines += [
+                "ZSL AP of each unseen label: "
+                + ", ".join(f"{name} {_fmt(ap)}" for name, ap in report["unseen_ap"].items())
+                + ".",
+                "",
+            ]
         if log:
             lines += [
                 f"Learning curve (quick evaluation on the first {config.eval_quick_images} test images):",
@@ -666,19 +709,23 @@ def render_model_card(
     lines += [
         "## Training cost",
         "",
-        f"Wall time {timings.get('total_s', nan) / 60:.1f} min in all (world generation "
-        f"{timings.get('generate_s', nan):.0f} s, text warm-up {timings.get('text_warmup_s', nan):.0f} s, CLIP stage"
-        f" {timings.get('clip_s', nan) / 60:.1f} min) on {os.cpu_count()} shared CPU cores"
-        f" ({platform.machine()}), torch {torch.__version__}, transformers {transformers.__version__}.",
+        _paragraph(
+            f"Wall time {timings.get('total_s', nan) / 60:.1f} min in all (world generation "
+            f"{timings.get('generate_s', nan):.0f} s, text warm-up {timings.get('text_warmup_s', nan):.0f} s, CLIP "
+            f"stage {timings.get('clip_s', nan) / 60:.1f} min) on {os.cpu_count()} CPU cores shared with other jobs "
+            f"({platform.machine()}), torch {torch.__version__}, transformers {transformers.__version__}."
+        ),
         "",
         "## Labels seen by downstream training",
         "",
-        f"Seen ({len(seen)}): {', '.join(seen)}.",
+        _paragraph(f"Seen ({len(seen)}): {', '.join(seen)}."),
         "",
-        f"Unseen ({len(unseen)}): {', '.join(unseen)}.",
+        _paragraph(f"Unseen ({len(unseen)}): {', '.join(unseen)}."),
         "",
-        "Pretraining itself uses captions only (no labels); the seen/unseen split matters for the downstream",
-        "open-vocabulary recipes, which train on seen labels and are evaluated zero-shot on the unseen ones.",
+        _paragraph(
+            "Pretraining itself uses captions only (no labels); the seen/unseen split matters for the downstream "
+            "open-vocabulary recipes, which train on seen labels and are evaluated zero-shot on the unseen ones."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,13 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovmlc.vlp import VLPPretrainConfig, pretrain_vlp
 
-    config = VLPPretrainConfig.from_yaml(args.config)
+    try:
+        config = VLPPretrainConfig.from_yaml(args.config)
+    except ValueError as error:
+        print(f"ovmlc pretrain-vlp: error: {error}", file=sys.stderr)
+        return 2
     if args.output_dir is not None:
         config.output_dir = args.output_dir
     results = pretrain_vlp(config, recipe_path=args.config, show_progress=not args.no_progress)
     summary = {
         "output_dir": results["output_dir"],
-        "zero_shot": {k: round(v, 2) for k, v in results["zero_shot"].items()},
+        "zero_shot": {k: round(v, 2) for k, v in results["zero_shot"].items() if isinstance(v, (int, float))},
         "wall_time_s": round(results["timings"]["total_s"], 1),
     }
     print(json.dumps(summary, indent=2))
