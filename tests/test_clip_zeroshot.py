@@ -48,6 +48,20 @@ def test_from_clip_on_hub_layout_folder(clip_dir, model):
     torch.testing.assert_close(model.clip.visual_projection.weight, reference.visual_projection.weight)
 
 
+def test_reference_prompt_baseline(model):
+    pixel_values = model.preprocess(random_images(2))
+    label_embeds = model.encode_labels(LABELS)
+    with_reference = model(pixel_values=pixel_values, label_embeds=label_embeds).logits
+    model.config.reference_prompt = None
+    try:
+        plain = model(pixel_values=pixel_values, label_embeds=label_embeds).logits
+    finally:
+        model.config.reference_prompt = "a photo."
+    shift = plain - with_reference  # scale * cos(image, "a photo."): one number per image, same for every label
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))
+    assert torch.equal(plain.argsort(dim=1), with_reference.argsort(dim=1))
+
+
 def test_forward_shapes_and_independent_scores(model):
     pixel_values = model.preprocess(random_images(3))
     label_embeds = model.encode_labels(LABELS)
@@ -138,9 +152,9 @@ def test_pipeline_matches_predict_and_encodes_labels_once(model, saved_dir, monk
     images = random_images(3, seed=5)
     calls = []
     original = pipe.model.encode_labels
-    monkeypatch.setattr(pipe.model, "encode_labels", lambda labels: calls.append(1) or original(labels))
+    monkeypatch.setattr(pipe.model, "encode_labels", lambda labels: calls.append(list(labels)) or original(labels))
     outputs = pipe(images, candidate_labels=LABELS, top_k=3, batch_size=2)
-    assert len(calls) == 1  # one vocabulary → encoded once, not per image
+    assert calls.count(LABELS) == 1  # one vocabulary → encoded once, not per image
     expected = model.predict(images, LABELS, top_k=3)
     for got, want in zip(outputs, expected):
         assert [item["label"] for item in got] == [label for label, _ in want]
