@@ -114,6 +114,41 @@ def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256
     }
 
 
+def mkt_stream_zsl(model, dataset_path: str | os.PathLike, batch_size: int = 256) -> dict[str, float]:
+    """ZSL mAP (percent) of an MKT model's global stream `<cls, t_c>`, local stream (top-k patch mean) and their
+    fusion: shows which stream keeps the unseen labels (distillation acts on the global one)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ovmlc import data as ovmlc_data
+    from ovmlc.metrics import evaluate_protocol
+
+    _, unseen = ovmlc_data.read_label_split(dataset_path)
+    test = ovmlc_data.load_canonical(dataset_path, split="test")
+    labels = ovmlc_data.label_matrix(test, list(unseen))
+    model.eval()
+    global_scores, local_scores = [], []
+    with torch.inference_mode():
+        label_embeds = model.encode_labels(list(unseen))  # [C_u, D]
+        for start in range(0, len(test), batch_size):
+            features = model.encode_image_features(model.preprocess(test[start : start + batch_size]["image"]))
+            if "image_embeds" in features:
+                image_embeds, patch_embeds = features["image_embeds"], features["patch_embeds"]
+            else:
+                image_embeds, patch_embeds = model.student(features["hidden_states"])
+            top_k = min(int(model.config.top_k), patch_embeds.shape[1])
+            global_scores.append(image_embeds @ label_embeds.T)
+            local_scores.append((patch_embeds @ label_embeds.T).topk(top_k, dim=1).values.mean(dim=1))
+    global_scores, local_scores = torch.cat(global_scores), torch.cat(local_scores)
+    fused = (F.normalize(global_scores, dim=-1) + F.normalize(local_scores, dim=-1)) / 2
+    all_unseen = np.ones(len(unseen), dtype=bool)
+    numbers = {}
+    for name, scores in (("global", global_scores), ("local", local_scores), ("fused", fused)):
+        report = evaluate_protocol(scores.float().numpy(), labels, list(unseen), all_unseen, "synthetic")
+        numbers[f"zsl_map_{name}"] = 100 * report["views"]["zsl"]["mAP"]
+    return numbers
+
+
 def train_recipes(
     recipes: Sequence[str], dataset_path: Path, seed: int, work_dir: Path, overrides: Sequence[str] = ()
 ) -> tuple[Path, float]:
@@ -154,7 +189,10 @@ def run_method(
         return RunResult(key, seed, time.perf_counter() - started, **numbers)
     output, seconds = train_recipes(method.recipes, dataset_path, seed, work_dir, overrides)
     model = ovmlc.load_model(str(output))
-    return RunResult(key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output))
+    result = RunResult(key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output))
+    if isinstance(model, ovmlc.MKTModel):
+        result.extra.update(mkt_stream_zsl(model, dataset_path))
+    return result
 
 
 def run_benchmark(

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .training import release_accelerator_state
 from .training.recipe import Recipe, RecipeError, load_recipe, validate_method_config
 
 EVAL_DIR = "eval"
@@ -296,7 +297,7 @@ class Trainer:
             self._finish()
         finally:
             self.accelerator.end_training()
-            _release_accelerator_state()
+            release_accelerator_state()
         return self.output_dir
 
     # ------------------------------------------------------------------ setup
@@ -315,6 +316,7 @@ class Trainer:
                 raise RecipeError(
                     f"recipe {self.recipe.source}: tracker 'trackio' needs `pip install trackio`"
                 ) from None
+        release_accelerator_state()  # settings left by an earlier run in this process
         self.accelerator = Accelerator(
             mixed_precision=training.mixed_precision,
             gradient_accumulation_steps=training.gradient_accumulation_steps,
@@ -1008,15 +1010,6 @@ class Trainer:
         except ImportError:
             return
         write_model_card(self.output_dir)
-
-
-def _release_accelerator_state() -> None:
-    """Forget this run's mixed precision / accumulation settings (process-wide singletons in accelerate), so another
-    recipe can run in the same Python process (tests, notebooks). The distributed setup itself is kept."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
 
 
 def _image_side_modules(model) -> tuple[torch.nn.Module, ...]:

@@ -43,6 +43,7 @@ from ovmlc.data.synthetic import (
     generate_world,
     load_labelset,
 )
+from ovmlc.training import release_accelerator_state
 
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
@@ -173,9 +174,15 @@ def train_world_tokenizer(extra_words: list[str] | None = None, vocab_size: int 
         ]
     )
     bpe.decoder = decoders.ByteLevel()
+    # Every byte-level character also gets its word-final form ("r</w>"), as in CLIP's own vocabulary, so that any
+    # text tokenizes without <unk> (which is also EOS here, where CLIP pools the text). Registering them up front,
+    # sorted, also fixes their ids: the trainer would otherwise number them in hash-map order and, as it breaks ties
+    # between equally frequent merges by symbol id, produce different merges and ids from run to run. (They become
+    # ordinary vocabulary entries: CLIPTokenizer is built from the vocabulary and merges only.)
+    word_final_symbols = [char + "</w>" for char in sorted(pre_tokenizers.ByteLevel.alphabet())]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[BOS_TOKEN, EOS_TOKEN],
+        special_tokens=[BOS_TOKEN, EOS_TOKEN, *word_final_symbols],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         end_of_word_suffix="</w>",
         show_progress=False,
@@ -424,6 +431,7 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
+    release_accelerator_state()  # settings left by an earlier run in this process
     accelerator = Accelerator(cpu=True, mixed_precision=config.mixed_precision)
     labelset = load_labelset(config.labelset)
     output_dir = Path(config.output_dir)

@@ -115,6 +115,11 @@ def test_world_tokenizer_gives_one_token_per_word():
     ids = tokenizer("a photo of a striped background.")["input_ids"]
     assert ids[0] == tokenizer.bos_token_id == 0 and ids[-1] == tokenizer.eos_token_id == 1
     assert len(ids) == 2 + 7  # a photo of a striped background .
+    # Deterministic (the BPE trainer's tie-breaking depends on symbol ids) and no <unk> on other text.
+    assert train_world_tokenizer(vocab_size=1000, max_length=32).backend_tokenizer.to_str() == (
+        tokenizer.backend_tokenizer.to_str()
+    )
+    assert tokenizer.unk_token_id not in tokenizer("émigré cat 42 ?!")["input_ids"][1:-1]
 
 
 def test_labelset_file():
