@@ -55,6 +55,8 @@ METHODS: dict[str, MethodRun] = {
 }
 DEFAULT_METHODS = ("clip-zs", "clipft", "clipft-lora", "mkt", "qks")
 METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
+# Trained outputs of this process: (recipe, dataset, seed, output, overrides) → (folder, wall seconds).
+_TRAINED: dict[tuple, tuple[Path, float]] = {}
 
 
 @dataclass
@@ -159,6 +161,12 @@ def train_recipes(
     output, seconds, previous = None, 0.0, None
     for recipe in recipes:
         output = work_dir / f"{Path(recipe).stem}-seed{seed}"
+        key = (recipe, str(dataset_path), seed, str(output), tuple(overrides))
+        if key in _TRAINED:  # e.g. MKT stage 1, shared by the "mkt-stage1" and "mkt" rows
+            output, recipe_seconds = _TRAINED[key]
+            seconds += recipe_seconds
+            previous = output
+            continue
         run_overrides = [
             f"dataset.path={dataset_path}",
             f"training.seed={seed}",
@@ -171,7 +179,8 @@ def train_recipes(
             run_overrides.append(f"init_from={previous}")
         started = time.perf_counter()
         train(RECIPES / recipe, run_overrides, overwrite=True)
-        seconds += time.perf_counter() - started
+        _TRAINED[key] = (output, time.perf_counter() - started)
+        seconds += _TRAINED[key][1]
         previous = output
     return output, seconds
 
