@@ -50,12 +50,23 @@ def label_names(count: int) -> list[str]:
 
 def build_backbone(directory: Path, tiny: bool) -> None:
     tokenizer = tiny_tokenizer()
-    text = dict(vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    text = dict(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if tiny:
         text.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
-        vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      image_size=64, patch_size=16)
+        vision = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=16,
+        )
         config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
     else:  # ViT-B/16: vision 768 x 12 layers at 224 px, patch 16; text 512 x 12 layers; projection 512
         config = CLIPConfig(text_config=text, vision_config=dict(patch_size=16), projection_dim=512)
@@ -100,7 +111,7 @@ def main() -> None:
             model._label_cache = ovmlc.vocabulary.LabelEmbeddingCache()  # in memory: nothing from earlier runs
             pixel_values = model.preprocess(images)
 
-            def encoder():
+            def encoder(model=model, pixel_values=pixel_values):
                 with torch.inference_mode():
                     for start in range(0, len(images), args.batch_size):
                         model.clip.get_image_features(pixel_values=pixel_values[start : start + args.batch_size])
@@ -110,18 +121,18 @@ def main() -> None:
             rows.append((dtype_name, "a: bare image encoder", "-", encoder_ips))
             for size in VOCAB_SIZES:
                 names = label_names(size)
-                fill = timed(lambda names=names: model.encode_labels(names))  # fills the label cache once
+                fill = timed(lambda names=names, model=model: model.encode_labels(names))  # fills the label cache once
                 predict_ips = len(images) / timed(
-                    lambda names=names: model.predict(images, names, top_k=10, batch_size=args.batch_size), repeats=2
+                    lambda names=names, model=model: model.predict(images, names, top_k=10, batch_size=args.batch_size),
+                    repeats=2,
                 )
                 rows.append((dtype_name, f"b: predict, cached vocabulary (cache fill {fill:.1f} s)", size, predict_ips))
 
             stock = pipeline("zero-shot-image-classification", model=str(backbone), dtype=dtype)
             names = label_names(1000)
             few = images[: args.pipeline_images]
-            stock_ips = len(few) / timed(lambda names=names, few=few: stock(few, candidate_labels=names))
+            stock_ips = len(few) / timed(lambda names=names, few=few, stock=stock: stock(few, candidate_labels=names))
             rows.append((dtype_name, "c: stock zero-shot-image-classification pipeline", 1000, stock_ips))
-            del model, stock
 
     print(f"\n{'B/16-shaped' if not args.tiny else 'tiny'} CLIP, random weights, {args.threads} threads\n")
     print("| dtype | path | labels | images/s |\n|---|---|---|---|")

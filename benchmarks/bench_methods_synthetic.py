@@ -265,13 +265,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared 2-core machine 2 threads stall)"
+    )
     args = parser.parse_args(argv)
 
     import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     results = run_benchmark(
         args.methods, args.seeds, args.data, args.work_dir, log=lambda text: print(text, file=sys.stderr)

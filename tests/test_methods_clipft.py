@@ -180,3 +180,11 @@ def test_lora_training_with_the_trainer_writes_the_peft_layout(tmp_path):
     assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
     loaded = CLIPFTModel.from_pretrained(output)
     assert loaded.has_lora and loaded.config.lora_r == 4
+
+
+def test_logit_parameters_get_their_own_learning_rate(clip_dir):
+    model = CLIPFTModel.from_clip(str(clip_dir), logit_lr_multiplier=50.0)
+    groups = model.parameter_groups(1e-4, 0.05)
+    head = [group for group in groups if any(p is model.logit_head.bias for p in group["params"])]
+    assert len(head) == 1 and head[0]["lr"] == pytest.approx(5e-3) and head[0]["weight_decay"] == 0.0
+    assert sum(len(group["params"]) for group in groups) == sum(p.requires_grad for p in model.parameters())

@@ -17,6 +17,7 @@ import bench_methods_synthetic as bench  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.quality,
     pytest.mark.skipif(
         not (SYNTHETIC_CLIP_PATH / "model.safetensors").is_file(), reason="the shipped synthetic CLIP is missing"
     ),

@@ -17,7 +17,8 @@ def test_readme_python_snippet_runs(index):
     result = subprocess.run(
         [sys.executable, "-c", PYTHON_BLOCKS[index]], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
-    assert result.returncode == 0, f"README python block {index} failed:\n{PYTHON_BLOCKS[index]}\n{result.stderr[-3000:]}"
+    message = f"README python block {index} failed:\n{PYTHON_BLOCKS[index]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, message
     assert result.stdout.strip(), "every README snippet prints something"
 
 

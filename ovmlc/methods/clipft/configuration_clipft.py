@@ -19,6 +19,9 @@ class CLIPFTConfig(OVMLCConfig):
     logit_scale, logit_bias (`float`): the *initial* scale and bias of the learnable logit head (SigLIP's 10 and -10,
         so all labels start below 0.5; `logit_scale=None` starts from CLIP's learned temperature).
     train_logit_params (`bool`): learn the scale and bias (needed for BCE on cosines).
+    logit_lr_multiplier (`float`): learning-rate multiplier of the scale and bias: at fine-tuning learning rates
+        (1e-5 to 1e-4) Adam moves them by about the learning rate per step, far too slowly to go from the initial
+        (10, -10) to where the cosines of the backbone sit (e.g. bias -8.5 at scale 40 for the synthetic CLIP).
     """
 
     model_type = "ovmlc_clipft"
@@ -31,6 +34,7 @@ class CLIPFTConfig(OVMLCConfig):
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | None = None
     train_logit_params: bool = True
+    logit_lr_multiplier: float = 100.0
 
     def __post_init__(self, **kwargs):
         if self.finetune not in CLIPFT_MODES:

@@ -130,6 +130,23 @@ class CLIPFTModel(OVMLCPreTrainedModel):
                     parameter.requires_grad_(True)
         self.logit_head.requires_grad_(bool(self.config.train_logit_params))
 
+    def parameter_groups(self, learning_rate, weight_decay=0.0, layer_decay=None):
+        """The base groups (no weight decay on biases, norms, 1-d parameters) for the image side, plus the logit
+        scale and bias at `learning_rate * logit_lr_multiplier` without weight decay."""
+        head = [parameter for parameter in self.logit_head.parameters() if parameter.requires_grad]
+        head_ids = {id(parameter) for parameter in head}
+        groups = [
+            dict(group, params=[p for p in group["params"] if id(p) not in head_ids])
+            for group in super().parameter_groups(learning_rate, weight_decay, layer_decay)
+        ]
+        groups = [group for group in groups if group["params"]]
+        if head:
+            multiplier = float(self.config.logit_lr_multiplier)
+            groups.append(
+                {"params": head, "lr": learning_rate * multiplier, "lr_scale": multiplier, "weight_decay": 0.0}
+            )
+        return groups
+
     def post_load(self) -> None:
         if self.config.finetune == "lora":
             self.attach_lora()
