@@ -677,6 +677,15 @@ class Trainer:
     def _restore(self) -> None:
         if self.resume_from is None:
             return
+        # accelerate writes one RNG file per process; with another process count its load_state fails deep inside
+        # (missing file) or silently replays a different data order.
+        saved_processes = len(list(Path(self.resume_from).glob("random_states_*.pkl")))
+        if saved_processes and saved_processes != self.accelerator.num_processes:
+            raise TrainingError(
+                f"checkpoint {self.resume_from} was written by {saved_processes} process(es), this run has "
+                f"{self.accelerator.num_processes}: resume with `accelerate launch --num_processes {saved_processes}`"
+                f" (the data order and per-process RNG states depend on it)"
+            )
         self.accelerator.load_state(str(self.resume_from))
         restored = TrainerState.from_dict(self.checkpoints.read_trainer_state(self.resume_from))
         if self.state.total_steps and restored.total_steps and restored.total_steps != self.state.total_steps:

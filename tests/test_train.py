@@ -186,6 +186,11 @@ def test_tensorboard_tracker_and_cli(tmp_path, world):
     assert sorted(path.name for path in (output / "checkpoints").iterdir() if path.name.startswith("checkpoint")) == [
         "checkpoint-6"
     ]
+    # A checkpoint written by another number of processes: a clear error, not accelerate's missing-file trace.
+    checkpoint = output / "checkpoints" / "checkpoint-6"
+    (checkpoint / "random_states_1.pkl").write_bytes((checkpoint / "random_states_0.pkl").read_bytes())
+    with pytest.raises(TrainingError, match=r"written by 2 process\(es\), this run has 1.*--num_processes 2"):
+        train(recipe, resume=str(checkpoint))
     # --overwrite starts over in the same folder.
     assert cli_main(["train", "--config", str(recipe), "training.epochs=0", "--overwrite"]) == 0
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 0

@@ -1,0 +1,92 @@
+"""The benchmark scripts run end to end on small inputs and print the ratios / tables they promise (no timing asserted:
+the numbers they print are measured side by side and reported, never checked in tests)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def run_script(name: str, *arguments: str, tmp_path: Path) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OVMLC_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *arguments], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_bench_training_prints_the_feature_cache_speed_up(tmp_path):
+    out = run_script("bench_training.py", "--skip-b16", "--tiny-images", "24", tmp_path=tmp_path)
+    row = re.search(r"^tiny\s+24\s+([\d.]+)s\s+([\d.]+)s\s+([\d.]+)x", out, flags=re.MULTILINE)
+    assert row, out
+    pixels, cached, ratio = map(float, row.groups())
+    assert pixels > 0 and cached > 0 and ratio == pytest.approx(pixels / cached, rel=0.05, abs=0.05)
+
+
+@pytest.mark.slow
+def test_bench_inference_prints_both_ratios_for_both_dtypes(tmp_path):
+    out = run_script(
+        "bench_inference.py", "--tiny", "--images", "2", "--pipeline-images", "1", "--threads", "1", tmp_path=tmp_path
+    )
+    for dtype in ("float32", "bfloat16"):
+        assert re.search(rf"^\| {dtype} \| a: bare image encoder \| - \| [\d.]+ \|$", out, flags=re.MULTILINE), out
+        for size in (81, 1000, 1006, 7586):
+            assert re.search(rf"^\| {dtype} \| b: predict, cached vocabulary .*\| {size} \| [\d.]+ \|$", out, re.M)
+        assert re.search(rf"^\| {dtype} \| c: stock zero-shot-image-classification pipeline \| 1000 \|", out, re.M)
+    for dtype in ("float32", "bfloat16"):
+        assert re.search(rf"^{dtype}: b/a at 7,586 labels = [\d.]+ .*; b/c at 1,000 labels = \d+ ", out, re.M), out
+
+
+@pytest.mark.slow
+def test_bench_methods_synthetic_trains_through_the_recipes_and_tabulates(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_methods_synthetic as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from ovmlc.cli import main as cli_main
+
+    data = tmp_path / "data"
+    sizes = ["--num-train", "64", "--num-val", "16", "--num-test", "48", "--no-progress"]
+    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), *sizes]) == 0
+    one_epoch = ["training.epochs=1", "training.batch_size=32", "training.eval_batch_size=32"]
+    results = bench.run_benchmark(
+        ["clip-zs", "mkt-stage1", "mkt"],
+        [0, 1],
+        data,
+        tmp_path / "runs",
+        overrides={"mkt-stage1": one_epoch, "mkt": one_epoch},
+        log=lambda text: None,
+    )
+    assert [(result.method, result.seed) for result in results] == [
+        ("clip-zs", 0),
+        ("mkt-stage1", 0),
+        ("mkt-stage1", 1),
+        ("mkt", 0),
+        ("mkt", 1),
+    ]
+    for result in results:
+        for name in bench.METRICS:
+            assert 0.0 <= getattr(result, name) <= 100.0, result
+    # Stage 1 is trained once per seed and shared by the two-stage row (same output folder upstream).
+    assert (tmp_path / "runs" / "mkt-synthetic-stage1-seed0" / "model.safetensors").is_file()
+    assert results[3].output_dir.endswith("mkt-synthetic-stage2-seed0")
+    assert results[3].train_seconds > results[1].train_seconds
+    # The stream decomposition ends in the fused score, which is what MKT's ZSL column reports.
+    for result in results[1:]:
+        assert result.extra["zsl_map_fused"] == pytest.approx(result.zsl_map, abs=1e-6)
+
+    table = bench.markdown_table(results).splitlines()
+    assert table[0].startswith("| method | ZSL mAP") and len(table) == 2 + 3
+    assert table[2].startswith("| CLIP zero-shot |") and table[2].endswith("| 1 | — |")
+    assert re.fullmatch(r"\| MKT stage 1 \|( \d+\.\d ± \d+\.\d \|){5} 2 \| \d+ s \|", table[3]), table[3]
+    streams = bench.stream_lines(results)
+    assert len(streams) == 2 and streams[0].startswith("MKT stage 1, ZSL mAP by stream: global ")
