@@ -8,9 +8,10 @@ latter on a few dozen images only. Prints the mean epoch time of each and the sp
     python benchmarks/bench_training.py                # both backbones
     python benchmarks/bench_training.py --b16-images 48 --tiny-images 512
 
-Measured on the shared 2-core development machine (1 thread, load average ~3): tiny 0.115 s vs 0.070 s per epoch
-(1.7x: its image tower costs little), ViT-B/16 20.2 s vs 0.26 s per epoch of 32 images (78x); building the B/16 cache
-(48 images) took 33 s once.
+Measured on the 2-core development machine, quiet (load average ~1): ViT-B/16 13.6 s vs 0.18 s per epoch of 32
+images with 1 thread (77x), 7.6 s vs 0.13 s with `--threads 2` (58x); tiny 2.8x (its image tower costs little);
+building the B/16 cache (48 images) took 11-23 s once. Under heavy load from other jobs, 2 threads fell to ~9x
+(threads wait on each other), hence the 1-thread default.
 """
 
 from __future__ import annotations
