@@ -90,7 +90,7 @@ def ensure_dataset(path: str | os.PathLike) -> Path:
 def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256) -> dict[str, float]:
     """ZSL / GZSL / seen numbers (percent) of a model on the test split (see the module docstring)."""
     from ovmlc import data as ovmlc_data
-    from ovmlc.evaluation import score_dataset
+    from ovmlc.evaluation import score_dataset, unseen_labels_scored_alone
     from ovmlc.metrics import evaluate_protocol
 
     seen, unseen = ovmlc_data.read_label_split(dataset_path)
@@ -98,16 +98,13 @@ def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256
     names = [*seen, *unseen]
     is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
     labels = ovmlc_data.label_matrix(test, names)  # int8 [N, C]: 1 positive, -1 negative (full annotation)
-    scores = score_dataset(model, test, names, batch_size=batch_size, progress=False)
-    report = evaluate_protocol(scores, labels, names, is_unseen, "synthetic")
-    zsl = report["views"]["zsl"]
-    if getattr(model, "scores_depend_on_label_set", False):
-        unseen_scores = score_dataset(model, test, list(unseen), batch_size=batch_size, progress=False)
-        zsl_report = evaluate_protocol(
-            unseen_scores, labels[:, is_unseen], list(unseen), np.ones(len(unseen), dtype=bool), "synthetic"
-        )
-        zsl = zsl_report["views"]["zsl"]
-    gzsl, seen_view = report["views"]["gzsl"], report["views"]["seen"]
+
+    def score(label_names):
+        return score_dataset(model, test, label_names, batch_size=batch_size, progress=False)
+
+    unseen_scores = unseen_labels_scored_alone(model, names, is_unseen, score)  # MKT: ZSL scores unseen labels alone
+    report = evaluate_protocol(score(names), labels, names, is_unseen, "synthetic", unseen_scores=unseen_scores)
+    zsl, gzsl, seen_view = (report["views"][view] for view in ("zsl", "gzsl", "seen"))
     return {
         "zsl_map": 100 * zsl["mAP"],
         "zsl_f1_3": 100 * zsl["top_k"]["3"]["f1"],

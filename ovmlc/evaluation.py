@@ -10,7 +10,10 @@ Scores file (`scores.npz`, the contract between inference and metrics), written 
 | `label_names` | `[C]` | unicode str | column names, unique |
 | `unseen` | `[C]` | bool | True for labels held out of training (all False without a seen/unseen split) |
 | `image_ids` | `[N]` | unicode str | optional: which image each row is |
+| `unseen_scores` | `[N, C_unseen]` | float32 | optional: the unseen labels scored on their own (see below) |
 
+`unseen_scores` is for models whose scores depend on the scored label set (MKT normalises across labels): their ZSL
+protocol scores the unseen labels alone, so the views over unseen labels use these columns instead of the GZSL ones.
 Any other key is ignored. The file is read with `allow_pickle=False`, so names must be stored as a unicode array
 (`np.asarray(names, dtype=str)`), not as Python objects.
 
@@ -26,7 +29,7 @@ import csv
 import json
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +48,7 @@ from .metrics import (
 from .metrics import evaluate_protocol as _evaluate_protocol
 
 SCORES_FILE_KEYS = ("scores", "labels", "label_names", "unseen")
+OPTIONAL_SCORES_FILE_KEYS = ("image_ids", "unseen_scores")
 SCORES_FILE_NAME = "scores.npz"
 METRICS_FILE_NAME = "metrics.json"
 RESULTS_FILE_NAME = "results.md"
@@ -71,6 +75,7 @@ class ScoresFile:
     label_names: list[str]  # [C]
     unseen: np.ndarray  # [C] bool
     image_ids: list[str] | None = None  # [N]
+    unseen_scores: np.ndarray | None = None  # [N, C_unseen] float32: unseen labels scored alone (see module docstring)
 
     @property
     def num_images(self) -> int:
@@ -89,6 +94,7 @@ def save_scores(
     label_names: Sequence[str],
     unseen: Any = None,
     image_ids: Sequence[str] | None = None,
+    unseen_scores: Any = None,
 ) -> Path:
     """Write a scores file; `unseen=None` means no seen/unseen split. The content is validated before writing."""
     path = Path(path)
@@ -102,6 +108,8 @@ def save_scores(
     }
     if image_ids is not None:
         arrays["image_ids"] = np.asarray(list(image_ids), dtype=str)
+    if unseen_scores is not None:
+        arrays["unseen_scores"] = np.asarray(unseen_scores, dtype=np.float32)
     _validate_scores_arrays(arrays, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:  # a file handle keeps numpy from appending ".npz" to other suffixes
@@ -128,7 +136,7 @@ def load_scores(path: str | Path) -> ScoresFile:
                 f"it has {', '.join(archive.files) or 'no arrays'} (expected {', '.join(SCORES_FILE_KEYS)})."
             )
         arrays = {}
-        for key in (*SCORES_FILE_KEYS, "image_ids"):
+        for key in (*SCORES_FILE_KEYS, *OPTIONAL_SCORES_FILE_KEYS):
             if key not in archive.files:
                 continue
             try:
@@ -194,12 +202,24 @@ def _validate_scores_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Sco
         if ids.ndim != 1 or ids.shape[0] != num_images:
             raise fail("image_ids", f"must be a vector of {num_images} ids (one per row), got shape {ids.shape}.")
         image_ids = [str(image_id) for image_id in ids.tolist()]
+    unseen_scores = arrays.get("unseen_scores")
+    if unseen_scores is not None:
+        expected = (num_images, int(unseen.astype(bool).sum()))
+        if unseen_scores.shape != expected:
+            raise fail(
+                "unseen_scores",
+                f"must be a matrix {list(expected)} (every image, the unseen labels only), got {unseen_scores.shape}.",
+            )
+        if not np.issubdtype(unseen_scores.dtype, np.floating) or np.isnan(unseen_scores).any():
+            raise fail("unseen_scores", f"must hold floats without NaN (dtype {unseen_scores.dtype}).")
+        unseen_scores = unseen_scores.astype(np.float32, copy=False)
     return ScoresFile(
         scores=scores.astype(np.float32, copy=False),
         labels=labels.astype(np.int8),
         label_names=names,
         unseen=unseen.astype(bool),
         image_ids=image_ids,
+        unseen_scores=unseen_scores,
     )
 
 
@@ -246,6 +266,19 @@ def score_dataset(
     finally:
         model.train(was_training)
     return scores
+
+
+def unseen_labels_scored_alone(
+    model: Any, label_names: Sequence[str], unseen: Any, score: Callable[[list[str]], np.ndarray]
+) -> np.ndarray | None:
+    """`[N, C_unseen]` scores of the unseen labels scored on their own, for models whose scores depend on the scored
+    label set (`scores_depend_on_label_set`, e.g. MKT normalises across labels; its ZSL protocol scores the unseen
+    labels alone); None for the others (their ZSL columns are the GZSL ones) or without unseen labels.
+    `score(names)` scores the evaluated split with those labels (`score_dataset` or the trainer's distributed pass)."""
+    unseen = np.asarray(unseen, dtype=bool)
+    if not getattr(model, "scores_depend_on_label_set", False) or not unseen.any():
+        return None
+    return score([name for name, is_unseen in zip(label_names, unseen) if is_unseen])
 
 
 def _batch_pixel_values(model: Any, batch: Mapping[str, Any]) -> Any:
@@ -378,6 +411,7 @@ def evaluate_scores(
         scores_file.unseen,
         protocol,
         thresholds=thresholds,
+        unseen_scores=scores_file.unseen_scores,
     )
     report["provenance"] = {"created": datetime.now().isoformat(timespec="seconds"), **provenance}
     if thresholds is not None and isinstance(thresholds, Mapping):
@@ -430,10 +464,23 @@ def evaluate_model(
 
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(protocol.name)
     evaluated = _first_rows(dataset[split], limit)
-    scores = score_dataset(model, evaluated, label_names, batch_size=batch_size, progress=progress)
+
+    def score(names: list[str]) -> np.ndarray:
+        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress)
+
+    scores = score(label_names)
+    unseen_scores = unseen_labels_scored_alone(model, label_names, unseen, score)
     labels = np.asarray(ovmlc_data.label_matrix(evaluated, label_names), dtype=np.int8)
     image_ids = list(evaluated["image_id"]) if "image_id" in evaluated.column_names else None
-    scores_path = save_scores(output_dir / SCORES_FILE_NAME, scores, labels, label_names, unseen, image_ids=image_ids)
+    scores_path = save_scores(
+        output_dir / SCORES_FILE_NAME,
+        scores,
+        labels,
+        label_names,
+        unseen,
+        image_ids=image_ids,
+        unseen_scores=unseen_scores,
+    )
     provenance = {
         "model": model_id,
         "dataset": dataset_id,
@@ -459,7 +506,7 @@ def evaluate_model(
             dataset=dataset_id,
         )
         provenance["calibrate_split"] = calibrate_split
-    scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids)
+    scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids, unseen_scores)
     return evaluate_scores(
         scores_file, protocol, output_dir=output_dir, thresholds=thresholds, plots=plots, provenance=provenance
     )

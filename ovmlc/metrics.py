@@ -631,6 +631,7 @@ def evaluate_protocol(
     unseen: Any,
     protocol: str | Path | EvaluationProtocol,
     thresholds: Any = None,
+    unseen_scores: Any = None,
 ) -> dict[str, Any]:
     """Compute every number of a protocol preset on a score matrix.
 
@@ -642,6 +643,9 @@ def evaluate_protocol(
         protocol: preset name, YAML path or `EvaluationProtocol`.
         thresholds: optional scalar, vector [C] or calibration dict for the P/R/F1-at-threshold block; without it the
             preset's `threshold` is used (if any).
+        unseen_scores: optional `[N, C_unseen]` scores of the unseen labels scored on their own (columns in the order
+            of the unseen columns of `scores`), used by the views over unseen labels. For models whose scores depend
+            on the scored label set (MKT normalises across labels): their ZSL protocol scores the unseen labels alone.
 
     Returns a JSON-ready dict: `protocol` (name), `description`, `citation`, `settings`, image/label counts, and
     `views[name]` with `mAP`, `WmAP` (when the preset reports it), `top_k[str(K)]` (`precision`, `recall`, `f1`,
@@ -658,6 +662,16 @@ def evaluate_protocol(
         raise ValueError(f"Got {len(label_names)} label names for {num_labels} score columns.")
     if unseen.shape[0] != num_labels:
         raise ValueError(f"`unseen` has {unseen.shape[0]} entries for {num_labels} score columns.")
+    zsl_scores = None  # [N, C]: `scores` with the unseen columns replaced by `unseen_scores`
+    if unseen_scores is not None:
+        unseen_scores = to_score_matrix(unseen_scores, name="unseen_scores")
+        if unseen_scores.shape != (num_images, int(unseen.sum())):
+            raise ValueError(
+                f"`unseen_scores` has shape {unseen_scores.shape}; expected {(num_images, int(unseen.sum()))} "
+                "(every image, the unseen labels only)."
+            )
+        zsl_scores = scores.astype(np.result_type(scores, unseen_scores))  # a copy
+        zsl_scores[:, unseen] = unseen_scores
 
     threshold_source = None
     threshold_vector = None
@@ -691,7 +705,9 @@ def evaluate_protocol(
         if selection.label_indices.size == 0:
             report["skipped_views"][view.name] = f"no label passes the `{view.class_filter}` filter"
             continue
-        view_scores, view_labels = selection.take(scores), selection.take(labels)
+        unseen_alone = zsl_scores is not None and view.labels == "unseen"
+        view_scores = selection.take(zsl_scores if unseen_alone else scores)
+        view_labels = selection.take(labels)
         view_thresholds = None if threshold_vector is None else threshold_vector[selection.label_indices]
         report["views"][view.name] = _evaluate_view(
             protocol,
@@ -705,6 +721,8 @@ def evaluate_protocol(
             threshold_source,
             num_images,
         )
+        if unseen_alone:
+            report["views"][view.name]["scored_labels"] = "unseen labels alone"
     return report
 
 

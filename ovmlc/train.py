@@ -827,15 +827,18 @@ class Trainer:
 
     def _validate(self) -> bool:
         """Score the validation split, track the best model; returns True when early stopping triggers."""
+        from . import evaluation
         from .metrics import evaluate_protocol
 
         started = time.perf_counter()
         training, state = self.recipe.training, self.state
-        scores = self._predict("validation", self.labels.validation)
-        labels = self.label_rows["validation"][:, self.validation_columns]
-        report = evaluate_protocol(
-            scores, labels, self.labels.validation, self.labels.validation_unseen, self.recipe.protocol
+        names, unseen = self.labels.validation, self.labels.validation_unseen
+        scores = self._predict("validation", names)
+        unseen_scores = evaluation.unseen_labels_scored_alone(
+            self._unwrapped(), names, unseen, lambda unseen_names: self._predict("validation", unseen_names)
         )
+        labels = self.label_rows["validation"][:, self.validation_columns]
+        report = evaluate_protocol(scores, labels, names, unseen, self.recipe.protocol, unseen_scores=unseen_scores)
         metric = metric_at(report, training.selection_metric)
         summary = summarize_report(report)
         epochs = round(state.global_step / max(1, state.num_update_steps_per_epoch), 3)
@@ -912,6 +915,9 @@ class Trainer:
         names, unseen = self.labels.evaluation, self.labels.evaluation_unseen
         validation_scores = self._predict("validation", names)
         test_scores = self._predict("test", names)
+        test_unseen_scores = evaluation.unseen_labels_scored_alone(
+            model, names, unseen, lambda unseen_names: self._predict("test", unseen_names)
+        )
         eval_dir = self.output_dir / EVAL_DIR
         thresholds = None
         test_report = None
@@ -933,7 +939,9 @@ class Trainer:
                 )
             test_split = self.splits["test"]
             image_ids = test_split["image_id"] if "image_id" in test_split.column_names else None
-            scores_file = evaluation.ScoresFile(test_scores, self.label_rows["test"], list(names), unseen, image_ids)
+            scores_file = evaluation.ScoresFile(
+                test_scores, self.label_rows["test"], list(names), unseen, image_ids, test_unseen_scores
+            )
             evaluation.save_scores(
                 eval_dir / evaluation.SCORES_FILE_NAME,
                 test_scores,
@@ -941,6 +949,7 @@ class Trainer:
                 names,
                 unseen,
                 image_ids=image_ids,
+                unseen_scores=test_unseen_scores,
             )
             test_report = evaluation.evaluate_scores(
                 scores_file,

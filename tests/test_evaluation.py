@@ -11,6 +11,7 @@ from helpers import random_images, save_hub_layout_clip
 
 from ovmlc.cli import main as cli_main
 from ovmlc.evaluation import (
+    ScoresFile,
     ScoresFileError,
     best_f1_threshold,
     calibrate_thresholds,
@@ -52,6 +53,29 @@ def test_scores_file_round_trip(tmp_path):
     assert not no_split.unseen.any()
 
 
+def test_unseen_scores_round_trip_and_feed_only_the_zsl_views(tmp_path):
+    """Label-set-dependent models (MKT) store the unseen labels scored alone; ZSL uses them, GZSL/seen do not."""
+    scores, labels = toy_scores()
+    rng = np.random.default_rng(1)
+    unseen_scores = rng.random((len(scores), int(UNSEEN.sum()))).astype(np.float32)
+    path = save_scores(tmp_path / "s.npz", scores, labels, NAMES, UNSEEN, unseen_scores=unseen_scores)
+    loaded = load_scores(path)
+    np.testing.assert_array_equal(loaded.unseen_scores, unseen_scores)
+    assert load_scores(save_scores(tmp_path / "plain.npz", scores, labels, NAMES, UNSEEN)).unseen_scores is None
+
+    report = evaluate_scores(loaded, "synthetic")
+    plain = evaluate_scores(tmp_path / "plain.npz", "synthetic")
+    replaced = scores.copy()
+    replaced[:, UNSEEN] = unseen_scores
+    by_hand = evaluate_scores(ScoresFile(replaced, labels, NAMES, UNSEEN), "synthetic")
+    assert report["views"]["zsl"]["mAP"] == pytest.approx(by_hand["views"]["zsl"]["mAP"])
+    assert report["views"]["zsl"]["mAP"] != pytest.approx(plain["views"]["zsl"]["mAP"])
+    assert report["views"]["zsl"]["scored_labels"] == "unseen labels alone"
+    for view in ("gzsl", "seen"):
+        assert report["views"][view]["mAP"] == pytest.approx(plain["views"][view]["mAP"])
+        assert "scored_labels" not in report["views"][view]
+
+
 def write_npz(path, **arrays):
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
@@ -75,6 +99,8 @@ def good_arrays():
         ({"label_names": np.asarray(["x"] * 8)}, r"key `label_names` holds duplicate names: x"),
         ({"label_names": np.asarray(NAMES, dtype=object)}, r"key `label_names` cannot be read without pickle"),
         ({"unseen": np.zeros(3, dtype=bool)}, r"key `unseen` must be a vector of 8 booleans"),
+        ({"unseen_scores": np.zeros((4, 8), dtype=np.float32)}, r"key `unseen_scores` must be a matrix \[4, 2\]"),
+        ({"unseen_scores": np.full((4, 2), np.nan, dtype=np.float32)}, r"key `unseen_scores` must hold floats"),
     ],
 )
 def test_bad_scores_files_name_file_and_key(tmp_path, change, message):

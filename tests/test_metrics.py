@@ -249,6 +249,9 @@ def test_label_matrix_conversions_and_errors():
         average_precision(np.zeros((2, 3)), np.zeros((2, 2), dtype=np.int8))
     with pytest.raises(ValueError, match="tie policy"):
         average_precision(np.zeros((2, 2)), np.ones((2, 2), dtype=np.int8), ties="random")
+    labels, unseen = np.array([[1, -1, 1], [-1, 1, 1]]), [False, True, True]
+    with pytest.raises(ValueError, match=r"`unseen_scores` has shape \(2, 3\); expected \(2, 2\)"):
+        evaluate_protocol(np.zeros((2, 3)), labels, list("abc"), unseen, "synthetic", unseen_scores=np.zeros((2, 3)))
 
 
 # ------------------------------------------------------------------------------------------------ protocols
