@@ -109,6 +109,11 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Method traits read by the trainer and evaluation (docs/architecture.md): image features depend on frozen weights
+    # only (cacheable); training-time augmentation is allowed; a label's score depends on the labels scored with it.
+    uses_frozen_image_features = False
+    augment_allowed = True
+    scores_depend_on_label_set = False
 
     def __init__(self, config: OVMLCConfig):
         super().__init__(config)
