@@ -136,3 +136,39 @@ def test_openimages_unsorted_csv_is_reported(tmp_path):
     write_labels(path, [("0002", "/m/a", 1), ("0001", "/m/a", 1)])
     with pytest.raises(ValueError, match=r"labels.csv, line 3: rows are not sorted by ImageID"):
         list(iter_image_label_groups(path))
+
+
+def test_shipped_lesa_400_unseen_labelset_is_consistent():
+    from ovmlc.vocabulary import load_labelset, validate_labels
+
+    labelset = load_labelset("openimages-400-unseen")
+    names, mids = labelset["labels"], labelset["mids"]
+    assert len(names) == len(mids) == 400
+    assert validate_labels(names) == names  # unique after case/whitespace normalisation, no empty names
+    assert len(set(mids)) == 400 and all(mid.startswith(("/m/", "/g/")) for mid in mids)
+    assert names[:3] == ["Fauna", "Flora", "Exercise"]  # the order of LESA/BiAM's top_400_unseen.csv
+
+
+def test_unseen_file_accepts_the_shipped_400_unseen_labelset(tmp_path):
+    from ovmlc.vocabulary import load_labelset
+
+    labelset = load_labelset("openimages-400-unseen")
+    root = build_openimages(tmp_path / "raw")
+    # Describe two of the 400 MIDs in the raw release, so they get their display names; the others keep their MIDs.
+    with (root / "class-descriptions.csv").open("a") as handle:
+        handle.write(f"{labelset['mids'][0]},{labelset['labels'][0]}\n{labelset['mids'][1]},{labelset['labels'][1]}\n")
+    args = types.SimpleNamespace(
+        root=str(root),
+        unseen_file="openimages-400-unseen",
+        class_descriptions=None,
+        trainable_file=None,
+        train_labels=None,
+        test_labels=None,
+        train_image_dir=None,
+        test_image_dir=None,
+    )
+    plan = OpenImagesConverter().plan(args)
+    assert len(plan.unseen_labels) == 400 and plan.unseen_labels[:2] == ["Fauna", "Flora"]
+    assert plan.unseen_labels[2] == labelset["mids"][2]
+    with pytest.raises(ValueError, match=r"unseen labels .*no-such-list.*not MIDs|no-such-list.*cannot read"):
+        OpenImagesConverter().plan(types.SimpleNamespace(**{**vars(args), "unseen_file": "no-such-list"}))

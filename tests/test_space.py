@@ -194,8 +194,14 @@ def test_heatmap_geometry():
 def test_presets_examples_and_missing_models(tmp_path, monkeypatch):
     presets = load_presets(SPACE_DIR / "presets.json")
     titles = [preset.title for preset in presets]
-    assert titles == ["NUS-WIDE 81 concepts", "COCO 80", "VOC 20", "Synthetic world (38 labels)"]
-    assert [len(preset.labels) for preset in presets] == [81, 80, 20, 38]
+    assert titles == [
+        "NUS-WIDE 81 concepts",
+        "COCO 80",
+        "VOC 20",
+        "Open Images 400 unseen (LESA/BiAM)",
+        "Synthetic world (38 labels)",
+    ]
+    assert [len(preset.labels) for preset in presets] == [81, 80, 20, 400, 38]
     presets_file = tmp_path / "presets.json"
     presets_file.write_text(
         '{"presets": [{"title": "unseen", "labelset": "synthetic", "subset": "unseen"},'

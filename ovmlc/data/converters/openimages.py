@@ -108,6 +108,19 @@ def read_mid_list(path: Path, descriptions: dict[str, str], what: str) -> list[s
     return unique_in_order(mids)
 
 
+SHIPPED_UNSEEN_LABELSET = "openimages-400-unseen"
+
+
+def unseen_label_mids(source: str, descriptions: dict[str, str]) -> list[str]:
+    """Unseen MIDs from `--unseen-file`: a list file, or a shipped label set with `mids` (ovmlc/labelsets/)."""
+    path = Path(source).expanduser()
+    if path.is_file() or source != SHIPPED_UNSEEN_LABELSET:
+        return read_mid_list(path, descriptions, "unseen labels")
+    from ovmlc.vocabulary import load_labelset
+
+    return list(load_labelset(source)["mids"])
+
+
 def display_names(mids: list[str], descriptions: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """MID -> unique label name; display names shared by several MIDs become "name (MID)". Also returns the clashes."""
     base = {mid: descriptions.get(mid, mid) for mid in mids}
@@ -123,7 +136,11 @@ class OpenImagesConverter(Converter):
     version = "1"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--unseen-file", help="unseen labels: one MID (or display name) per line, e.g. LESA's 400")
+        parser.add_argument(
+            "--unseen-file",
+            help="unseen labels: a file with one MID (or display name) per line, or a shipped label set with MIDs: "
+            f"{SHIPPED_UNSEEN_LABELSET} (the 400 unseen labels of LESA/BiAM)",
+        )
         parser.add_argument("--class-descriptions", help="MID,DisplayName CSV (default: found under ROOT)")
         parser.add_argument("--trainable-file", help="seen label MIDs (default: ROOT/classes-trainable.txt)")
         parser.add_argument("--train-labels", help="train human image-labels CSV (default: found under ROOT)")
@@ -174,11 +191,7 @@ class OpenImagesConverter(Converter):
 
         descriptions = read_class_descriptions(descriptions_file)
         seen_mids = read_mid_list(trainable_file, descriptions, "trainable classes")
-        unseen_mids = (
-            read_mid_list(Path(args.unseen_file).expanduser(), descriptions, "unseen labels")
-            if args.unseen_file
-            else []
-        )
+        unseen_mids = unseen_label_mids(args.unseen_file, descriptions) if args.unseen_file else []
         notes: list[str] = []
         overlap = set(seen_mids) & set(unseen_mids)
         if overlap:
