@@ -66,6 +66,12 @@ def build_openimages(root: Path) -> Path:
     return root
 
 
+def converter_args(root: Path, unseen_file: str | None = None) -> types.SimpleNamespace:
+    """The parsed CLI arguments of `ovmlc data prepare openimages --root ROOT [--unseen-file ...]`."""
+    paths = ("class_descriptions", "trainable_file", "train_labels", "test_labels", "train_image_dir", "test_image_dir")
+    return types.SimpleNamespace(root=str(root), unseen_file=unseen_file, **dict.fromkeys(paths))
+
+
 def test_prepare_openimages_streams_and_keeps_partial_labels(tmp_path, capsys):
     root = build_openimages(tmp_path / "raw")
     out = tmp_path / "oi"
@@ -113,17 +119,7 @@ def test_prepare_openimages_streams_and_keeps_partial_labels(tmp_path, capsys):
 
 def test_openimages_records_are_streamed_not_loaded(tmp_path):
     root = build_openimages(tmp_path / "raw")
-    args = types.SimpleNamespace(
-        root=str(root),
-        unseen_file=None,
-        class_descriptions=None,
-        trainable_file=None,
-        train_labels=None,
-        test_labels=None,
-        train_image_dir=None,
-        test_image_dir=None,
-    )
-    plan = OpenImagesConverter().plan(args)
+    plan = OpenImagesConverter().plan(converter_args(root))
     assert isinstance(plan.splits["train"], types.GeneratorType)
     first = next(iter(plan.splits["train"]))
     # Without --unseen-file every label is seen and Zebra (not trainable) is outside the label set.
@@ -157,18 +153,8 @@ def test_unseen_file_accepts_the_shipped_400_unseen_labelset(tmp_path):
     # Describe two of the 400 MIDs in the raw release, so they get their display names; the others keep their MIDs.
     with (root / "class-descriptions.csv").open("a") as handle:
         handle.write(f"{labelset['mids'][0]},{labelset['labels'][0]}\n{labelset['mids'][1]},{labelset['labels'][1]}\n")
-    args = types.SimpleNamespace(
-        root=str(root),
-        unseen_file="openimages-400-unseen",
-        class_descriptions=None,
-        trainable_file=None,
-        train_labels=None,
-        test_labels=None,
-        train_image_dir=None,
-        test_image_dir=None,
-    )
-    plan = OpenImagesConverter().plan(args)
+    plan = OpenImagesConverter().plan(converter_args(root, "openimages-400-unseen"))
     assert len(plan.unseen_labels) == 400 and plan.unseen_labels[:2] == ["Fauna", "Flora"]
     assert plan.unseen_labels[2] == labelset["mids"][2]
     with pytest.raises(ValueError, match=r"unseen labels .*no-such-list.*not MIDs|no-such-list.*cannot read"):
-        OpenImagesConverter().plan(types.SimpleNamespace(**{**vars(args), "unseen_file": "no-such-list"}))
+        OpenImagesConverter().plan(converter_args(root, "no-such-list"))
