@@ -108,7 +108,7 @@ def main() -> None:
         for dtype in (torch.float32, torch.bfloat16):
             dtype_name = str(dtype).replace("torch.", "")
             model = ovmlc.CLIPZeroShotModel.from_clip(str(backbone), dtype=dtype)
-            model._label_cache = ovmlc.vocabulary.LabelEmbeddingCache()  # in memory: nothing from earlier runs
+            model._label_cache = ovmlc.core.label_cache.LabelEmbeddingCache()  # in memory: nothing from earlier runs
             pixel_values = model.preprocess(images)
 
             def encoder(model=model, pixel_values=pixel_values):

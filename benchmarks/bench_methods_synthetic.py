@@ -90,8 +90,8 @@ def ensure_dataset(path: str | os.PathLike) -> Path:
 def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256) -> dict[str, float]:
     """ZSL / GZSL / seen numbers (percent) of a model on the test split (see the module docstring)."""
     from ovmlc import data as ovmlc_data
-    from ovmlc.evaluation import score_dataset, unseen_labels_scored_alone
-    from ovmlc.metrics import evaluate_protocol
+    from ovmlc.evaluation.engine import score_dataset, unseen_labels_scored_alone
+    from ovmlc.evaluation.metrics import evaluate_protocol
 
     seen, unseen = ovmlc_data.read_label_split(dataset_path)
     test = ovmlc_data.load_canonical(dataset_path, split="test")
@@ -121,7 +121,7 @@ def mkt_stream_zsl(model, dataset_path: str | os.PathLike, batch_size: int = 256
     import torch.nn.functional as F
 
     from ovmlc import data as ovmlc_data
-    from ovmlc.metrics import evaluate_protocol
+    from ovmlc.evaluation.metrics import evaluate_protocol
 
     _, unseen = ovmlc_data.read_label_split(dataset_path)
     test = ovmlc_data.load_canonical(dataset_path, split="test")
@@ -154,7 +154,7 @@ def train_recipes(
 ) -> tuple[Path, float]:
     """Run a chain of recipes (each later one starts from the previous output); returns the last output folder and
     the summed wall time."""
-    from ovmlc.train import train
+    from ovmlc.training.trainer import train
 
     output, seconds, previous = None, 0.0, None
     for recipe in recipes:

@@ -117,7 +117,7 @@ def run(
 ) -> dict:
     import yaml
 
-    from ovmlc.train import train
+    from ovmlc.training.trainer import train
 
     recipe = {
         "method": "qks",

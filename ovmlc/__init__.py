@@ -1,36 +1,77 @@
-"""ovmlc: open-vocabulary multi-label image classification on the Hugging Face stack."""
+"""ovmlc: open-vocabulary multi-label image classification on the Hugging Face stack.
 
-from transformers import AutoConfig, AutoModel
-from transformers.pipelines import PIPELINE_REGISTRY
+`import ovmlc` is light: it imports neither torch nor transformers (the CLI's `--help` stays fast). The public names
+below load on first use (PEP 562). The methods are registered with transformers' `AutoConfig` / `AutoModel` and the
+pipeline task with `transformers.pipelines` as soon as transformers loads those modules (see `ovmlc/_registration.py`),
+so `AutoModel.from_pretrained(folder)` and `pipeline("open-vocabulary-multi-label-classification", ...)` work after
+`import ovmlc`, whichever of the two is imported first.
+"""
 
-from .clip_utils import SYNTHETIC_CLIP_PATH, load_clip_backbone
-from .factory import load_model
-from .images import ImageLoadError, load_image
-from .methods.clip_zeroshot import CLIPZeroShotConfig, CLIPZeroShotModel
-from .methods.clipft import CLIPFTConfig, CLIPFTModel
-from .methods.mkt import MKTConfig, MKTModel
-from .methods.qks import QKSConfig, QKSModel
-from .modeling_base import PIPELINE_TASK, MultiLabelOutput, OVMLCConfig, OVMLCPreTrainedModel
-from .pipeline import OpenVocabularyMultiLabelPipeline
-from .vocabulary import LabelVocabulary, list_templates, load_labelset, load_templates
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-# (config class, model class) of every method; registered with the Auto classes on import.
-METHODS = {
-    "clip_zeroshot": (CLIPZeroShotConfig, CLIPZeroShotModel),
-    "clipft": (CLIPFTConfig, CLIPFTModel),
-    "mkt": (MKTConfig, MKTModel),
-    "qks": (QKSConfig, QKSModel),
+from . import _compat, _registration
+from . import hub as _hub  # noqa: F401 - registers the model-card save hook and push function with the base model
+from ._version import __version__
+
+# public name -> module that defines it
+_LAZY = {
+    "CLIPFTConfig": "ovmlc.methods.clipft",
+    "CLIPFTModel": "ovmlc.methods.clipft",
+    "CLIPZeroShotConfig": "ovmlc.methods.clip_zeroshot",
+    "CLIPZeroShotModel": "ovmlc.methods.clip_zeroshot",
+    "ImageLoadError": "ovmlc.core.images",
+    "LabelVocabulary": "ovmlc.core.vocabulary",
+    "MKTConfig": "ovmlc.methods.mkt",
+    "MKTModel": "ovmlc.methods.mkt",
+    "MultiLabelOutput": "ovmlc.core.outputs",
+    "OVMLCConfig": "ovmlc.core.modeling_base",
+    "OVMLCPreTrainedModel": "ovmlc.core.modeling_base",
+    "OpenVocabularyMultiLabelPipeline": "ovmlc.inference.pipeline",
+    "PIPELINE_TASK": "ovmlc.files",
+    "QKSConfig": "ovmlc.methods.qks",
+    "QKSModel": "ovmlc.methods.qks",
+    "SYNTHETIC_CLIP_PATH": "ovmlc.core.backbones",
+    "get_method": "ovmlc.core.registry",
+    "list_methods": "ovmlc.core.registry",
+    "list_templates": "ovmlc.core.vocabulary",
+    "load_clip_backbone": "ovmlc.core.backbones",
+    "load_image": "ovmlc.core.images",
+    "load_labelset": "ovmlc.core.vocabulary",
+    "load_model": "ovmlc.inference.factory",
+    "load_templates": "ovmlc.core.vocabulary",
 }
 
-for _config_class, _model_class in METHODS.values():
-    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
-    AutoModel.register(_config_class, _model_class, exist_ok=True)
 
-PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK, pipeline_class=OpenVocabularyMultiLabelPipeline, pt_model=AutoModel, type="multimodal"
-)
+def _methods() -> dict[str, tuple[type, type]]:
+    """`{name: (config class, model class)}` of every registered method (registration order)."""
+    importlib.import_module("ovmlc.methods")
+    from .core.registry import method_specs
+
+    return {spec.name: (spec.config_class, spec.model_class) for spec in method_specs()}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # derived from the registry on every access (methods may register later)
+        methods = _methods()
+        _registration.sync()
+        return methods
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        _registration.sync()
+        return value
+    raise AttributeError(f"module 'ovmlc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, "METHODS"})
+
+
+_compat.install()
+_registration.install()
 
 __all__ = [
     "CLIPFTConfig",
@@ -50,6 +91,9 @@ __all__ = [
     "QKSConfig",
     "QKSModel",
     "SYNTHETIC_CLIP_PATH",
+    "__version__",
+    "get_method",
+    "list_methods",
     "list_templates",
     "load_clip_backbone",
     "load_image",

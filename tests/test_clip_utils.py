@@ -1,7 +1,7 @@
 import torch
 from helpers import tiny_clip, tiny_tokenizer
 
-from ovmlc.clip_utils import eos_positions, image_features, text_features_from_embeddings, tokenize_prompts
+from ovmlc.core.backbones import eos_positions, image_features, text_features_from_embeddings, tokenize_prompts
 
 
 def test_text_forward_from_embeddings_equals_get_text_features():

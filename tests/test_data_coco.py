@@ -6,8 +6,8 @@ from pathlib import Path
 from PIL import Image
 
 from ovmlc.cli import main
+from ovmlc.core.vocabulary import load_labelset
 from ovmlc.data import label_matrix, load_canonical, read_card_metadata, read_label_split
-from ovmlc.vocabulary import load_labelset
 
 COCO80 = load_labelset("coco-80")["labels"]
 CATEGORY_ID = {name: index + 1 for index, name in enumerate(COCO80)}  # ids need not be contiguous; 1-based here

@@ -135,7 +135,7 @@ def test_openimages_unsorted_csv_is_reported(tmp_path):
 
 
 def test_shipped_lesa_400_unseen_labelset_is_consistent():
-    from ovmlc.vocabulary import load_labelset, validate_labels
+    from ovmlc.core.vocabulary import load_labelset, validate_labels
 
     labelset = load_labelset("openimages-400-unseen")
     names, mids = labelset["labels"], labelset["mids"]
@@ -146,7 +146,7 @@ def test_shipped_lesa_400_unseen_labelset_is_consistent():
 
 
 def test_unseen_file_accepts_the_shipped_400_unseen_labelset(tmp_path):
-    from ovmlc.vocabulary import load_labelset
+    from ovmlc.core.vocabulary import load_labelset
 
     labelset = load_labelset("openimages-400-unseen")
     root = build_openimages(tmp_path / "raw")

@@ -26,7 +26,7 @@ from ovmlc import CLIPZeroShotModel
 from ovmlc.cli import main as cli_main
 from ovmlc.evaluation import ScoresFile, calibrate_thresholds, evaluate_scores, save_scores, write_thresholds
 from ovmlc.hub import HubFolderError, plan_model_upload, push_pretrained_model, validate_dataset_folder
-from ovmlc.model_card import OVMLCModelCardData, build_model_card, write_model_card
+from ovmlc.hub.model_card import OVMLCModelCardData, build_model_card, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEN = ["red circle", "blue square", "green triangle"]
@@ -382,16 +382,35 @@ def test_card_without_training_state_claims_nothing(bare_model_dir, tmp_path):
     assert '"your-org/model"' in card.text  # no repo known yet: an obvious placeholder
 
 
-def test_every_method_has_a_description_and_citation():
+def test_every_method_has_a_card_description_and_citation():
     import ovmlc
-    from ovmlc.model_card import load_citations, method_for_model_type
+    from ovmlc.core.registry import get_method
+    from ovmlc.hub.model_card import method_for_model_type
 
-    citations = load_citations()
     for name, (config_class, _) in ovmlc.METHODS.items():
         assert method_for_model_type(config_class.model_type) == name
-        entry = citations["methods"].get(name)
-        assert entry and entry["summary"] and entry["papers"], f"ovmlc/citations.json: no entry for method {name!r}"
-        assert all(paper in citations["papers"] for paper in entry["papers"]), name
+        card = get_method(name).card
+        assert card.name and card.summary and card.papers, f"method {name!r}: empty MethodCard"
+        for paper in card.papers:
+            assert paper.bibtex.startswith("@") and paper.title in paper.bibtex, (name, paper.title)
+            assert paper.short_authors and paper.year > 2000
+
+
+def test_card_claims_label_independence_only_for_methods_that_have_it(tmp_path, clip_dir, bare_model_dir):
+    from ovmlc import MKTModel
+
+    independent = (bare_model_dir / "README.md").read_text()
+    assert "adding labels to the list does not change the scores of the others" in independent
+    assert "It scores any list of label texts independently" in independent
+
+    folder = tmp_path / "mkt"
+    MKTModel.from_clip(str(clip_dir), num_trainable_layers=1).save_pretrained(folder)
+    text = (folder / "README.md").read_text()
+    assert MKTModel.scores_depend_on_label_set
+    assert "does not change the scores of the others" not in text and "independently" not in text
+    assert "changes the scores of the others" in text
+    assert "MKT (Multi-modal Knowledge Transfer)" in text and "@inproceedings{he2023mkt" in text
+    assert "Implementation notes" in text and "token_table" in text  # the MethodCard's notes are rendered
 
 
 def _python_blocks(markdown: str) -> list[str]:
@@ -503,7 +522,7 @@ def test_trained_run_pushes_and_loads_back(online, tmp_path, monkeypatch):
     from test_train_fixtures import make_tiny_backbone, make_tiny_dataset, write_recipe
 
     import ovmlc
-    from ovmlc.train import train
+    from ovmlc.training.trainer import train
 
     monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "ovmlc-cache"))
     recipe = write_recipe(

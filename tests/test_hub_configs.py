@@ -18,7 +18,7 @@ import yaml
 
 import ovmlc
 from ovmlc.data.converters import CONVERTERS
-from ovmlc.metrics import list_protocols, load_protocol
+from ovmlc.evaluation.metrics import list_protocols, load_protocol
 
 HUB_CONFIGS = Path(__file__).resolve().parents[1] / "hub_configs"
 RECIPE_FILES = sorted(HUB_CONFIGS.glob("*.yaml"))
@@ -145,7 +145,7 @@ def test_hub_repo_ids_are_unique():
 
 @pytest.mark.parametrize("path", PRETRAINING_RECIPES, ids=[path.name for path in PRETRAINING_RECIPES])
 def test_pretraining_recipe_is_valid(path):
-    from ovmlc.vlp import VLPPretrainConfig
+    from ovmlc.training.pretrain_vlp import VLPPretrainConfig
 
     config = VLPPretrainConfig.from_yaml(path)  # validates; errors name the file and the key
     assert config.output_dir, f"hub_configs/{path.name}: output_dir is empty"

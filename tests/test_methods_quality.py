@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmlc.clip_utils import SYNTHETIC_CLIP_PATH
+from ovmlc.core.backbones import SYNTHETIC_CLIP_PATH
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_methods_synthetic as bench  # noqa: E402

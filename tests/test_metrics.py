@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from ovmlc.metrics import (
+from ovmlc.evaluation.metrics import (
     average_precision,
     evaluate_protocol,
     filter_classes,

@@ -21,7 +21,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from helpers import random_images, save_hub_layout_clip  # noqa: E402
 
-from ovmlc.demo import (  # noqa: E402
+from ovmlc.space.demo import (  # noqa: E402
     DemoInputError,
     DemoLimits,
     DemoModelError,
@@ -215,9 +215,9 @@ def test_presets_examples_and_missing_models(tmp_path, monkeypatch):
 
     with pytest.raises(DemoModelError, match="no-such-model-folder"):
         load_models([str(tmp_path / "no-such-model-folder")])
-    import ovmlc.clip_utils
+    import ovmlc.core.backbones
 
-    monkeypatch.setitem(ovmlc.clip_utils.BACKBONE_ALIASES, "synthetic", tmp_path / "missing-clip-synthetic")
+    monkeypatch.setitem(ovmlc.core.backbones.BACKBONE_ALIASES, "synthetic", tmp_path / "missing-clip-synthetic")
     with pytest.raises(DemoModelError, match="shipped offline model is missing.*--model"):
         load_models(["synthetic"])
 

@@ -20,7 +20,7 @@ from ovmlc.data.synthetic import (
     generate_world,
     load_labelset,
 )
-from ovmlc.vlp import (
+from ovmlc.training.pretrain_vlp import (
     VLPPretrainConfig,
     evaluate_zero_shot,
     images_to_pixel_values,

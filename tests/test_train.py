@@ -15,10 +15,10 @@ from test_train_fixtures import SEEN, UNSEEN, make_tiny_backbone, make_tiny_data
 import ovmlc
 from ovmlc import evaluation
 from ovmlc.cli import main as cli_main
-from ovmlc.train import Trainer, TrainingError, build_schedule_lambda, train
 from ovmlc.training.checkpointing import CheckpointManager
 from ovmlc.training.feature_cache import open_feature_file
 from ovmlc.training.recipe import RecipeError, load_recipe
+from ovmlc.training.trainer import Trainer, TrainingError, build_schedule_lambda, train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from test_train_fixtures import make_tiny_backbone, make_tiny_dataset
 
-from ovmlc.train import main as train_main
+from ovmlc.cli.train import main as train_main
 
 TINY_RECIPE = Path(__file__).resolve().parent.parent / "hub_configs" / "tiny-synthetic.yaml"
 

@@ -3,8 +3,9 @@ import torch
 from helpers import tiny_clip, tiny_tokenizer
 
 from ovmlc import LabelVocabulary, list_templates, load_templates
-from ovmlc.clip_utils import tokenize_prompts
-from ovmlc.vocabulary import LabelEmbeddingCache, validate_labels
+from ovmlc.core.backbones import tokenize_prompts
+from ovmlc.core.label_cache import LabelEmbeddingCache
+from ovmlc.core.vocabulary import validate_labels
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# Version of the canonical folder layout + card block (bumped only on incompatible changes).
-CANONICAL_FORMAT_VERSION = "1"
-
 from ovmlc.data.card import CardError, read_card_metadata, read_label_split  # noqa: E402
 from ovmlc.data.schema import (  # noqa: E402
     ANNOTATION_FULL,
     ANNOTATION_PARTIAL,
+    CANONICAL_FORMAT_VERSION,
     LABEL_NEGATIVE,
     LABEL_POSITIVE,
     LABEL_UNANNOTATED,

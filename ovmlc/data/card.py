@@ -12,6 +12,7 @@ The YAML front matter carries
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,15 @@ from typing import Any
 import yaml
 from datasets import DatasetInfo, Features
 
-CARD_FILENAME = "README.md"
-DATA_DIR = "data"
+from ovmlc.files import CARD_FILE as CARD_FILENAME
+from ovmlc.files import DATASET_DATA_DIR as DATA_DIR
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_like_local_path(path_or_id: str) -> bool:
+    """True when the string cannot be a Hub repo id ("name" or "owner/name"), so it must be a local path."""
+    return path_or_id.startswith(("/", ".", "~")) or "\\" in path_or_id or not _HUB_ID.match(path_or_id)
 
 
 class CardError(ValueError):
@@ -181,8 +189,6 @@ def _card_text(path_or_id: str | os.PathLike) -> tuple[str, str]:
         return readme.read_text(encoding="utf-8"), str(readme)
     if path.is_file() and path.name == CARD_FILENAME:
         return path.read_text(encoding="utf-8"), str(path)
-    from ovmlc.data.storage import looks_like_local_path
-
     if looks_like_local_path(str(path_or_id)):
         raise FileNotFoundError(f"{path}: no such canonical dataset folder")
     from huggingface_hub import hf_hub_download

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ovmlc.core.images import load_image
 from ovmlc.data.schema import dataset_label_names
-from ovmlc.images import load_image
 
 
 class MultiLabelCollator:

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from ovmlc.images import ImageLoadError, load_image
+from ovmlc.core.images import ImageLoadError, load_image
 
 VERIFY_MODES = ("full", "header")
 

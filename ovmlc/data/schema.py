@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 
+# Version of the canonical folder layout + card block (bumped only on incompatible changes).
+CANONICAL_FORMAT_VERSION = "1"
 SPLITS = ("train", "validation", "test")
 ANNOTATION_FULL = "full"
 ANNOTATION_PARTIAL = "partial"

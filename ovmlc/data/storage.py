@@ -16,7 +16,6 @@ interrupted conversion never leaves a half-written dataset behind.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,20 +32,21 @@ from ovmlc.data.card import (
     CARD_FILENAME,
     DATA_DIR,
     build_card_metadata,
+    looks_like_local_path,
     render_card,
     render_card_body,
 )
-from ovmlc.data.schema import ANNOTATIONS, SPLITS, CanonicalSchemaError, validate_canonical_features
+from ovmlc.data.schema import (
+    ANNOTATIONS,
+    CANONICAL_FORMAT_VERSION,
+    SPLITS,
+    CanonicalSchemaError,
+    validate_canonical_features,
+)
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1024**2  # the Hub's default shard size
 ROW_GROUP_BYTES = 64 * 1024**2
 ROW_GROUP_MAX_ROWS = 1000
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def looks_like_local_path(path_or_id: str) -> bool:
-    """True when the string cannot be a Hub repo id ("name" or "owner/name"), so it must be a local path."""
-    return path_or_id.startswith(("/", ".", "~")) or "\\" in path_or_id or not _HUB_ID.match(path_or_id)
 
 
 class ShardedParquetWriter:
@@ -273,8 +273,6 @@ def build_ovmlc_block(
     outside = [name for name in train_labels if name not in set(seen)]
     if outside:
         raise CanonicalSchemaError(f"train_label_set must be a subset of the seen labels; not seen: {outside[:20]}")
-    from ovmlc.data import CANONICAL_FORMAT_VERSION
-
     block: dict[str, Any] = {
         "format_version": CANONICAL_FORMAT_VERSION,
         "source": source,

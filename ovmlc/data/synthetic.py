@@ -146,7 +146,7 @@ def background_label(name: str) -> str:
 
 ALL_LABELS = (*SHAPE_NAMES, *COLOUR_NAMES, *(background_label(b) for b in BACKGROUNDS))
 
-LABELSET_PATH = Path(__file__).resolve().parent.parent / "labelsets" / "synthetic.json"
+from ovmlc.resources import SYNTHETIC_LABELSET as LABELSET_PATH  # noqa: E402
 
 
 @dataclass

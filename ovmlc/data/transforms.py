@@ -33,7 +33,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageEnhance, ImageOps
 
-PRESETS_DIR = Path(__file__).parent / "transform_presets"
+from ovmlc.resources import TRANSFORM_PRESETS_DIR as PRESETS_DIR  # noqa: E402
+
 SIZED_OPS = ("resize_shortest_edge", "center_crop", "squash", "random_resized_crop")
 RANDOM_OPS = ("random_resized_crop", "horizontal_flip", "rand_augment", "cutout")
 INTERPOLATIONS = {
@@ -309,7 +310,7 @@ class ImageTransform:
 
     def apply_pil(self, image: Image.Image, rng: np.random.Generator | None = None) -> Image.Image:
         """The geometric/photometric steps only (a PIL image, before normalisation)."""
-        from ovmlc.images import load_image
+        from ovmlc.core.images import load_image
 
         image = load_image(image)
         rng = rng if rng is not None else self._default_generator()

@@ -1,1 +1,7 @@
-"""One folder per method (peft-style): `configuration_<m>.py` + `modeling_<m>.py`, flat imports only."""
+"""One folder per method (peft-style): `__init__.py` (builds the `MethodSpec` and calls `register_method`),
+`configuration_<m>.py` and `modeling_<m>.py` (flat imports only: they are exported as Hub remote code).
+
+Importing this package imports every method subpackage, which is what registers them (`ovmlc.core.registry`).
+"""
+
+from . import clip_zeroshot, clipft, mkt, qks  # noqa: F401 - registration order = `ovmlc.METHODS` order

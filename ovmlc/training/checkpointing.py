@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-CHECKPOINTS_DIR = "checkpoints"
-TRAINER_STATE_FILE = "trainer_state.json"
-BEST_WEIGHTS_FILE = "trainable_weights.safetensors"
+from ..files import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, TRAINER_STATE_FILE
+
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 _BEST_NAME = re.compile(r"^best-(\d+)$")
 _TMP_PREFIX = ".tmp-"

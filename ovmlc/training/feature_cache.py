@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..clip_utils import module_fingerprint
+from ..core.backbones import module_fingerprint
 
 FEATURE_CACHE_FORMAT = "1"
 _SAFETENSORS_DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16"}
@@ -56,20 +56,13 @@ def default_feature_cache_dir() -> Path:
     return Path(constants.HF_HOME) / "ovmlc" / "features"
 
 
-def image_side_modules(model: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
-    """Modules whose weights determine `encode_image_features` (a method may define `image_side_modules()`)."""
-    if hasattr(model, "image_side_modules"):
-        return tuple(model.image_side_modules())
-    return model.clip.vision_model, model.clip.visual_projection
-
-
 def image_side_fingerprint(model: torch.nn.Module) -> str:
     """Digest of the image-side weights, the method class and its config (minus label bookkeeping)."""
     config = model.config.to_dict()
     for name in _NON_IMAGE_CONFIG_FIELDS:
         config.pop(name, None)
     extra = type(model).__name__ + json.dumps(config, sort_keys=True, default=str)
-    return module_fingerprint(*image_side_modules(model), extra=extra)
+    return module_fingerprint(*model.image_side_modules(), extra=extra)
 
 
 def cache_description(

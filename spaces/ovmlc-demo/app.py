@@ -11,7 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from ovmlc.demo import DEFAULT_MODEL, DemoLimits, DemoModelError, build_demo, load_examples, load_models, load_presets
+from ovmlc.space.demo import (
+    DEFAULT_MODEL,
+    DemoLimits,
+    DemoModelError,
+    build_demo,
+    load_examples,
+    load_models,
+    load_presets,
+)
 
 HERE = Path(__file__).resolve().parent
 

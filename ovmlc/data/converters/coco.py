@@ -104,7 +104,7 @@ class CocoConverter(Converter):
             raise SourceFormatError(f"{train_json} and {val_json} define different categories")
         names = [train_categories[category_id] for category_id in sorted(train_categories)]
 
-        from ovmlc.vocabulary import load_labelset
+        from ovmlc.core.vocabulary import load_labelset
 
         split = getattr(args, "coco_split", "zsl-48-17")
         notes: list[str] = []

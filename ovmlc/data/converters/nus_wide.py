@@ -171,7 +171,7 @@ class NusWideConverter(Converter):
             f"{len(tags)} tags in TagList1k, {len(concepts)} concepts, {len(tags) - len(seen)} tags equal a concept "
             f"name -> {len(seen)} seen + {len(concepts)} unseen labels"
         ]
-        from ovmlc.vocabulary import load_labelset
+        from ovmlc.core.vocabulary import load_labelset
 
         reference = load_labelset("nus-wide-81")["labels"]
         if concepts != reference:

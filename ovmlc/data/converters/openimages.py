@@ -116,7 +116,7 @@ def unseen_label_mids(source: str, descriptions: dict[str, str]) -> list[str]:
     path = Path(source).expanduser()
     if path.is_file() or source != SHIPPED_UNSEEN_LABELSET:
         return read_mid_list(path, descriptions, "unseen labels")
-    from ovmlc.vocabulary import load_labelset
+    from ovmlc.core.vocabulary import load_labelset
 
     return list(load_labelset(source)["mids"])
 

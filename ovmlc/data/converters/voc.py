@@ -60,7 +60,7 @@ class Voc2007Converter(Converter):
         parser.add_argument("--test-set", default="test", help="ImageSets/Main list used for testing")
 
     def plan(self, args: argparse.Namespace) -> SourcePlan:
-        from ovmlc.vocabulary import load_labelset
+        from ovmlc.core.vocabulary import load_labelset
 
         root = Path(args.root).expanduser()
         year_dir = find_voc_year_dir(root)

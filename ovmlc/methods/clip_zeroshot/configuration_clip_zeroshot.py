@@ -1,6 +1,6 @@
 """Configuration of plain CLIP zero-shot multi-label classification."""
 
-from ovmlc.modeling_base import OVMLCConfig
+from ovmlc.core.modeling_base import OVMLCConfig
 
 
 class CLIPZeroShotConfig(OVMLCConfig):

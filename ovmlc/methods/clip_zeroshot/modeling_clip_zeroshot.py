@@ -3,9 +3,10 @@
 import torch
 import torch.nn.functional as F
 
-from ovmlc.clip_utils import patch_grid_size
-from ovmlc.modeling_base import MultiLabelOutput, OVMLCPreTrainedModel
-from ovmlc.vocabulary import LabelVocabulary
+from ovmlc.core.backbones import patch_grid_size
+from ovmlc.core.modeling_base import OVMLCPreTrainedModel
+from ovmlc.core.outputs import MultiLabelOutput
+from ovmlc.core.vocabulary import LabelVocabulary
 
 from .configuration_clip_zeroshot import CLIPZeroShotConfig
 
@@ -24,6 +25,17 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
     def __init__(self, config: CLIPZeroShotConfig):
         super().__init__(config)
         self.post_init()
+        self._freeze_text_side()
+
+    def _freeze_text_side(self) -> None:
+        # Labels are encoded once, without gradients (`trains_text_side` is False): the text tower never trains.
+        # The image side stays trainable, so a recipe can fine-tune CLIP as it is (with `training.epochs: 0` it only
+        # evaluates).
+        for module in self.text_side_modules():
+            module.requires_grad_(False)
+
+    def post_load(self) -> None:
+        self._freeze_text_side()
 
     def logit_scale(self) -> torch.Tensor:
         if self.config.logit_scale is not None:

@@ -1,4 +1,39 @@
+from ovmlc.core.registry import MethodCard, MethodSpec, register_method
+
+from ..papers import CLIP, MKT
 from .configuration_clipft import CLIPFTConfig
 from .modeling_clipft import CLIPFTModel
+
+CARD = MethodCard(
+    name="CLIP-FT (fine-tuned CLIP)",
+    summary=(
+        "The CLIP image tower is fine-tuned on the seen labels (fully, or with LoRA adapters) with a masked BCE loss "
+        "against frozen CLIP label-text embeddings and a learnable logit scale and bias; there is no distillation. "
+        "It is the fine-tuning baseline of the open-vocabulary multi-label literature (e.g. the tables of the MKT "
+        "paper); expect it to forget part of CLIP's zero-shot ability on unseen labels."
+    ),
+    papers=(CLIP, MKT),
+    notes=(
+        "Logits are `scale * cos(image, label) + bias` with a learnable scale and bias initialised at SigLIP's 10 and "
+        "-10, trained at `logit_lr_multiplier` times the learning rate (at fine-tuning learning rates Adam would move "
+        "them far too slowly).",
+        "`finetune=\"full\"` trains the whole vision transformer and visual projection; `finetune=\"lora\"` trains "
+        "peft LoRA adapters on the vision tower's attention projections (`q_proj`, `v_proj` by default).",
+        "Saved weights: full fine-tuning saves the whole model. LoRA saves, PEFT-style, `adapter_config.json` + "
+        "`adapter_model.safetensors` holding only the trainable weights (LoRA matrices and the two logit "
+        "parameters); loading rebuilds the model from `backbone_name_or_path` and re-attaches the adapter.",
+    ),
+)
+
+register_method(
+    MethodSpec(
+        name="clipft",
+        config_class=CLIPFTConfig,
+        model_class=CLIPFTModel,
+        card=CARD,
+        example_config={"finetune": "full"},
+        variant_configs=({"finetune": "lora", "lora_r": 2},),
+    )
+)
 
 __all__ = ["CLIPFTConfig", "CLIPFTModel"]

@@ -1,6 +1,6 @@
 """Configuration of the CLIP fine-tuning baseline (CLIP-FT, as in MKT's tables)."""
 
-from ovmlc.modeling_base import OVMLCConfig
+from ovmlc.core.modeling_base import OVMLCConfig
 
 CLIPFT_MODES = ("full", "lora")
 

@@ -13,13 +13,15 @@ from transformers import AutoTokenizer
 from transformers import initialization as init
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
-from ovmlc.clip_utils import load_image_processor, patch_grid_size, resolve_backbone
-from ovmlc.modeling_base import LABEL_EMBEDDINGS_FILE, MultiLabelOutput, OVMLCPreTrainedModel
+from ovmlc.core.backbones import load_image_processor, patch_grid_size, resolve_backbone
+from ovmlc.core.modeling_base import OVMLCPreTrainedModel
+from ovmlc.core.outputs import MultiLabelOutput
+from ovmlc.files import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LABEL_EMBEDDINGS_FILE
 
 from .configuration_clipft import CLIPFTConfig
 
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTER_CONFIG_NAME = ADAPTER_CONFIG_FILE
+ADAPTER_WEIGHTS_NAME = ADAPTER_WEIGHTS_FILE
 ADAPTER_NAME = "default"
 # PEFT's adapter files name weights as seen from a `PeftModel` wrapper.
 PEFT_KEY_PREFIX = "base_model.model."
@@ -38,19 +40,6 @@ LOADING_KWARGS = {
     "subfolder",
     "code_revision",
 }
-
-CARD_TEXT = """\
-**CLIP-FT** (the fine-tuning baseline of MKT's tables): CLIP's image tower fine-tuned on the seen labels with BCE
-(unannotated entries masked) against frozen label-text embeddings; logits = scale * cos(image, label) + bias with a
-learnable scale and bias (initialised at SigLIP's 10 and -10). `finetune="full"` trains the whole vision transformer
-and visual projection; `finetune="lora"` trains peft LoRA adapters on the vision tower's attention projections
-(`q_proj`, `v_proj` by default). It fits the seen labels and forgets the unseen ones (the image embedding drifts away
-from the text space) — the failure MKT's distillation and QKS's frozen backbone avoid.
-
-Saved weights: full fine-tuning saves the whole model. LoRA saves, PEFT-style, `adapter_config.json` +
-`adapter_model.safetensors` holding only the trainable weights (LoRA matrices and the two logit parameters); loading
-rebuilds the model from `backbone_name_or_path` and re-attaches the adapter.
-"""
 
 
 class CLIPFTLogitHead(nn.Module):
@@ -71,6 +60,8 @@ class CLIPFTModel(OVMLCPreTrainedModel):
 
     config: CLIPFTConfig
     uses_frozen_image_features = False
+    # Initialised from the config (a CLIP checkpoint has no logit head); a LoRA folder restores it from the adapter.
+    modules_created_on_load = ("logit_head",)
 
     def __init__(self, config: CLIPFTConfig):
         super().__init__(config)
@@ -170,7 +161,8 @@ class CLIPFTModel(OVMLCPreTrainedModel):
     # ------------------------------------------------------------------ saving and loading (LoRA: PEFT-style)
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable weights of LoRA mode under PEFT's key names (`base_model.model.<module>.lora_A.weight`)."""
-        state = dict(get_peft_model_state_dict(self, adapter_name=ADAPTER_NAME))
+        # The adapters never touch embedding layers (vision attention/MLP only): nothing of the vocabulary to save.
+        state = dict(get_peft_model_state_dict(self, adapter_name=ADAPTER_NAME, save_embedding_layers=False))
         state.update({f"logit_head.{name}": value for name, value in self.logit_head.state_dict().items()})
         return {PEFT_KEY_PREFIX + key: value.detach().cpu().contiguous() for key, value in state.items()}
 
@@ -242,4 +234,4 @@ class CLIPFTModel(OVMLCPreTrainedModel):
 CLIPFTConfig.register_for_auto_class()
 CLIPFTModel.register_for_auto_class("AutoModel")
 
-__all__ = ["CARD_TEXT", "CLIPFTModel"]
+__all__ = ["CLIPFTModel"]

@@ -1,6 +1,6 @@
 """Configuration of MKT (Multi-modal Knowledge Transfer, He et al., AAAI 2023)."""
 
-from ovmlc.modeling_base import OVMLCConfig
+from ovmlc.core.modeling_base import OVMLCConfig
 
 MKT_STAGES = (1, 2)
 MKT_PROMPT_TUNING = ("context", "token_table")

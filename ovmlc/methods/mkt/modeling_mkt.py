@@ -11,7 +11,7 @@ from transformers import initialization as init
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import logging
 
-from ovmlc.clip_utils import (
+from ovmlc.core.backbones import (
     eos_positions,
     patch_grid_size,
     text_eos_token_id,
@@ -19,44 +19,14 @@ from ovmlc.clip_utils import (
     text_tower_modules,
     tokenize_prompts,
 )
-from ovmlc.losses import l1_distillation, ranking_loss
-from ovmlc.modeling_base import MultiLabelOutput, OVMLCPreTrainedModel
-from ovmlc.vocabulary import LabelVocabulary, load_templates
+from ovmlc.core.losses import l1_distillation, ranking_loss
+from ovmlc.core.modeling_base import OVMLCPreTrainedModel
+from ovmlc.core.outputs import MultiLabelOutput
+from ovmlc.core.vocabulary import LabelVocabulary, load_templates
 
 from .configuration_mkt import MKTConfig
 
 logger = logging.get_logger(__name__)
-
-CARD_TEXT = """\
-**MKT** (Multi-modal Knowledge Transfer; He et al., AAAI 2023). A student CLIP ViT image tower, initialised from the
-backbone, trains its last `n` blocks (default 2), the final LayerNorm and the projection with layer-wise LR decay
-0.65; the frozen original tower is the teacher. Scores are two-stream: global `<cls, t_c>` and local = the mean of the
-top-k (k = 16, capped by the patch count) patch scores `<p_j, t_c>`; each of the two score vectors is L2-normalised
-**across the label set** and the two are averaged. Stage 1 trains the student with the BiAM ranking loss (margin 1,
-averaged over violating pairs, images without positives dropped) plus lambda * L1 distillation of the raw CLS
-embedding towards the teacher's CLIP image embedding (lambda = 1), with frozen label embeddings of the template
-"There is a {} in the scene". Stage 2 freezes the image side and tunes the prompt with the ranking loss.
-
-Scores depend on the vocabulary: because of the normalisation across labels, the same image-label pair scores
-differently when scored among the unseen labels only (ZSL) and among all labels (GZSL), exactly as in the paper's
-evaluation. Score the ZSL view with the unseen labels alone to reproduce the reported numbers.
-
-Implementation choices (paper vs official code):
-- Student and teacher share the frozen first blocks: the model keeps the original CLIP (the teacher, also the
-  zero-shot tower) and stores trainable copies of only the last `n` blocks, final LayerNorm and projection
-  (`student.*`). This equals a full student copy whose first blocks are frozen, and keeps checkpoints small (no
-  teacher copy is saved: it is the untouched `clip`).
-- Stage 2 (`prompt_tuning="context"`, the paper's intent) learns CoOp-style context vectors, one per word of the
-  template around the label ("There is a" / "in the scene"), initialised from those words' embeddings, so stage 2
-  starts exactly at stage 1's label embeddings. `prompt_tuning="token_table"` reproduces the official code: a
-  trainable copy of the whole token-embedding table, with the label words kept at their frozen embeddings.
-- Logits are `logit_scale * fused + logit_bias` with `logit_scale = 1`, `logit_bias = 0` by default (the fused score
-  itself, in [-1, 1]); the ranking margin is in those units. Pixel normalisation follows the backbone's processor (the
-  official code feeds ImageNet mean/std to both towers).
-
-`label_maps [B, C, h, w]` are the student's patch scores `<p_j, t_c>`. Saved weights: the original CLIP, the student
-copies and (stage 2) the prompt vectors (or the token table), so the folder loads on its own.
-"""
 
 
 def _template_parts(template: str) -> tuple[list[str], list[str]]:
@@ -119,6 +89,9 @@ class MKTModel(OVMLCPreTrainedModel):
     uses_frozen_image_features = True
     # Scores are L2-normalised across the label set: score each evaluation view (ZSL, GZSL) with its own labels.
     scores_depend_on_label_set = True
+    # Built here, not read from a CLIP checkpoint: the student starts as a copy of the teacher's last blocks, the
+    # prompt learner (stage 2) from the template words (also when stage 2 starts from a stage-1 folder).
+    modules_created_on_load = ("student", "prompt_learner")
 
     def __init__(self, config: MKTConfig):
         super().__init__(config)
@@ -142,6 +115,11 @@ class MKTModel(OVMLCPreTrainedModel):
         if len(templates) != 1:
             raise ValueError(f"MKT uses a single prompt template; config.templates gives {len(templates)}")
         return templates[0]
+
+    @property
+    def trains_text_side(self) -> bool:
+        """Stage 2 tunes the prompt: the trainer encodes the labels every step, with gradients."""
+        return self.config.stage == 2
 
     @property
     def num_frozen_layers(self) -> int:
@@ -388,4 +366,4 @@ class MKTModel(OVMLCPreTrainedModel):
 MKTConfig.register_for_auto_class()
 MKTModel.register_for_auto_class("AutoModel")
 
-__all__ = ["CARD_TEXT", "MKTModel"]
+__all__ = ["MKTModel"]

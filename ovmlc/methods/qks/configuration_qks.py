@@ -1,6 +1,6 @@
 """Configuration of QKS (Query-Based Knowledge Sharing, Zhu et al., arXiv 2401.01181 / ACM TOMM 2025)."""
 
-from ovmlc.modeling_base import OVMLCConfig
+from ovmlc.core.modeling_base import OVMLCConfig
 
 QKS_LOSSES = ("asl", "bce")
 

@@ -11,38 +11,12 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 
-from ovmlc.clip_utils import patch_grid_size, vision_tokens
-from ovmlc.losses import asymmetric_loss, masked_bce_with_logits
-from ovmlc.modeling_base import MultiLabelOutput, OVMLCPreTrainedModel
+from ovmlc.core.backbones import patch_grid_size, vision_tokens
+from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
+from ovmlc.core.modeling_base import OVMLCPreTrainedModel
+from ovmlc.core.outputs import MultiLabelOutput
 
 from .configuration_qks import QKSConfig
-
-CARD_TEXT = """\
-**QKS** (Query-Based Knowledge Sharing; Zhu et al., arXiv 2401.01181, ACM TOMM 2025). A frozen CLIP image tower
-encodes all image tokens (after the final LayerNorm, CLS included by default). `m` learnable, label-agnostic query
-tokens pass through an `L`-layer query transformer (self-attention among the queries, cross-attention to the image
-tokens, FFN; randomly initialised, BERT-style post-LayerNorm layers as in BLIP-2's Q-Former) and are projected into
-the joint space by a trainable copy of CLIP's visual projection. Labels are embedded with a prompt pool (85 templates,
-raw text embeddings averaged). Each label picks its most relevant query: `logit_c = max_j <q_j, t_c>`, an
-**unnormalised** dot product (the paper's "ranking as classification": vector magnitudes carry confidence), trained
-with ASL (NUS-WIDE: gamma- = 4, gamma+ = 0, clip 0) or BCE (Open Images), unannotated entries masked.
-
-Implementation choices (paper vs official code):
-- The projection is a trainable *copy* of CLIP's `visual_projection` (the code trains CLIP's own `proj`); the zero-shot
-  projection inside `clip` stays intact, so the same checkpoint can still act as plain CLIP.
-- Unannotated labels are masked out of the loss (`mask_unannotated=True`, the paper's intent); the official Open
-  Images command used plain BCE that counts them as negatives: set `mask_unannotated=False` to reproduce it.
-- ASL is summed over annotated entries and divided by the batch size (the code also divides by the number of labels
-  and multiplies by 1000; with Adam this only matters through gradient clipping, which the code does not use).
-- The query transformer is built here from plain attention/FFN layers (hidden = vision width, heads = vision heads,
-  FFN = 4x by default) instead of a BERT-base module; the official Q-Former also carries unused text-side weights.
-- Logits are `logit_scale * max_j <q_j, t_c> + logit_bias` with `logit_scale = 1`, `logit_bias = 0` by default: the
-  raw dot product, whose magnitude the queries and projection learn.
-
-Outputs: `query_index [B, C]` (the query each label picked; `QKSModel.query_usage` counts them) and, on request,
-`label_maps [B, C, h, w]`: the last layer's head-averaged cross-attention of the picked query over the patch grid.
-Saved weights: the whole model (frozen CLIP + query transformer + projection), so the folder loads on its own.
-"""
 
 
 class QKSAttention(nn.Module):
@@ -142,6 +116,8 @@ class QKSModel(OVMLCPreTrainedModel):
     config: QKSConfig
     # The image tower is frozen: `encode_image_features` outputs can be cached by the trainer.
     uses_frozen_image_features = True
+    # Initialised here (query tokens, transformer; the projection from CLIP's), absent from a CLIP checkpoint.
+    modules_created_on_load = ("query_transformer", "query_projection")
 
     def __init__(self, config: QKSConfig):
         super().__init__(config)
@@ -229,4 +205,4 @@ class QKSModel(OVMLCPreTrainedModel):
 QKSConfig.register_for_auto_class()
 QKSModel.register_for_auto_class("AutoModel")
 
-__all__ = ["CARD_TEXT", "QKSModel"]
+__all__ = ["QKSModel"]

@@ -1,0 +1,163 @@
+"""CLIP helpers shared by every method: backbone loading, image/dense features, text forward from embeddings.
+
+All methods reach CLIP only through these functions, so a change in transformers' CLIP internals is fixed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel, PreTrainedTokenizerBase
+from transformers.masking_utils import create_causal_mask
+
+from ..files import CONFIG_FILE
+from ..resources import DEFAULT_BACKBONE as DEFAULT_BACKBONE  # re-exported: the default of every loader
+from ..resources import SYNTHETIC_CLIP_ALIAS, SYNTHETIC_CLIP_DIR
+
+# The small CLIP pretrained on the synthetic world, shipped inside the package (the offline default).
+SYNTHETIC_CLIP_PATH = SYNTHETIC_CLIP_DIR
+BACKBONE_ALIASES = {SYNTHETIC_CLIP_ALIAS: SYNTHETIC_CLIP_PATH}
+
+
+class BackboneNotFoundError(OSError):
+    """A backbone name is neither a local folder, an alias nor a reachable Hub id."""
+
+
+@dataclass
+class CLIPBackbone:
+    """A CLIP model with the tokenizer and image processor it was trained with."""
+
+    model: CLIPModel
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: CLIPImageProcessorPil
+    name_or_path: str
+
+
+def resolve_backbone(name_or_path: str | os.PathLike) -> str:
+    """Map aliases ("synthetic") to their local folder; anything else is a local folder or a Hub id."""
+    return str(BACKBONE_ALIASES.get(str(name_or_path), name_or_path))
+
+
+def load_image_processor(name_or_path: str | os.PathLike, **kwargs) -> CLIPImageProcessorPil:
+    # Always the PIL backend: the torchvision one is not installed on CPU machines and the two differ slightly.
+    return CLIPImageProcessorPil.from_pretrained(resolve_backbone(name_or_path), **kwargs)
+
+
+def load_clip_backbone(
+    name_or_path: str | os.PathLike = DEFAULT_BACKBONE,
+    dtype: torch.dtype | str | None = torch.float32,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+) -> CLIPBackbone:
+    """Load a CLIP checkpoint (Hub id such as `openai/clip-vit-base-patch16`, a local folder laid out like the Hub
+    repo, or the alias `"synthetic"`) with its tokenizer and a `CLIPImageProcessorPil`."""
+    resolved = resolve_backbone(name_or_path)
+    looks_local = os.path.sep in resolved or resolved.startswith(".") or Path(resolved).exists()
+    if looks_local and not Path(resolved, CONFIG_FILE).is_file():
+        raise BackboneNotFoundError(f"{resolved}: not a CLIP checkpoint folder (config.json missing)")
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        model = CLIPModel.from_pretrained(resolved, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, **kwargs)
+        image_processor = load_image_processor(resolved, **kwargs)
+    except OSError as error:
+        raise BackboneNotFoundError(
+            f"could not load CLIP backbone {name_or_path!r}: {error}. Use a local folder, the offline alias "
+            f"'synthetic', or a Hub id with network access (HF_HUB_OFFLINE must be unset)."
+        ) from error
+    return CLIPBackbone(
+        model=model.eval(), tokenizer=tokenizer, image_processor=image_processor, name_or_path=str(name_or_path)
+    )
+
+
+def patch_grid_size(clip: CLIPModel) -> tuple[int, int]:
+    """(h, w) of the ViT patch grid at the configured image size."""
+    vision_config = clip.config.vision_config
+    side = vision_config.image_size // vision_config.patch_size
+    return side, side
+
+
+def vision_tokens(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """All vision tokens after the final LayerNorm, before projection: `[B, 1 + N, H_v]` (CLS first).
+
+    HF applies `post_layernorm` only to the pooled CLS; OpenAI's `ln_post` applies to every token, which is what
+    dense methods (MKT, QKS, MaskCLIP-style maps) expect.
+    """
+    outputs = clip.vision_model(pixel_values=pixel_values)
+    return clip.vision_model.post_layernorm(outputs.last_hidden_state)
+
+
+def image_features(clip: CLIPModel, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Global and dense image embeddings in the joint space from one vision forward.
+
+    Returns `image_embeds [B, D]` (equal to `get_image_features(...).pooler_output`) and
+    `patch_embeds [B, N, D]` (patch tokens through `post_layernorm` and `visual_projection`, CLS excluded).
+    """
+    tokens = vision_tokens(clip, pixel_values)  # [B, 1 + N, H_v]
+    projected = clip.visual_projection(tokens)  # [B, 1 + N, D]
+    return {"image_embeds": projected[:, 0], "patch_embeds": projected[:, 1:]}
+
+
+def eos_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Index of the first EOS token per row `[B]` (pad == eos in CLIP tokenizers, so the first one counts)."""
+    is_eos = input_ids == eos_token_id
+    if not bool(is_eos.any(dim=-1).all()):
+        raise ValueError("every tokenized prompt must contain the EOS token (prompt truncated or tokenizer mismatch?)")
+    return is_eos.int().argmax(dim=-1)
+
+
+def text_eos_token_id(clip: CLIPModel, tokenizer: PreTrainedTokenizerBase | None = None) -> int:
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    return int(clip.config.text_config.eos_token_id)
+
+
+def text_features_from_embeddings(
+    clip: CLIPModel,
+    inputs_embeds: torch.Tensor,
+    eos_index: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CLIP text forward from token embeddings, so callers can insert learned context vectors or label tokens.
+
+    `inputs_embeds [B, T, H_t]` (token embeddings, without positions) → + positions → causal encoder → final LN →
+    pool at `eos_index [B]` → `text_projection`. Returns `[B, D]`; fed the plain token embeddings it equals
+    `clip.get_text_features(input_ids).pooler_output`.
+    """
+    text_model = clip.text_model
+    hidden_states = text_model.embeddings(inputs_embeds=inputs_embeds)  # [B, T, H_t]
+    causal_mask = create_causal_mask(
+        config=text_model.config, inputs_embeds=hidden_states, attention_mask=attention_mask, cache=None
+    )
+    encoded = text_model.encoder(inputs_embeds=hidden_states, attention_mask=causal_mask, is_causal=True)
+    last_hidden_state = text_model.final_layer_norm(encoded.last_hidden_state)  # [B, T, H_t]
+    pooled = last_hidden_state[torch.arange(last_hidden_state.shape[0], device=last_hidden_state.device), eos_index]
+    return clip.text_projection(pooled)  # [B, D]
+
+
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int | None = None):
+    """Tokenize padded to the longest prompt (not 77): CLIP's causal text tower pools at the first EOS, so the
+    output is identical and short prompts run ~5x faster."""
+    limit = max_length or min(int(getattr(tokenizer, "model_max_length", 77) or 77), 77)
+    return tokenizer(prompts, padding="longest", truncation=True, max_length=limit, return_tensors="pt")
+
+
+def module_fingerprint(*modules: nn.Module, extra: str = "") -> str:
+    """A short, stable digest of module weights (shapes + full contents), used to key embedding caches."""
+    digest = hashlib.sha256(extra.encode())
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def text_tower_modules(clip: CLIPModel) -> tuple[nn.Module, nn.Module]:
+    """The modules that determine text embeddings (for cache fingerprints)."""
+    return clip.text_model, clip.text_projection

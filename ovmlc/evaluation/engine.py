@@ -1,0 +1,781 @@
+"""Engine of `ovmlc evaluate`: batched inference, the scores file, protocol metrics, reports and threshold calibration.
+
+Scores file (`scores.npz`, the contract between inference and metrics), written by `save_scores` and read back by
+`load_scores`:
+
+| key | shape | dtype | meaning |
+| --- | --- | --- | --- |
+| `scores` | `[N, C]` | float32 | higher = more likely; `ovmlc` inference writes sigmoid scores in [0, 1] |
+| `labels` | `[N, C]` | int8 | 1 positive, 0 unannotated, -1 negative |
+| `label_names` | `[C]` | unicode str | column names, unique |
+| `unseen` | `[C]` | bool | True for labels held out of training (all False without a seen/unseen split) |
+| `image_ids` | `[N]` | unicode str | optional: which image each row is |
+| `unseen_scores` | `[N, C_unseen]` | float32 | optional: the unseen labels scored on their own (see below) |
+
+`unseen_scores` is for models whose scores depend on the scored label set (MKT normalises across labels): their ZSL
+protocol scores the unseen labels alone, so the views over unseen labels use these columns instead of the GZSL ones.
+Any other key is ignored. The file is read with `allow_pickle=False`, so names must be stored as a unicode array
+(`np.asarray(names, dtype=str)`), not as Python objects.
+
+`evaluate_scores` turns such a file into a report with `ovmlc.metrics.evaluate_protocol`; `write_report` saves the
+report folder (`metrics.json`, `results.md`, `per_label_ap.csv`, PNG plots); `evaluate_model` runs a model over a
+canonical dataset first (`score_dataset`, reused by the trainer); `calibrate_thresholds` fits per-label and global
+score thresholds on a validation split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..files import (
+    METRICS_FILE_NAME,
+    PER_LABEL_FILE_NAME,
+    PLOT_FILE_NAMES,
+    RESULTS_FILE_NAME,
+    SCORES_FILE_NAME,
+    THRESHOLDS_FILE_NAME,
+)
+from .metrics import (
+    LABEL_POSITIVE,
+    LABEL_UNANNOTATED,
+    EvaluationProtocol,
+    load_protocol,
+    precision_recall_curve,
+    select_view,
+)
+from .metrics import evaluate_protocol as _evaluate_protocol
+
+SCORES_FILE_KEYS = ("scores", "labels", "label_names", "unseen")
+OPTIONAL_SCORES_FILE_KEYS = ("image_ids", "unseen_scores")
+VIEW_TITLES = {"zsl": "ZSL", "gzsl": "GZSL", "seen": "Seen", "all": "All labels"}
+
+
+class ScoresFileError(ValueError):
+    """A scores file is missing, unreadable, or breaks the format (the message names the file and the key)."""
+
+
+@dataclass
+class ScoresFile:
+    """The content of a scores file (see the module docstring)."""
+
+    scores: np.ndarray  # [N, C] float32
+    labels: np.ndarray  # [N, C] int8 in {1, 0, -1}
+    label_names: list[str]  # [C]
+    unseen: np.ndarray  # [C] bool
+    image_ids: list[str] | None = None  # [N]
+    unseen_scores: np.ndarray | None = None  # [N, C_unseen] float32: unseen labels scored alone (see module docstring)
+
+    @property
+    def num_images(self) -> int:
+        return self.scores.shape[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scores file
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def save_scores(
+    path: str | Path,
+    scores: Any,
+    labels: Any,
+    label_names: Sequence[str],
+    unseen: Any = None,
+    image_ids: Sequence[str] | None = None,
+    unseen_scores: Any = None,
+) -> Path:
+    """Write a scores file; `unseen=None` means no seen/unseen split. The content is validated before writing."""
+    path = Path(path)
+    scores = np.asarray(scores, dtype=np.float32)
+    unseen = np.zeros(len(label_names), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)
+    arrays = {
+        "scores": scores,
+        "labels": np.asarray(labels).astype(np.int8),
+        "label_names": np.asarray(list(label_names), dtype=str),
+        "unseen": unseen,
+    }
+    if image_ids is not None:
+        arrays["image_ids"] = np.asarray(list(image_ids), dtype=str)
+    if unseen_scores is not None:
+        arrays["unseen_scores"] = np.asarray(unseen_scores, dtype=np.float32)
+    _validate_scores_arrays(arrays, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:  # a file handle keeps numpy from appending ".npz" to other suffixes
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def load_scores(path: str | Path) -> ScoresFile:
+    """Read and validate a scores file; raises `ScoresFileError` naming the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoresFileError(f"Scores file {path} does not exist.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ScoresFileError(f"Scores file {path} is not a readable .npz archive: {error}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ScoresFileError(f"Scores file {path} holds a single array, not an .npz archive of named arrays.")
+    with archive:
+        missing = [key for key in SCORES_FILE_KEYS if key not in archive.files]
+        if missing:
+            raise ScoresFileError(
+                f"Scores file {path} is missing key(s) {', '.join(missing)}; "
+                f"it has {', '.join(archive.files) or 'no arrays'} (expected {', '.join(SCORES_FILE_KEYS)})."
+            )
+        arrays = {}
+        for key in (*SCORES_FILE_KEYS, *OPTIONAL_SCORES_FILE_KEYS):
+            if key not in archive.files:
+                continue
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:  # object arrays need pickle, which is refused
+                raise ScoresFileError(
+                    f"Scores file {path}: key `{key}` cannot be read without pickle ({error}); "
+                    "store names as a unicode array, e.g. np.asarray(names, dtype=str)."
+                ) from None
+            except (OSError, zipfile.BadZipFile, EOFError) as error:
+                raise ScoresFileError(f"Scores file {path}: key `{key}` is unreadable: {error}") from None
+    return _validate_scores_arrays(arrays, path)
+
+
+def _validate_scores_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> ScoresFile:
+    def fail(key: str, message: str) -> ScoresFileError:
+        return ScoresFileError(f"Scores file {path}: key `{key}` {message}")
+
+    scores, labels = arrays["scores"], arrays["labels"]
+    label_names, unseen = arrays["label_names"], arrays["unseen"]
+    if scores.ndim != 2:
+        raise fail("scores", f"must be a matrix [num_images, num_labels], got shape {scores.shape}.")
+    if not np.issubdtype(scores.dtype, np.floating):
+        raise fail("scores", f"must hold floats, got dtype {scores.dtype}.")
+    if np.isnan(scores).any():
+        rows, cols = np.nonzero(np.isnan(scores))
+        raise fail("scores", f"holds {rows.size} NaN value(s), first at image {rows[0]}, label {cols[0]}.")
+    num_images, num_labels = scores.shape
+
+    if labels.shape != scores.shape:
+        raise fail("labels", f"has shape {labels.shape} but `scores` has shape {scores.shape}.")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise fail("labels", f"must hold integers 1/0/-1, got dtype {labels.dtype}.")
+    bad = ~np.isin(labels, (1, 0, -1))
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise fail(
+            "labels",
+            f"must hold only 1 (positive), 0 (unannotated), -1 (negative); found {labels[rows[0], cols[0]].item()!r} "
+            f"at image {rows[0]}, label {cols[0]} (bad entries: {rows.size}).",
+        )
+
+    if label_names.ndim != 1 or label_names.shape[0] != num_labels:
+        raise fail(
+            "label_names", f"must be a vector of {num_labels} names (one per column), got shape {label_names.shape}."
+        )
+    if label_names.dtype.kind not in ("U", "S"):
+        raise fail("label_names", f"must hold strings, got dtype {label_names.dtype}.")
+    names = [name.decode() if isinstance(name, bytes) else str(name) for name in label_names.tolist()]
+    seen_names: set[str] = set()
+    duplicates = sorted({name for name in names if name in seen_names or seen_names.add(name)})
+    if duplicates:
+        raise fail("label_names", f"holds duplicate names: {', '.join(duplicates[:10])}.")
+
+    if unseen.ndim != 1 or unseen.shape[0] != num_labels:
+        raise fail("unseen", f"must be a vector of {num_labels} booleans (one per column), got shape {unseen.shape}.")
+    if unseen.dtype != bool and not (np.issubdtype(unseen.dtype, np.integer) and np.isin(unseen, (0, 1)).all()):
+        raise fail("unseen", f"must hold booleans, got dtype {unseen.dtype}.")
+
+    image_ids = None
+    if "image_ids" in arrays:
+        ids = arrays["image_ids"]
+        if ids.ndim != 1 or ids.shape[0] != num_images:
+            raise fail("image_ids", f"must be a vector of {num_images} ids (one per row), got shape {ids.shape}.")
+        image_ids = [str(image_id) for image_id in ids.tolist()]
+    unseen_scores = arrays.get("unseen_scores")
+    if unseen_scores is not None:
+        expected = (num_images, int(unseen.astype(bool).sum()))
+        if unseen_scores.shape != expected:
+            raise fail(
+                "unseen_scores",
+                f"must be a matrix {list(expected)} (every image, the unseen labels only), got {unseen_scores.shape}.",
+            )
+        if not np.issubdtype(unseen_scores.dtype, np.floating) or np.isnan(unseen_scores).any():
+            raise fail("unseen_scores", f"must hold floats without NaN (dtype {unseen_scores.dtype}).")
+        unseen_scores = unseen_scores.astype(np.float32, copy=False)
+    return ScoresFile(
+        scores=scores.astype(np.float32, copy=False),
+        labels=labels.astype(np.int8),
+        label_names=names,
+        unseen=unseen.astype(bool),
+        image_ids=image_ids,
+        unseen_scores=unseen_scores,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def score_dataset(
+    model: Any,
+    dataset_split: Any,
+    label_names: Sequence[str],
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Sigmoid scores `[N, C]` (float32) of `model` on the first `limit` (default all) images of a dataset split.
+
+    `model` is an `OVMLCPreTrainedModel`; `dataset_split` is a `datasets.Dataset` with an `image` column (canonical
+    schema) or with a `pixel_values` column (a split that already carries a transform). Label embeddings are encoded
+    once; the model is put in eval mode for the pass and restored afterwards.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    num_images = len(dataset_split) if limit is None else min(int(limit), len(dataset_split))
+    label_names = list(label_names)
+    scores = np.empty((num_images, len(label_names)), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        # no_grad rather than inference_mode: label embeddings may be cached and reused by a training step.
+        with torch.no_grad():
+            label_embeds = model.encode_labels(label_names)  # [C, D]
+            for start in tqdm(
+                range(0, num_images, batch_size), desc="scoring", unit="batch", disable=not progress, leave=False
+            ):
+                stop = min(start + batch_size, num_images)
+                pixel_values = _batch_pixel_values(model, dataset_split[start:stop])  # [B, 3, H, W]
+                logits = model(pixel_values=pixel_values, label_embeds=label_embeds).logits  # [B, C]
+                scores[start:stop] = torch.sigmoid(logits.float()).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def unseen_labels_scored_alone(
+    model: Any, label_names: Sequence[str], unseen: Any, score: Callable[[list[str]], np.ndarray]
+) -> np.ndarray | None:
+    """`[N, C_unseen]` scores of the unseen labels scored on their own, for models whose scores depend on the scored
+    label set (`scores_depend_on_label_set`, e.g. MKT normalises across labels; its ZSL protocol scores the unseen
+    labels alone); None for the others (their ZSL columns are the GZSL ones) or without unseen labels.
+    `score(names)` scores the evaluated split with those labels (`score_dataset` or the trainer's distributed pass)."""
+    unseen = np.asarray(unseen, dtype=bool)
+    if not getattr(model, "scores_depend_on_label_set", False) or not unseen.any():
+        return None
+    return score([name for name, is_unseen in zip(label_names, unseen) if is_unseen])
+
+
+def _batch_pixel_values(model: Any, batch: Mapping[str, Any]) -> Any:
+    import torch
+
+    if "pixel_values" in batch:
+        pixel_values = batch["pixel_values"]
+        if not isinstance(pixel_values, torch.Tensor):
+            pixel_values = torch.stack([torch.as_tensor(values) for values in pixel_values])
+        return pixel_values.to(device=model.device, dtype=model.dtype)
+    if "image" not in batch:
+        raise ValueError(f"The dataset split has neither an `image` nor a `pixel_values` column: {sorted(batch)}.")
+    return model.preprocess(batch["image"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Threshold calibration
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def best_f1_threshold(scores: Any, labels: Any) -> tuple[float, float] | None:
+    """The score threshold (predict `score >= t`) that maximises F1 over the annotated entries given.
+
+    `scores` and `labels` are flat arrays of the same size, labels in {1, 0, -1}. Returns `(threshold, f1)`, or None
+    without any positive. The threshold sits halfway between the last predicted and the first rejected score, so that
+    it generalises rather than sitting on a training score; among equal F1 the highest threshold wins.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    annotated = labels != LABEL_UNANNOTATED
+    scores, is_positive = scores[annotated], labels[annotated] == LABEL_POSITIVE
+    num_positives = int(is_positive.sum())
+    if num_positives == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_positive = scores[order], is_positive[order]
+    true_positives = np.cumsum(sorted_positive)
+    num_predicted = np.arange(1, scores.size + 1)
+    f1 = 2 * true_positives / (num_predicted + num_positives)
+    # A threshold cannot split equal scores: only the last entry of each run of equal scores is a valid cut.
+    is_cut = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    f1 = np.where(is_cut, f1, -1.0)
+    best = int(np.argmax(f1))
+    threshold = float(sorted_scores[best])
+    if best + 1 < scores.size:
+        midpoint = (sorted_scores[best] + sorted_scores[best + 1]) / 2
+        if sorted_scores[best + 1] < midpoint <= sorted_scores[best]:
+            threshold = float(midpoint)
+    return threshold, float(f1[best])
+
+
+def calibrate_thresholds(scores: Any, labels: Any, label_names: Sequence[str]) -> dict[str, Any]:
+    """Fit score thresholds on validation scores `[N, C]` and labels `[N, C]` in {1, 0, -1}.
+
+    The global threshold maximises micro-F1 over every annotated entry; each label with at least one annotated
+    positive gets the threshold that maximises its own F1, the others (e.g. unseen labels, whose validation entries
+    should be passed as 0 = unannotated) fall back to the global one. Thresholds live in the space of `scores`
+    (sigmoid scores for ovmlc inference). Returns `{"label_thresholds": {name: t}, "global_threshold": t}`, the
+    fields `config.label_thresholds` / `config.global_threshold` that `predict(threshold="calibrated")` reads.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be matrices of the same shape.")
+    if len(label_names) != scores.shape[1]:
+        raise ValueError(f"Got {len(label_names)} label names for {scores.shape[1]} score columns.")
+    global_fit = best_f1_threshold(scores, labels)
+    if global_fit is None:
+        raise ValueError("Cannot calibrate thresholds: the calibration labels hold no annotated positive.")
+    global_threshold = global_fit[0]
+    label_thresholds = {}
+    for column, name in enumerate(label_names):
+        fit = best_f1_threshold(scores[:, column], labels[:, column])
+        label_thresholds[str(name)] = global_threshold if fit is None else fit[0]
+    return {"label_thresholds": label_thresholds, "global_threshold": global_threshold}
+
+
+def write_thresholds(
+    thresholds: Mapping[str, Any], labels: Any, label_names: Sequence[str], output_dir: str | Path, **provenance: Any
+) -> Path:
+    """Write `thresholds.json`: the calibration dict, the labels that fell back to the global threshold, and where the
+    calibration came from (split, number of images, ...)."""
+    labels = np.asarray(labels)
+    fallback = [str(name) for column, name in enumerate(label_names) if not (labels[:, column] == 1).any()]
+    content = {
+        "label_thresholds": dict(thresholds["label_thresholds"]),
+        "global_threshold": thresholds["global_threshold"],
+        "fallback_labels": fallback,
+        "calibration": {"num_images": int(labels.shape[0]), **provenance},
+        "score_space": "same as the scores (sigmoid for ovmlc inference); predict label if score >= threshold",
+    }
+    path = Path(output_dir) / THRESHOLDS_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_ready(content), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# End-to-end evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def default_output_dir(protocol_name: str) -> Path:
+    """`./ovmlc-eval/<protocol>-<YYYYmmdd-HHMMSS>`."""
+    return Path("ovmlc-eval") / f"{protocol_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def evaluate_scores(
+    scores_file: ScoresFile | str | Path,
+    protocol: str | Path | EvaluationProtocol,
+    output_dir: str | Path | None = None,
+    thresholds: Any = None,
+    plots: bool = True,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute a protocol's report on a scores file and (if `output_dir`) write the report folder.
+
+    `thresholds` (scalar, vector or calibration dict) adds P/R/F1 at those thresholds; `provenance` (model, dataset,
+    split, ...) is recorded in metrics.json. Returns the report dict.
+    """
+    provenance = dict(provenance or {})
+    if not isinstance(scores_file, ScoresFile):
+        provenance.setdefault("scores_file", str(scores_file))
+        scores_file = load_scores(scores_file)
+    protocol = load_protocol(protocol)
+    report = _evaluate_protocol(
+        scores_file.scores,
+        scores_file.labels,
+        scores_file.label_names,
+        scores_file.unseen,
+        protocol,
+        thresholds=thresholds,
+        unseen_scores=scores_file.unseen_scores,
+    )
+    report["provenance"] = {"created": datetime.now().isoformat(timespec="seconds"), **provenance}
+    if thresholds is not None and isinstance(thresholds, Mapping):
+        report["calibrated_thresholds"] = {"global_threshold": thresholds["global_threshold"]}
+    if output_dir is not None:
+        write_report(report, output_dir, scores_file=scores_file, protocol=protocol, plots=plots)
+    return report
+
+
+def evaluate_model(
+    model: Any,
+    dataset: Any,
+    protocol: str | Path | EvaluationProtocol,
+    output_dir: str | Path | None = None,
+    split: str = "test",
+    batch_size: int = 32,
+    limit: int | None = None,
+    calibrate_split: str | None = None,
+    label_split: tuple[Sequence[str], Sequence[str]] | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a canonical dataset split with a model, save `scores.npz`, and compute and write the protocol's report.
+
+    `model` is a loaded model or a name/path for `ovmlc.load_model`; `dataset` a name/path for
+    `ovmlc.data.load_canonical` (its card gives the seen/unseen split) or an in-memory `DatasetDict` (then pass
+    `label_split=(seen, unseen)`, else every label counts as seen). Labels are ordered seen then unseen (BiAM/MKT/QKS
+    order). With `calibrate_split`, thresholds are fitted on that split with the unseen columns masked as
+    unannotated (so no unseen annotation leaks in), written to `thresholds.json` and used for the threshold metrics.
+    Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report.
+    """
+    from .. import data as ovmlc_data
+    from ..inference.factory import load_model
+
+    protocol = load_protocol(protocol)
+    model_id = (
+        str(model) if isinstance(model, (str, Path)) else getattr(model, "name_or_path", "") or type(model).__name__
+    )
+    dataset_id = str(dataset) if isinstance(dataset, (str, Path)) else "<in-memory dataset>"
+    if isinstance(dataset, (str, Path)):
+        if label_split is None:
+            label_split = ovmlc_data.read_label_split(dataset)
+        dataset = ovmlc_data.load_canonical(dataset)
+    for name in (split, calibrate_split):
+        if name is not None and name not in dataset:
+            raise ValueError(f"Dataset {dataset_id} has no split {name!r}; it has {', '.join(dataset)}.")
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    label_names, unseen = _evaluation_labels(dataset[split], label_split)
+
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(protocol.name)
+    evaluated = _first_rows(dataset[split], limit)
+
+    def score(names: list[str]) -> np.ndarray:
+        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress)
+
+    scores = score(label_names)
+    unseen_scores = unseen_labels_scored_alone(model, label_names, unseen, score)
+    labels = np.asarray(ovmlc_data.label_matrix(evaluated, label_names), dtype=np.int8)
+    image_ids = list(evaluated["image_id"]) if "image_id" in evaluated.column_names else None
+    scores_path = save_scores(
+        output_dir / SCORES_FILE_NAME,
+        scores,
+        labels,
+        label_names,
+        unseen,
+        image_ids=image_ids,
+        unseen_scores=unseen_scores,
+    )
+    provenance = {
+        "model": model_id,
+        "dataset": dataset_id,
+        "split": split,
+        "limit": limit,
+        "scores_file": str(scores_path),
+    }
+
+    thresholds = None
+    if calibrate_split is not None:
+        calibration = _first_rows(dataset[calibrate_split], limit)
+        calibration_scores = score_dataset(model, calibration, label_names, batch_size=batch_size, progress=progress)
+        calibration_labels = np.asarray(ovmlc_data.label_matrix(calibration, label_names), dtype=np.int8)
+        calibration_labels[:, unseen] = LABEL_UNANNOTATED  # unseen labels must not be tuned on their annotations
+        thresholds = calibrate_thresholds(calibration_scores, calibration_labels, label_names)
+        write_thresholds(
+            thresholds,
+            calibration_labels,
+            label_names,
+            output_dir,
+            split=calibrate_split,
+            model=model_id,
+            dataset=dataset_id,
+        )
+        provenance["calibrate_split"] = calibrate_split
+    scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids, unseen_scores)
+    return evaluate_scores(
+        scores_file, protocol, output_dir=output_dir, thresholds=thresholds, plots=plots, provenance=provenance
+    )
+
+
+def _first_rows(split: Any, limit: int | None) -> Any:
+    return split if limit is None or limit >= len(split) else split.select(range(limit))
+
+
+def _evaluation_labels(
+    split: Any, label_split: tuple[Sequence[str], Sequence[str]] | None
+) -> tuple[list[str], np.ndarray]:
+    """Label order seen + unseen (the dataset's own order without a split) and the unseen mask [C]."""
+    from ..data import dataset_label_names
+
+    all_names = dataset_label_names(split)
+    seen, unseen_names = ([], []) if label_split is None else (list(label_split[0]), list(label_split[1]))
+    if not seen and not unseen_names:
+        return all_names, np.zeros(len(all_names), dtype=bool)
+    unknown = [name for name in (*seen, *unseen_names) if name not in all_names]
+    if unknown:
+        raise ValueError(f"The seen/unseen split names labels the dataset does not have: {', '.join(unknown[:10])}.")
+    return [*seen, *unseen_names], np.array([False] * len(seen) + [True] * len(unseen_names), dtype=bool)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report folder
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def write_report(
+    report: Mapping[str, Any],
+    output_dir: str | Path,
+    scores_file: ScoresFile | None = None,
+    protocol: EvaluationProtocol | None = None,
+    plots: bool = True,
+) -> dict[str, Path]:
+    """Write `metrics.json`, `results.md`, `per_label_ap.csv` and (with `plots`) the PNG plots; returns their paths.
+
+    The precision-recall plot needs the scores (`scores_file` and `protocol`); the other files only need `report`.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = {
+        "metrics": output_dir / METRICS_FILE_NAME,
+        "results": output_dir / RESULTS_FILE_NAME,
+        "per_label": output_dir / PER_LABEL_FILE_NAME,
+    }
+    written["metrics"].write_text(json.dumps(_json_ready(report), indent=2) + "\n", encoding="utf-8")
+    written["results"].write_text(render_results_markdown(report), encoding="utf-8")
+    write_per_label_csv(report, written["per_label"])
+    if plots:
+        written.update(write_plots(report, output_dir, scores_file=scores_file, protocol=protocol))
+    return written
+
+
+def _json_ready(value: Any) -> Any:
+    """Recursively turn numpy scalars/arrays into Python values and non-finite floats into None."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _main_view(report: Mapping[str, Any]) -> str | None:
+    """The view the plots describe: GZSL (every label) when present, else the first computed view."""
+    views = report["views"]
+    for name in ("gzsl", "all"):
+        if name in views:
+            return name
+    return next(iter(views), None)
+
+
+def render_results_markdown(report: Mapping[str, Any]) -> str:
+    """A paper-style table (views x P/R/F1@K, mAP, WmAP), in percent, headed by the protocol and provenance."""
+    protocol = report["protocol"]
+    settings = report["settings"]
+    top_k = settings["top_k"]
+    with_wmap = settings["weighted_map"]
+    provenance = report.get("provenance", {})
+    lines = [f"# Evaluation results: protocol `{protocol}`", ""]
+    for key in ("model", "dataset", "split", "scores_file", "limit", "calibrate_split", "created"):
+        if provenance.get(key) is not None:
+            lines.append(f"- {key.replace('_', ' ')}: `{provenance[key]}`")
+    lines += [
+        f"- protocol `{protocol}`: {report['description']}",
+        f"- definitions from: {report['citation']}",
+        f"- ties: `{settings['ties']}`; classes without positives: `{settings['no_positive_class']}`",
+        "",
+        "All numbers in %. P/R/F1@K are pooled over images (every kept image makes K predictions).",
+        "",
+    ]
+    header = ["View", "Labels", "Images"]
+    for k in top_k:
+        header += [f"P@{k}", f"R@{k}", f"F1@{k}"]
+    header.append("mAP")
+    if with_wmap:
+        header.append("WmAP")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    bounds = []
+    for name, view in report["views"].items():
+        row = [VIEW_TITLES.get(name, name), str(view["num_labels"]), str(view["num_images"])]
+        for k in top_k:
+            metrics = view["top_k"][str(k)]
+            row += [_percent(metrics["precision"]), _percent(metrics["recall"]), _percent(metrics["f1"])]
+            if metrics.get("f1_upper_bound") is not None:
+                bounds.append(f"{VIEW_TITLES.get(name, name)} F1@{k} ≤ {_percent(metrics['f1_upper_bound'])}")
+        row.append(_percent(view["mAP"]))
+        if with_wmap:
+            row.append(_percent(view.get("WmAP")))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if bounds:
+        lines += ["Best F1@K any ranking can reach on these images: " + "; ".join(bounds) + ".", ""]
+    notes = [
+        f"{VIEW_TITLES.get(name, name)} F1@{k}: {metrics['note']}"
+        for name, view in report["views"].items()
+        for k, metrics in view["top_k"].items()
+        if metrics.get("note")
+    ]
+    if notes:
+        lines += ["Not computed: " + "; ".join(notes) + ".", ""]
+
+    threshold_views = {name: view["threshold"] for name, view in report["views"].items() if "threshold" in view}
+    if threshold_views:
+        columns = ["CP", "CR", "CF1", "macro_f1", "OP", "OR", "OF1"]
+        lines += [
+            "## At a score threshold",
+            "",
+            "| View | Thresholds | " + " | ".join(columns) + " |",
+            "|" + "---|" * (len(columns) + 2),
+        ]
+        for name, metrics in threshold_views.items():
+            values = " | ".join(_percent(metrics[column]) for column in columns)
+            lines.append(f"| {VIEW_TITLES.get(name, name)} | {metrics['source']} | {values} |")
+        lines.append("")
+    filters = [
+        f"{VIEW_TITLES.get(name, name)}: {view['labels']} labels, image filter `{view['image_filter']}` "
+        f"({view['num_images_dropped']} images dropped), class filter `{view['class_filter']}` "
+        f"({view['num_labels_dropped']} labels dropped, {view['num_labels_without_positives']} without positives)"
+        for name, view in report["views"].items()
+    ]
+    lines += ["## Views", ""] + [f"- {line}" for line in filters]
+    for name, reason in report.get("skipped_views", {}).items():
+        lines.append(f"- {VIEW_TITLES.get(name, name)}: skipped ({reason})")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_per_label_csv(report: Mapping[str, Any], path: str | Path) -> Path:
+    """One row per (view, label): AP, positives, annotated images, and threshold P/R/F1 when computed."""
+    columns = ["protocol", "view", "label", "unseen", "ap", "num_positives", "num_annotated"]
+    if any("threshold" in view for view in report["views"].values()):
+        columns += ["threshold", "precision", "recall", "f1"]
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for view_name, view in report["views"].items():
+            for row in view["per_label"]:
+                values = {"protocol": report["protocol"], "view": view_name, **row}
+                writer.writerow({key: "" if values.get(key) is None else values[key] for key in columns})
+    return path
+
+
+def write_plots(
+    report: Mapping[str, Any],
+    output_dir: str | Path,
+    scores_file: ScoresFile | None = None,
+    protocol: EvaluationProtocol | None = None,
+) -> dict[str, Path]:
+    """Per-label AP bar chart (sorted), seen vs unseen AP distribution and, with the scores, precision-recall curves
+    of the best and worst labels; all for the GZSL view (or the only view). Uses matplotlib's Agg canvas only."""
+    from matplotlib.figure import Figure
+
+    output_dir = Path(output_dir)
+    view_name = _main_view(report)
+    if view_name is None:
+        return {}
+    view = report["views"][view_name]
+    title = f"{report['protocol']} · {VIEW_TITLES.get(view_name, view_name)}"
+    rows = [row for row in view["per_label"] if row["ap"] is not None]
+    rows.sort(key=lambda row: row["ap"], reverse=True)
+    written = {}
+
+    width_inches = max(6.0, min(0.25 * len(rows), 12.0))
+    figure = Figure(figsize=(width_inches, 4.0), layout="constrained")
+    axes = figure.add_subplot()
+    colors = ["tab:orange" if row["unseen"] else "tab:blue" for row in rows]
+    values = [100 * row["ap"] for row in rows]
+    if len(rows) <= 200:
+        axes.bar(range(len(rows)), values, color=colors, width=0.85)
+    else:  # one line per label draws thousands of labels in a fraction of the time of bar patches
+        axes.vlines(range(len(rows)), 0, values, colors=colors, linewidth=max(0.1, 0.8 * 72 * width_inches / len(rows)))
+        axes.set_xlim(-1, len(rows))
+    if len(rows) <= 60:
+        axes.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=90, fontsize=7)
+    else:
+        axes.set_xticks([])
+        axes.set_xlabel(f"{len(rows)} labels, sorted by AP")
+    axes.set_ylabel("AP (%)")
+    axes.set_ylim(0, 100)
+    if any(row["unseen"] for row in rows):
+        from matplotlib.patches import Patch
+
+        axes.legend(
+            handles=[Patch(color="tab:blue", label="seen"), Patch(color="tab:orange", label="unseen")],
+            loc="upper right",
+        )
+    axes.set_title(f"Per-label AP ({title})")
+    written["per_label_ap_plot"] = output_dir / PLOT_FILE_NAMES["per_label_ap"]
+    figure.savefig(written["per_label_ap_plot"], dpi=110)
+
+    figure = Figure(figsize=(6.0, 4.0), layout="constrained")
+    axes = figure.add_subplot()
+    groups = {
+        "seen": [100 * row["ap"] for row in rows if not row["unseen"]],
+        "unseen": [100 * row["ap"] for row in rows if row["unseen"]],
+    }
+    groups = {name: values for name, values in groups.items() if values}
+    if len(groups) == 1:
+        groups = {"all labels": next(iter(groups.values()))}
+    bins = np.linspace(0, 100, 21)
+    for (name, values), color in zip(groups.items(), ("tab:blue", "tab:orange")):
+        axes.hist(
+            values, bins=bins, alpha=0.6, color=color, label=f"{name} (n={len(values)}, mean {np.mean(values):.1f})"
+        )
+    axes.set_xlabel("AP (%)")
+    axes.set_ylabel("labels")
+    axes.legend()
+    axes.set_title(f"AP distribution ({title})")
+    written["ap_distribution_plot"] = output_dir / PLOT_FILE_NAMES["ap_distribution"]
+    figure.savefig(written["ap_distribution_plot"], dpi=110)
+
+    if scores_file is not None and protocol is not None:
+        view_spec = next(spec for spec in protocol.views if spec.name == view_name)
+        selection = select_view(scores_file.labels, scores_file.unseen, view_spec)
+        view_scores, view_labels = selection.take(scores_file.scores), selection.take(scores_file.labels)
+        column_of = {
+            scores_file.label_names[column]: position for position, column in enumerate(selection.label_indices)
+        }
+        with_positives = [row for row in rows if row["num_positives"] > 0]
+        chosen = with_positives[:3] + [row for row in with_positives[-3:] if row not in with_positives[:3]]
+        figure = Figure(figsize=(6.0, 4.5), layout="constrained")
+        axes = figure.add_subplot()
+        for rank, row in enumerate(chosen):
+            column = column_of[row["label"]]
+            precision, recall = precision_recall_curve(view_scores[:, column], view_labels[:, column], protocol.ties)
+            style = "-" if rank < 3 else "--"
+            axes.plot(recall, precision, style, label=f"{row['label']} (AP {100 * row['ap']:.1f})")
+        axes.set_xlabel("recall")
+        axes.set_ylabel("precision")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.02)
+        axes.legend(fontsize=7)
+        axes.set_title(f"Best (solid) and worst (dashed) labels ({title})")
+        written["pr_curves_plot"] = output_dir / PLOT_FILE_NAMES["pr_curves"]
+        figure.savefig(written["pr_curves_plot"], dpi=110)
+    return written

@@ -1,0 +1,80 @@
+"""Every name ovmlc writes into or reads from a folder (model, training run, evaluation report, dataset), once.
+
+Layer 0: standard library only, so any layer (and the light CLI) can import it. Other modules import these constants
+instead of spelling the names again.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------------- model folders
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+# Text embeddings of `config.label_names` (so a loaded model does not re-encode its label set).
+LABEL_EMBEDDINGS_FILE = "label_embeddings.safetensors"
+# The pipeline class copied next to saved models (`custom_pipelines` in config.json).
+PIPELINE_FILE = "pipeline.py"
+# The class of `PIPELINE_FILE` that implements the task, as transformers' `custom_pipelines` names it.
+PIPELINE_IMPL = "pipeline.OpenVocabularyMultiLabelPipeline"
+# The task id under which the pipeline is registered (transformers' `pipeline(task)` and config.json).
+PIPELINE_TASK = "open-vocabulary-multi-label-classification"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+# LoRA (CLIP-FT `finetune="lora"`): PEFT's file names, so peft tools read the adapter.
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+# The card of a Hub repository (model or dataset).
+CARD_FILE = "README.md"
+
+# ---------------------------------------------------------------------------------------------- training runs
+RECIPE_FILE = "recipe.yaml"
+TRAINER_STATE_FILE = "trainer_state.json"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_WEIGHTS_FILE = "trainable_weights.safetensors"
+LOGS_DIR = "logs"
+# The test-split report of `ovmlc train` (an evaluation report folder inside the model folder).
+EVAL_DIR = "eval"
+
+# ---------------------------------------------------------------------------------------------- evaluation reports
+SCORES_FILE_NAME = "scores.npz"
+METRICS_FILE_NAME = "metrics.json"
+RESULTS_FILE_NAME = "results.md"
+PER_LABEL_FILE_NAME = "per_label_ap.csv"
+THRESHOLDS_FILE_NAME = "thresholds.json"
+PLOT_FILE_NAMES = {
+    "per_label_ap": "per_label_ap.png",
+    "pr_curves": "pr_curves.png",
+    "ap_distribution": "ap_distribution.png",
+}
+
+# ---------------------------------------------------------------------------------------------- canonical datasets
+# Parquet shards live under this folder of a dataset folder; the card is `CARD_FILE`.
+DATASET_DATA_DIR = "data"
+
+__all__ = [
+    "ADAPTER_CONFIG_FILE",
+    "ADAPTER_WEIGHTS_FILE",
+    "BEST_WEIGHTS_FILE",
+    "CARD_FILE",
+    "CHECKPOINTS_DIR",
+    "CONFIG_FILE",
+    "DATASET_DATA_DIR",
+    "EVAL_DIR",
+    "LABEL_EMBEDDINGS_FILE",
+    "LOGS_DIR",
+    "METRICS_FILE_NAME",
+    "PER_LABEL_FILE_NAME",
+    "PIPELINE_FILE",
+    "PIPELINE_IMPL",
+    "PIPELINE_TASK",
+    "PLOT_FILE_NAMES",
+    "PREPROCESSOR_FILE",
+    "RECIPE_FILE",
+    "RESULTS_FILE_NAME",
+    "SCORES_FILE_NAME",
+    "THRESHOLDS_FILE_NAME",
+    "TOKENIZER_FILES",
+    "TRAINER_STATE_FILE",
+    "WEIGHTS_FILE",
+    "WEIGHTS_INDEX_FILE",
+]

@@ -1,0 +1,54 @@
+"""One entry point to load any ovmlc model: `ovmlc.load_model(name_or_path)`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..core.backbones import DEFAULT_BACKBONE, BackboneNotFoundError, resolve_backbone
+from ..core.modeling_base import OVMLCPreTrainedModel
+from ..files import CONFIG_FILE
+
+
+def _model_type(name_or_path: str, revision: str | None) -> str | None:
+    config_file = Path(name_or_path, CONFIG_FILE)
+    if config_file.is_file():
+        return json.loads(config_file.read_text()).get("model_type")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision).model_type
+    except (OSError, ValueError) as error:
+        raise BackboneNotFoundError(f"cannot load model {name_or_path!r}: {error}") from error
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_BACKBONE,
+    dtype: torch.dtype | str | None = torch.float32,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+) -> OVMLCPreTrainedModel:
+    """Load an ovmlc model (a folder written by `save_pretrained`/`ovmlc train`, or a Hub id), or wrap a plain CLIP
+    checkpoint (Hub id, local folder, or `"synthetic"`, the shipped offline CLIP) as `CLIPZeroShotModel`."""
+    from transformers import AutoModel
+
+    from .. import methods  # noqa: F401 - registers every method with AutoModel
+    from ..methods.clip_zeroshot import CLIPZeroShotModel
+
+    resolved = resolve_backbone(name_or_path)
+    # "org/name" is a Hub id; absolute, relative ("./x") and nested ("a/b/c") paths can only be local folders.
+    looks_local = resolved.startswith((os.path.sep, ".", "~")) or resolved.count("/") > 1
+    if looks_local and not Path(resolved).exists():
+        raise BackboneNotFoundError(f"{resolved}: no such model folder")
+    model_type = _model_type(resolved, revision)
+    kwargs = {"revision": revision} if revision else {}
+    if model_type == "clip":
+        model = CLIPZeroShotModel.from_clip(name_or_path, dtype=dtype, **kwargs)
+    elif model_type and model_type.startswith("ovmlc"):
+        model = AutoModel.from_pretrained(resolved, dtype=dtype, use_safetensors=True, **kwargs)  # never pickles
+    else:
+        raise ValueError(f"{name_or_path}: model_type {model_type!r} is neither an ovmlc model nor a CLIP checkpoint")
+    return model.to(device) if device is not None else model

@@ -1,0 +1,80 @@
+"""The `open-vocabulary-multi-label-classification` pipeline task.
+
+Unlike transformers' `zero-shot-image-classification` (softmax over labels, every label re-encoded for every
+image), this task scores labels independently (sigmoid), supports `top_k` / `threshold`, batches images and
+encodes each vocabulary once.
+
+This file is also copied next to saved models (`custom_pipelines` in config.json, written by the base model's
+`save_pretrained`), so it imports only transformers, torch and the installed `ovmlc` package's core.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Pipeline
+
+from ovmlc.core.images import load_image
+from ovmlc.core.outputs import rank_labels
+
+
+def split_label_text(text: str) -> list[str]:
+    """Comma- or newline-separated labels → list (empty pieces dropped)."""
+    return [piece.strip() for piece in text.replace("\n", ",").split(",") if piece.strip()]
+
+
+class OpenVocabularyMultiLabelPipeline(Pipeline):
+    """`pipeline("open-vocabulary-multi-label-classification", model=...)(images, candidate_labels=[...],
+    top_k=None, threshold=None, batch_size=1)` → per image `[{"label", "score"}, ...]`, highest score first."""
+
+    # ovmlc models carry their tokenizer and image processor (loaded with the weights), so the factory need not.
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.image_processor is not None:
+            self.model.image_processor = self.image_processor
+        if self.tokenizer is not None:
+            self.model.tokenizer = self.tokenizer
+        self.image_processor = self.model.processor
+        self._label_embeds: dict[tuple, torch.Tensor] = {}
+
+    def _sanitize_parameters(self, candidate_labels=None, top_k=None, threshold=None, **kwargs):
+        forward_params, postprocess_params = {}, {}
+        if candidate_labels is not None:
+            if isinstance(candidate_labels, str):
+                candidate_labels = split_label_text(candidate_labels)
+            vocabulary = self.model.vocabulary(candidate_labels)  # validates names early, with a clear error
+            forward_params["vocabulary"] = vocabulary
+            postprocess_params["names"] = vocabulary.names
+            postprocess_params["thresholds"] = self.model.resolve_thresholds(vocabulary.names, threshold)
+        postprocess_params["top_k"] = top_k
+        return {}, forward_params, postprocess_params
+
+    def label_embeddings(self, vocabulary) -> torch.Tensor:
+        """`[C, D]`, encoded once per vocabulary for the lifetime of the pipeline."""
+        key = (tuple(vocabulary.names), tuple(vocabulary.templates), vocabulary.pool)
+        if key not in self._label_embeds:
+            with torch.no_grad():
+                self._label_embeds[key] = self.model.encode_labels(vocabulary)
+        return self._label_embeds[key]
+
+    def preprocess(self, image):
+        pixel_values = self.image_processor(images=[load_image(image)], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values.to(self.dtype) if self.dtype is not None else pixel_values}
+
+    def _forward(self, model_inputs, vocabulary=None):
+        if vocabulary is None:
+            raise ValueError("candidate_labels is required, e.g. pipe(image, candidate_labels=['cat', 'dog'])")
+        logits = self.model(
+            pixel_values=model_inputs["pixel_values"].to(self.model.dtype),
+            label_embeds=self.label_embeddings(vocabulary),
+        ).logits
+        return {"scores": torch.sigmoid(logits.float())}  # [b, C]
+
+    def postprocess(self, model_outputs, names=None, thresholds=None, top_k=None):
+        scores = model_outputs["scores"].reshape(-1, len(names))[0].cpu().numpy()  # [C]
+        ranked = rank_labels(scores[None], names, top_k=top_k, thresholds=thresholds)[0]
+        return [{"label": label, "score": score} for label, score in ranked]

@@ -1,0 +1,45 @@
+"""Papers cited by more than one method's card (a method's own paper lives in its `__init__.py`)."""
+
+from ovmlc.core.registry import Paper
+
+CLIP = Paper(
+    title="Learning Transferable Visual Models From Natural Language Supervision",
+    authors=(
+        "Alec Radford and Jong Wook Kim and Chris Hallacy and Aditya Ramesh and Gabriel Goh and Sandhini Agarwal and "
+        "Girish Sastry and Amanda Askell and Pamela Mishkin and Jack Clark and Gretchen Krueger and Ilya Sutskever"
+    ),
+    venue="International Conference on Machine Learning (ICML)",
+    year=2021,
+    url="https://arxiv.org/abs/2103.00020",
+    bibtex=(
+        "@inproceedings{radford2021clip,\n"
+        "  title = {Learning Transferable Visual Models From Natural Language Supervision},\n"
+        "  author = {Alec Radford and Jong Wook Kim and Chris Hallacy and Aditya Ramesh and Gabriel Goh and "
+        "Sandhini Agarwal and Girish Sastry and Amanda Askell and Pamela Mishkin and Jack Clark and Gretchen Krueger "
+        "and Ilya Sutskever},\n"
+        "  booktitle = {International Conference on Machine Learning (ICML)},\n"
+        "  year = {2021},\n"
+        "  eprint = {2103.00020},\n"
+        "  archivePrefix = {arXiv}\n"
+        "}"
+    ),
+)
+
+MKT = Paper(
+    title="Open-Vocabulary Multi-Label Classification via Multi-Modal Knowledge Transfer",
+    authors="Sunan He and Taian Guo and Tao Dai and Ruizhi Qiao and Xiujun Shu and Bo Ren and Shu-Tao Xia",
+    venue="AAAI Conference on Artificial Intelligence",
+    year=2023,
+    url="https://arxiv.org/abs/2207.01887",
+    bibtex="""@inproceedings{he2023mkt,
+  title = {Open-Vocabulary Multi-Label Classification via Multi-Modal Knowledge Transfer},
+  author = {Sunan He and Taian Guo and Tao Dai and Ruizhi Qiao and Xiujun Shu and Bo Ren and Shu-Tao Xia},
+  booktitle = {AAAI Conference on Artificial Intelligence},
+  year = {2023},
+  doi = {10.1609/aaai.v37i1.25159},
+  eprint = {2207.01887},
+  archivePrefix = {arXiv}
+}""",
+)
+
+__all__ = ["CLIP", "MKT"]

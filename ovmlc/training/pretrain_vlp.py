@@ -1,0 +1,739 @@
+"""Contrastive vision-language pretraining of a small `CLIPModel` on the synthetic shapes-64 world.
+
+This is the engine of `ovmlc pretrain-vlp`. It builds, from nothing and offline:
+
+* a CLIP-style BPE tokenizer trained on the world's caption words (one token per word), saved as a `CLIPTokenizer`;
+* a `CLIPImageProcessorPil` (64x64, no crop, mean 0.5, std 0.25);
+* a small `CLIPModel` trained in two stages (see `docs/synthetic.md`):
+  0. text warm-up: the text tower learns to predict the bag of words of a caption from its embedding (a random text
+     tower embeds prompts that differ in one word almost identically, which starves the image tower of gradient);
+  1. CLIP InfoNCE on (image, fresh caption) pairs, with the text tower frozen for the first steps, then joint.
+
+The output is a folder laid out like a Hub CLIP repo (`openai/clip-vit-base-patch16`) plus a model card with the
+recipe and the measured zero-shot quality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm.auto import tqdm
+
+from ovmlc.data.synthetic import (
+    BACKGROUNDS,
+    COLOUR_NAMES,
+    SHAPE_NAMES,
+    CaptionSampler,
+    background_label,
+    caption_words,
+    generate_world,
+    load_labelset,
+)
+from ovmlc.training import release_accelerator_state
+
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+EVAL_TEMPLATE = "a photo of a {}."
+# The CLIP tokenizer's pre-tokenisation pattern (transformers/models/clip/tokenization_clip.py).
+CLIP_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+@dataclass
+class VLPPretrainConfig:
+    """Every knob of a pretraining recipe (`hub_configs/clip-synthetic*.yaml`)."""
+
+    output_dir: str = "ovmlc/assets/clip-synthetic"
+    seed: int = 0
+    # world
+    num_images: int = 50_000
+    labelset: str | None = None  # path of the label set JSON; None = ovmlc/labelsets/synthetic.json
+    short_caption_prob: float = 0.3
+    num_workers: int | None = None
+    # tokenizer
+    tokenizer_vocab_size: int = 1000
+    tokenizer_extra_words: list[str] = field(default_factory=list)
+    max_text_length: int = 32
+    # model
+    vision_hidden_size: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    projection_dim: int = 128
+    patch_size: int = 16
+    # stage 0: text bag-of-words warm-up
+    text_warmup_steps: int = 600
+    text_warmup_lr: float = 2e-3
+    text_warmup_scale: float = 10.0
+    # stage 1: contrastive
+    clip_steps: int = 2500
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    lr_warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    max_logit_scale: float = 100.0
+    text_freeze_steps: int = 500
+    mixed_precision: str = "bf16"
+    num_threads: int | None = None  # torch intra-op threads (None = torch's default); 1 is far faster on a busy machine
+    # evaluation
+    eval_num_images: int = 2000
+    eval_seed: int = 0
+    eval_every: int = 500
+    eval_quick_images: int = 500
+    save_every: int = 0  # also save the folder at every quick evaluation after this many steps (0 = only at the end)
+    evaluate_random_init: bool = True
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> VLPPretrainConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"Cannot read pretraining recipe {path}: {error}") from error
+        if not isinstance(raw, dict):
+            raise ValueError(f"Pretraining recipe {path} must be a mapping of knobs, got {type(raw).__name__}.")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown key(s) {unknown} in pretraining recipe {path}; known keys: {sorted(known)}.")
+        defaults = cls()
+        for key, value in raw.items():
+            default = getattr(defaults, key)
+            expected = type(default)
+            if value is None or default is None:
+                continue
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                raw[key] = float(value)
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"Key {key!r} in pretraining recipe {path} must be {expected.__name__}, got {value!r}."
+                )
+        config = cls(**raw)
+        config.validate(path)
+        return config
+
+    def validate(self, source: str | os.PathLike = "<config>") -> None:
+        if self.mixed_precision not in ("bf16", "no"):
+            raise ValueError(f"{source}: mixed_precision must be 'bf16' or 'no', got {self.mixed_precision!r}.")
+        for key in ("num_images", "batch_size", "max_text_length", "eval_num_images"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{source}: {key} must be > 0, got {getattr(self, key)}.")
+        if 64 % self.patch_size:
+            raise ValueError(f"{source}: patch_size must divide the 64-px image size, got {self.patch_size}.")
+        try:
+            load_labelset(self.labelset)
+        except ValueError as error:
+            raise ValueError(f"{source}: labelset: {error}") from error
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tokenizer, image processor, model
+
+
+def train_world_tokenizer(extra_words: list[str] | None = None, vocab_size: int = 1000, max_length: int = 32):
+    """Train a CLIP-style byte-level BPE on the world's caption words, wrapped as a `CLIPTokenizer`.
+
+    The BPE uses CLIP's normaliser, split pattern, byte-level alphabet and `</w>` end-of-word suffix, so every world
+    word becomes exactly one token and any other text still tokenizes (into sub-word pieces).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    words = sorted(set(caption_words()) | set(extra_words or []))
+    bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token=EOS_TOKEN))
+    bpe.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CLIP_SPLIT_PATTERN), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    # Every byte-level character also gets its word-final form ("r</w>"), as in CLIP's own vocabulary, so that any
+    # text tokenizes without <unk> (which is also EOS here, where CLIP pools the text). Registering them up front,
+    # sorted, also fixes their ids: the trainer would otherwise number them in hash-map order and, as it breaks ties
+    # between equally frequent merges by symbol id, produce different merges and ids from run to run. (They become
+    # ordinary vocabulary entries: CLIPTokenizer is built from the vocabulary and merges only.)
+    word_final_symbols = [char + "</w>" for char in sorted(pre_tokenizers.ByteLevel.alphabet())]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS_TOKEN, EOS_TOKEN, *word_final_symbols],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    # Each word repeated so that every merge reaches the trainer's minimum frequency.
+    bpe.train_from_iterator([" ".join(words)] * 4, trainer=trainer)
+    model_json = json.loads(bpe.to_str())["model"]
+    tokenizer = CLIPTokenizer(
+        vocab=model_json["vocab"],
+        merges=[tuple(pair) if not isinstance(pair, str) else tuple(pair.split()) for pair in model_json["merges"]],
+        model_max_length=max_length,
+    )
+    split_words = [word for word in words if len(tokenizer.tokenize(word)) != 1]
+    if split_words:
+        raise RuntimeError(f"The world tokenizer splits words {split_words}; raise tokenizer_vocab_size.")
+    return tokenizer
+
+
+def build_image_processor():
+    """64x64 input, no crop; pixels normalised as (x / 255 - 0.5) / 0.25. BOX resampling makes integer upscales of
+    world images (e.g. the x4 examples) map back exactly to their 64-px originals."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"height": 64, "width": 64},
+        do_center_crop=False,
+        crop_size={"height": 64, "width": 64},
+        resample=4,  # PIL.Image.BOX
+        image_mean=[PIXEL_MEAN] * 3,
+        image_std=[PIXEL_STD] * 3,
+    )
+
+
+def build_clip_model(config: VLPPretrainConfig, vocab_size: int, bos_token_id: int, eos_token_id: int):
+    from transformers import CLIPConfig, CLIPModel
+
+    clip_config = CLIPConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": config.text_hidden_size,
+            "intermediate_size": 4 * config.text_hidden_size,
+            "num_hidden_layers": config.text_layers,
+            "num_attention_heads": config.text_heads,
+            "max_position_embeddings": config.max_text_length,
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+            "pad_token_id": eos_token_id,
+        },
+        vision_config={
+            "hidden_size": config.vision_hidden_size,
+            "intermediate_size": 4 * config.vision_hidden_size,
+            "num_hidden_layers": config.vision_layers,
+            "num_attention_heads": config.vision_heads,
+            "image_size": 64,
+            "patch_size": config.patch_size,
+        },
+        projection_dim=config.projection_dim,
+    )
+    return CLIPModel._from_config(clip_config, attn_implementation="sdpa")
+
+
+def images_to_pixel_values(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, 64, 64, 3] -> float32 [B, 3, 64, 64], as the shipped `CLIPImageProcessorPil` does on 64-px input."""
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return (pixels / 255.0 - PIXEL_MEAN) / PIXEL_STD
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Zero-shot evaluation
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised text embeddings [T, D]."""
+    embeds = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+        out = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        embeds.append(F.normalize(out.pooler_output.float(), dim=-1))
+    return torch.cat(embeds)
+
+
+@torch.no_grad()
+def encode_images(model, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised global image embeddings [N, D] of uint8 world images [N, 64, 64, 3]."""
+    embeds = []
+    for start in range(0, len(images), batch_size):
+        out = model.get_image_features(pixel_values=images_to_pixel_values(images[start : start + batch_size]))
+        embeds.append(F.normalize(out.pooler_output.float(), dim=-1))
+    return torch.cat(embeds)
+
+
+def zero_shot_scores(model, tokenizer, images: np.ndarray, label_names: list[str], template: str = EVAL_TEMPLATE):
+    """Cosine between each image's global embedding and each label's prompt embedding: float32 [N, C]."""
+    model.eval()
+    label_embeds = encode_texts(model, tokenizer, [template.format(name) for name in label_names])  # [C, D]
+    image_embeds = encode_images(model, images)  # [N, D]
+    return (image_embeds @ label_embeds.T).numpy().astype(np.float32)
+
+
+def _mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """mAP (%) of full annotations `targets` {0, 1}; labels without a positive are left out of the mean."""
+    from ovmlc.evaluation.metrics import mean_average_precision
+
+    if scores.size == 0:
+        return float("nan")
+    return 100.0 * mean_average_precision(scores, np.where(targets > 0, 1, -1), no_positive="exclude")
+
+
+def _f1_at_k(scores: np.ndarray, targets: np.ndarray, k: int = 3) -> float:
+    """Overall (pooled) F1 of each image's top-k labels, in %."""
+    from ovmlc.evaluation.metrics import top_k_metrics
+
+    if scores.size == 0:
+        return float("nan")
+    return 100.0 * top_k_metrics(scores, np.where(targets > 0, 1, -1), min(k, scores.shape[1]))["f1"]
+
+
+def zero_shot_report(scores: np.ndarray, targets: np.ndarray, label_names: list[str], unseen: list[str]) -> dict:
+    """ZSL (unseen labels, images with >= 1 unseen positive), GZSL (all labels, all images) and seen-label metrics,
+    plus per-group mAP (shapes / colours / backgrounds) over all images."""
+    unseen_mask = np.array([name in set(unseen) for name in label_names])
+    zsl_images = targets[:, unseen_mask].any(axis=1)
+    zsl_scores, zsl_targets = scores[zsl_images][:, unseen_mask], targets[zsl_images][:, unseen_mask]
+    groups = {
+        "shapes": set(SHAPE_NAMES),
+        "colours": set(COLOUR_NAMES),
+        "backgrounds": {background_label(b) for b in BACKGROUNDS},
+    }
+    report = {
+        "zsl_map": _mean_average_precision(zsl_scores, zsl_targets),
+        "zsl_f1_at_3": _f1_at_k(zsl_scores, zsl_targets),
+        "gzsl_map": _mean_average_precision(scores, targets),
+        "gzsl_f1_at_3": _f1_at_k(scores, targets),
+        "seen_map": _mean_average_precision(scores[:, ~unseen_mask], targets[:, ~unseen_mask]),
+        "zsl_images": int(zsl_images.sum()),
+        "num_images": len(scores),
+    }
+    for group, members in groups.items():
+        columns = np.array([name in members for name in label_names])
+        if columns.any():
+            report[f"{group}_map"] = _mean_average_precision(scores[:, columns], targets[:, columns])
+    unseen_names = [name for name, is_unseen in zip(label_names, unseen_mask) if is_unseen]
+    report["unseen_ap"] = {
+        name: _mean_average_precision(zsl_scores[:, [c]], zsl_targets[:, [c]]) for c, name in enumerate(unseen_names)
+    }  # within the ZSL images, so that their mean is zsl_map
+    return report
+
+
+def evaluate_zero_shot(model, tokenizer, images: np.ndarray, targets: np.ndarray, labelset: dict) -> dict:
+    scores = zero_shot_scores(model, tokenizer, images, labelset["labels"])
+    return zero_shot_report(scores, targets, labelset["labels"], labelset["unseen"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretraining
+
+
+def _bag_of_words(input_ids: torch.Tensor, vocab_size: int, special_ids: list[int]) -> torch.Tensor:
+    """Multi-hot [B, V] of the tokens of each caption, special tokens excluded."""
+    bag = torch.zeros(input_ids.shape[0], vocab_size)
+    bag.scatter_(1, input_ids, 1.0)
+    bag[:, special_ids] = 0.0
+    return bag
+
+
+def _contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor):
+    """Symmetric InfoNCE over a batch of normalised [B, D] image / text embeddings."""
+    logits = logit_scale.exp() * image_embeds @ text_embeds.T  # [B, B]
+    target = torch.arange(len(logits))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _text_parameters(model) -> list[torch.nn.Parameter]:
+    return [*model.text_model.parameters(), *model.text_projection.parameters()]
+
+
+class _Batches:
+    """Epoch-wise shuffled indices of the world, with a fresh caption drawn at every visit."""
+
+    def __init__(self, world, tokenizer, sampler: CaptionSampler, batch_size: int, seed: int, max_length: int):
+        self.world, self.tokenizer, self.sampler = world, tokenizer, sampler
+        self.batch_size, self.max_length = batch_size, max_length
+        self.rng = np.random.default_rng([seed, 77])
+        self.order = np.zeros(0, dtype=np.int64)
+
+    def indices(self) -> np.ndarray:
+        while len(self.order) < self.batch_size:
+            self.order = np.concatenate([self.order, self.rng.permutation(len(self.world))])
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        return batch
+
+    def captions(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        texts = [self.sampler.sample(self.world.scenes, int(i), self.rng) for i in indices]
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+
+def _save_folder(model, tokenizer, image_processor, output_dir: Path, card: str) -> None:
+    """Write a Hub-layout CLIP folder next to `output_dir`, then swap it in (readers never see a half-written one)."""
+    staging = output_dir.with_name(output_dir.name + ".staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    _write_bpe_files(tokenizer, staging)
+    image_processor.save_pretrained(staging)
+    _mark_pil_image_processor(staging / "preprocessor_config.json")
+    (staging / "README.md").write_text(card)
+    for path in staging.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; the folder is a shipped, shared asset
+    if output_dir.exists():
+        previous = output_dir.with_name(output_dir.name + ".previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        output_dir.rename(previous)
+        staging.rename(output_dir)
+        shutil.rmtree(previous)
+    else:
+        staging.rename(output_dir)
+
+
+def _write_bpe_files(tokenizer, folder: Path) -> None:
+    """`vocab.json` + `merges.txt` as in Hub CLIP repos (transformers 5 only writes `tokenizer.json`)."""
+    bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    (folder / "vocab.json").write_text(json.dumps(bpe["vocab"], ensure_ascii=False) + "\n")
+    merges = [" ".join(pair) if not isinstance(pair, str) else pair for pair in bpe["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def _mark_pil_image_processor(path: Path) -> None:
+    """Record the PIL backend explicitly (it is what the checkpoint is meant for: no torchvision needed)."""
+    config = json.loads(path.read_text())
+    config["image_processor_type"] = "CLIPImageProcessorPil"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show_progress: bool = True) -> dict:
+    """Run the whole recipe and write the Hub-layout folder to `config.output_dir`. Returns the measured numbers."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    start = time.time()
+    config.validate(recipe_path or "<config>")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+    release_accelerator_state()  # settings left by an earlier run in this process
+    accelerator = Accelerator(cpu=True, mixed_precision=config.mixed_precision)
+    labelset = load_labelset(config.labelset)
+    output_dir = Path(config.output_dir)
+
+    tokenizer = train_world_tokenizer(config.tokenizer_extra_words, config.tokenizer_vocab_size, config.max_text_length)
+    image_processor = build_image_processor()
+    vocab_size = len(tokenizer)
+    special_ids = [tokenizer.bos_token_id, tokenizer.eos_token_id]
+    model = build_clip_model(config, vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    model = accelerator.prepare(model)
+
+    world = generate_world(config.num_images, seed=config.seed, stream="pretrain", num_workers=config.num_workers)
+    test = generate_world(config.eval_num_images, seed=config.eval_seed, stream="test", num_workers=config.num_workers)
+    test_targets = test.scenes.label_matrix(labelset["labels"])  # [N, C] int8
+    quick = slice(0, min(config.eval_quick_images, len(test)))
+    timings = {"generate_s": time.time() - start}
+
+    random_report = None
+    if config.evaluate_random_init:
+        random_report = evaluate_zero_shot(model, tokenizer, test.images, test_targets, labelset)
+        model.train()
+
+    sampler = CaptionSampler(p_short=config.short_caption_prob)
+    batches = _Batches(world, tokenizer, sampler, config.batch_size, config.seed, config.max_text_length)
+    log: list[dict] = []
+
+    # Stage 0: text bag-of-words warm-up. The head is thrown away afterwards.
+    bow_head = torch.nn.Linear(config.projection_dim, vocab_size)
+    warmup_optimizer = torch.optim.AdamW([*_text_parameters(model), *bow_head.parameters()], lr=config.text_warmup_lr)
+    bow_head_w, warmup_optimizer = accelerator.prepare(bow_head, warmup_optimizer)
+    stage_start = time.time()
+    progress = tqdm(range(config.text_warmup_steps), desc="text warm-up", disable=not show_progress)
+    bow_loss = float("nan")
+    for _ in progress:
+        tokens = batches.captions(batches.indices())
+        targets = _bag_of_words(tokens["input_ids"], vocab_size, special_ids)  # [B, V]
+        with accelerator.autocast():
+            text = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+            logits = bow_head_w(config.text_warmup_scale * F.normalize(text.pooler_output.float(), dim=-1))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        warmup_optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        warmup_optimizer.step()
+        bow_loss = loss.item()
+        progress.set_postfix(bow_loss=f"{bow_loss:.3f}")
+    timings["text_warmup_s"] = time.time() - stage_start
+    del bow_head, bow_head_w, warmup_optimizer
+
+    # Stage 1: CLIP InfoNCE; weight decay on matrices only.
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+    )
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(config.lr_warmup_ratio * config.clip_steps), max(config.clip_steps, 1)
+    )
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    max_log_scale = math.log(config.max_logit_scale)
+    text_params = _text_parameters(unwrapped)
+    stage_start = time.time()
+    progress = tqdm(range(config.clip_steps), desc="CLIP", disable=not show_progress)
+    for step in progress:
+        text_frozen = step < config.text_freeze_steps
+        for p in text_params:
+            p.requires_grad_(not text_frozen)
+        indices = batches.indices()
+        tokens = batches.captions(indices)
+        pixel_values = images_to_pixel_values(world.images[indices])  # [B, 3, 64, 64]
+        with accelerator.autocast():
+            image_embeds = unwrapped.get_image_features(pixel_values=pixel_values).pooler_output
+            with torch.set_grad_enabled(not text_frozen):
+                text_embeds = unwrapped.get_text_features(
+                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+                ).pooler_output
+        loss = _contrastive_loss(
+            F.normalize(image_embeds.float(), dim=-1), F.normalize(text_embeds.float(), dim=-1), unwrapped.logit_scale
+        )
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            unwrapped.logit_scale.clamp_(0.0, max_log_scale)
+        progress.set_postfix(loss=f"{loss.item():.3f}", frozen_text=text_frozen)
+        done = step + 1
+        if config.eval_every and (done % config.eval_every == 0) and done < config.clip_steps:
+            report = evaluate_zero_shot(unwrapped, tokenizer, test.images[quick], test_targets[quick], labelset)
+            unwrapped.train()
+            entry = {"step": done, "loss": round(loss.item(), 4), "elapsed_s": round(time.time() - start, 1)}
+            entry.update({k: round(v, 2) for k, v in report.items() if k.endswith("_map")})
+            log.append(entry)
+            tqdm.write(f"[pretrain-vlp] {json.dumps(entry)}", file=sys.stderr)
+            if config.save_every and done >= config.save_every:
+                interim = {"step": done, "of": config.clip_steps, "quick_eval": entry}
+                card = render_model_card(config, None, None, interim, timings, log, recipe_path, bow_loss)
+                _save_folder(unwrapped, tokenizer, image_processor, output_dir, card)
+    timings["clip_s"] = time.time() - stage_start
+
+    unwrapped.eval()
+    report = evaluate_zero_shot(unwrapped, tokenizer, test.images, test_targets, labelset)
+    timings["total_s"] = time.time() - start
+    num_parameters = sum(p.numel() for p in unwrapped.parameters())
+    card = render_model_card(
+        config, report, random_report, None, timings, log, recipe_path, bow_loss, num_parameters=num_parameters
+    )
+    _save_folder(unwrapped, tokenizer, image_processor, output_dir, card)
+    results = {
+        "num_parameters": num_parameters,
+        "zero_shot": report,
+        "random_init": random_report,
+        "timings": timings,
+        "log": log,
+        "text_warmup_final_loss": bow_loss,
+        "output_dir": str(output_dir),
+        "safetensors_bytes": (output_dir / "model.safetensors").stat().st_size,
+    }
+    (output_dir / "pretraining_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model card
+
+_METRIC_ROWS = (
+    ("ZSL mAP", "zsl_map"),
+    ("ZSL F1@3", "zsl_f1_at_3"),
+    ("GZSL mAP", "gzsl_map"),
+    ("GZSL F1@3", "gzsl_f1_at_3"),
+    ("seen-label mAP", "seen_map"),
+    ("shapes mAP (all images)", "shapes_map"),
+    ("colours mAP (all images)", "colours_map"),
+    ("backgrounds mAP (all images)", "backgrounds_map"),
+)
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def _paragraph(text: str) -> str:
+    text = " ".join(text.split())
+    return textwrap.fill(text, width=118, subsequent_indent="  " if text.startswith("* ") else "")
+
+
+def render_model_card(
+    config: VLPPretrainConfig,
+    report: dict | None,
+    random_report: dict | None,
+    interim: dict | None,
+    timings: dict,
+    log: list[dict],
+    recipe_path: str | None,
+    bow_loss: float,
+    num_parameters: int | None = None,
+) -> str:
+    """The model card (README.md) of a pretrained folder: recipe, seed, wall time and measured numbers."""
+    import transformers
+
+    nan = float("nan")
+    labelset = load_labelset(config.labelset)
+    unseen = labelset["unseen"]
+    seen = [name for name in labelset["labels"] if name not in set(unseen)]
+    recipe = recipe_path or "hub_configs/clip-synthetic.yaml"
+    parameters = f"{num_parameters / 1e6:.2f} M parameters, " if num_parameters else ""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "license: apache-2.0",
+        "pipeline_tag: zero-shot-image-classification",
+        "tags: [clip, ovmlc, synthetic, open-vocabulary, multi-label]",
+        "---",
+        "",
+        "# clip-synthetic: a small CLIP pretrained on the ovmlc shapes-64 world",
+        "",
+        _paragraph(
+            "A small `CLIPModel` trained from scratch, offline, on ovmlc's procedurally generated image + caption "
+            "world (`ovmlc.data.synthetic`, see `docs/synthetic.md`). It is the embedded default backbone of ovmlc's "
+            "README command, Space and tests, so that everything runs without downloading weights. It knows nothing "
+            "about natural images: it recognises the 24 shapes, 8 colours and 6 background patterns of its world."
+        ),
+        "",
+    ]
+    if interim is not None:
+        lines += [
+            _paragraph(
+                f"**Interim checkpoint** at CLIP step {interim['step']} of {interim['of']} (training in progress); "
+                f"quick evaluation on {config.eval_quick_images} test images: `{json.dumps(interim['quick_eval'])}`."
+            ),
+            "",
+        ]
+    lines += [
+        "## Load",
+        "",
+        "```python",
+        "from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel",
+        "",
+        'path = "ovmlc/assets/clip-synthetic"',
+        "model = CLIPModel.from_pretrained(path)",
+        "tokenizer = AutoTokenizer.from_pretrained(path)  # CLIP-style BPE, one token per world word",
+        "image_processor = CLIPImageProcessorPil.from_pretrained(path)  # 64x64, no crop, mean 0.5, std 0.25",
+        "```",
+        "",
+        "## Recipe",
+        "",
+        _paragraph(
+            f"`ovmlc pretrain-vlp --config {recipe}` (seed {config.seed}); re-running it reproduces this checkpoint "
+            f"up to CPU floating-point noise. Architecture: ViT {config.vision_hidden_size}x{config.vision_layers} "
+            f"(patch {config.patch_size}, 64 px, {(64 // config.patch_size) ** 2 + 1} tokens), text transformer "
+            f"{config.text_hidden_size}x{config.text_layers} (max {config.max_text_length} tokens), projection "
+            f"{config.projection_dim}; {parameters}fp32 safetensors."
+        ),
+        "",
+        _paragraph(
+            f"* World: {config.num_images:,} images (seed {config.seed}, stream `pretrain`), captions drawn afresh at "
+            f"every visit, {config.short_caption_prob:.0%} short (single-object) captions."
+        ),
+        _paragraph(
+            f"* Stage 0, text warm-up: {config.text_warmup_steps} steps, batch {config.batch_size}, AdamW "
+            f"{config.text_warmup_lr:g}: the normalised text embedding x{config.text_warmup_scale:g} predicts the "
+            f"caption's bag of words (BCE over the vocabulary; final loss {bow_loss:.4f})."
+        ),
+        _paragraph(
+            f"* Stage 1, CLIP InfoNCE: {config.clip_steps} steps, batch {config.batch_size}, AdamW lr "
+            f"{config.learning_rate:g}, betas ({config.adam_beta1}, {config.adam_beta2}), weight decay "
+            f"{config.weight_decay:g} on matrices, {config.lr_warmup_ratio:.0%} warm-up then cosine, grad-clip "
+            f"{config.max_grad_norm:g}, logit scale clamped at {config.max_logit_scale:g}, text tower frozen for the "
+            f"first {config.text_freeze_steps} steps, {config.mixed_precision} autocast on CPU (`accelerate`)."
+        ),
+        "",
+        "Full recipe:",
+        "",
+        "```yaml",
+        yaml.safe_dump(config.to_dict(), sort_keys=False, width=118, default_flow_style=None).strip(),
+        "```",
+        "",
+    ]
+    if report is not None:
+        lines += [
+            "## Zero-shot multi-label quality",
+            "",
+            _paragraph(
+                f"Test set: {report['num_images']:,} freshly generated images (seed {config.eval_seed}, stream "
+                "`test`: the images of the `test` split of `ovmlc data prepare synthetic`). Label set "
+                f"`{labelset['name']}` ({len(labelset['labels'])} labels, {len(unseen)} unseen). Score = cosine "
+                f"between the global image embedding and the prompt `{EVAL_TEMPLATE}`. ZSL = unseen labels on the "
+                f"{report['zsl_images']:,} images with at least one unseen label; GZSL = all labels on all images. "
+                "mAP = mean per-label average precision; F1@3 = overall (pooled) F1 of each image's top-3 labels "
+                "(`ovmlc.metrics`)."
+            ),
+            "",
+            "| metric | this checkpoint | same architecture, random weights |",
+            "| --- | --- | --- |",
+        ]
+        for title, key in _METRIC_ROWS:
+            lines.append(f"| {title} | {_fmt(report.get(key))} | {_fmt((random_report or {}).get(key))} |")
+        lines.append("")
+        if report.get("unseen_ap"):
+            lines += [
+                "ZSL AP of each unseen label: "
+                + ", ".join(f"{name} {_fmt(ap)}" for name, ap in report["unseen_ap"].items())
+                + ".",
+                "",
+            ]
+        if log:
+            lines += [
+                f"Learning curve (quick evaluation on the first {config.eval_quick_images} test images):",
+                "",
+                "| CLIP step | ZSL mAP | GZSL mAP | shapes | colours | backgrounds |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            for entry in log:
+                lines.append(
+                    f"| {entry['step']} | {_fmt(entry.get('zsl_map'))} | {_fmt(entry.get('gzsl_map'))} | "
+                    f"{_fmt(entry.get('shapes_map'))} | {_fmt(entry.get('colours_map'))} | "
+                    f"{_fmt(entry.get('backgrounds_map'))} |"
+                )
+            lines.append("")
+    lines += [
+        "## Training cost",
+        "",
+        _paragraph(
+            f"Wall time {timings.get('total_s', nan) / 60:.1f} min in all (world generation "
+            f"{timings.get('generate_s', nan):.0f} s, text warm-up {timings.get('text_warmup_s', nan):.0f} s, CLIP "
+            f"stage {timings.get('clip_s', nan) / 60:.1f} min) on {os.cpu_count()} CPU cores shared with other jobs "
+            f"({platform.machine()}), torch {torch.__version__}, transformers {transformers.__version__}."
+        ),
+        "",
+        "## Labels seen by downstream training",
+        "",
+        _paragraph(f"Seen ({len(seen)}): {', '.join(seen)}."),
+        "",
+        _paragraph(f"Unseen ({len(unseen)}): {', '.join(unseen)}."),
+        "",
+        _paragraph(
+            "Pretraining itself uses captions only (no labels); the seen/unseen split matters for the downstream "
+            "open-vocabulary recipes, which train on seen labels and are evaluated zero-shot on the unseen ones."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
