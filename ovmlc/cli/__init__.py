@@ -55,36 +55,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_transformers() -> None:
-    """Hide transformers' tqdm bars ("Loading weights", "Writing model shards") as soon as transformers loads."""
+def configure_transformers_output(verbose: bool) -> None:
+    """transformers' tqdm bars ("Loading weights", "Writing model shards"): shown only when `verbose`. Applied as soon
+    as transformers loads (the commands import it lazily)."""
     from .. import _registration
 
-    def hide_progress_bars() -> None:
+    def apply() -> None:
         from transformers.utils import logging
 
-        logging.disable_progress_bar()
+        (logging.enable_progress_bar if verbose else logging.disable_progress_bar)()
 
-    _registration.when_imported("cli-progress-bars", ("transformers.utils.logging",), hide_progress_bars)
-
-
-def _verbose_transformers() -> None:
-    from .. import _registration
-
-    def show_progress_bars() -> None:
-        from transformers.utils import logging
-
-        logging.enable_progress_bar()
-
-    _registration.when_imported("cli-progress-bars", ("transformers.utils.logging",), show_progress_bars)
+    _registration.when_imported("cli-progress-bars", ("transformers.utils.logging",), apply)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    if args.verbose:
-        _verbose_transformers()
-    else:
-        _quiet_transformers()
+    configure_transformers_output(args.verbose)
     return int(args.func(args) or 0)
 
 

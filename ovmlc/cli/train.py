@@ -50,8 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`accelerate launch -m ovmlc.train --config ...` (the same arguments as `ovmlc train`)."""
+    from . import VERBOSE_HELP, configure_transformers_output
+
     parser = argparse.ArgumentParser(
         prog="ovmlc train", description="Train (or evaluate) an ovmlc method from a recipe."
     )
     add_train_arguments(parser)
-    return run(parser.parse_args(argv))
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    args = parser.parse_args(argv)
+    configure_transformers_output(args.verbose)
+    return run(args)
