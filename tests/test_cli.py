@@ -92,12 +92,16 @@ def saved_model(tmp_path_factory):
 
 
 def test_auto_classes_and_pipeline_after_import_ovmlc_first(saved_model):
-    """`import ovmlc` first (transformers not loaded): the import hook registers on transformers' import."""
+    """`import ovmlc` first (transformers not loaded): the import hook registers when transformers loads. peft imports
+    transformers while its own `__init__` runs: registration waits until peft is complete (it imports the CLIP-FT
+    method, which needs peft)."""
     run_python(
         f"""
         import sys
         import ovmlc
-        assert "transformers" not in sys.modules
+        assert "transformers" not in sys.modules and not ovmlc._registration.status()["methods"]
+        import peft
+        assert "transformers.models.auto.modeling_auto" in sys.modules and ovmlc._registration.status()["methods"]
         from transformers import AutoConfig
         config = AutoConfig.from_pretrained({str(saved_model)!r})
         assert type(config).__module__ == "ovmlc.methods.qks.configuration_qks", type(config).__module__
@@ -117,20 +121,6 @@ def test_auto_classes_after_import_transformers_first(saved_model):
         from transformers import AutoModel
         import ovmlc
         assert ovmlc._registration.status()["methods"]  # registered at once: the auto module was loaded
-        model = AutoModel.from_pretrained({str(saved_model)!r})
-        assert type(model) is ovmlc.QKSModel, type(model)
-        """
-    )
-
-
-def test_auto_classes_when_a_library_imports_transformers_during_its_own_import(saved_model):
-    """peft imports transformers while its `__init__` runs: registration waits for peft to finish (it imports the
-    CLIP-FT method, which needs peft)."""
-    run_python(
-        f"""
-        import ovmlc
-        import peft
-        from transformers import AutoModel
         model = AutoModel.from_pretrained({str(saved_model)!r})
         assert type(model) is ovmlc.QKSModel, type(model)
         """

@@ -198,13 +198,14 @@ def test_fresh_process_remote_code_load_gives_the_same_logits(saved, tmp_path):
     """A fresh process loads every saved case from the folder's own code (`auto_map`), as
     `AutoModel.from_pretrained(folder, trust_remote_code=True)` does. Only the first load goes through AutoModel:
     the remote code imports ovmlc, whose methods then register with AutoModel, and transformers prefers explicitly
-    registered classes over remote code for later loads in the same process."""
+    registered classes over remote code for later loads in the same process. The first folder also serves the
+    pipeline task from its own `pipeline.py` (`custom_pipelines`)."""
     folders = {case_id: str(case["folder"]) for case_id, case in saved.items()}
     script = textwrap.dedent(
         f"""
-        import json, sys, torch
+        import json, sys, numpy as np, torch
         from safetensors.torch import load_file, save_file
-        from transformers import AutoModel
+        from transformers import AutoModel, pipeline
         from transformers.dynamic_module_utils import get_class_from_dynamic_module
         assert "ovmlc" not in sys.modules
         for case_id, folder in json.loads({json.dumps(folders)!r}).items():
@@ -219,6 +220,11 @@ def test_fresh_process_remote_code_load_gives_the_same_logits(saved, tmp_path):
             with torch.no_grad():
                 logits = model(pixel_values=pixel_values, label_names={LABELS!r}).logits
             save_file({{"logits": logits.contiguous()}}, folder + "/remote_logits.safetensors")
+        first = next(iter(json.loads({json.dumps(folders)!r}).values()))
+        pipe = pipeline(model=first, trust_remote_code=True)
+        assert pipe.task == {ovmlc.PIPELINE_TASK!r} and type(pipe).__module__.startswith("transformers_modules")
+        ranked = pipe(np.zeros((40, 40, 3), dtype=np.uint8), candidate_labels=["cat", "dog"])
+        assert sorted(entry["label"] for entry in ranked) == ["cat", "dog"], ranked
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
