@@ -93,7 +93,7 @@ def test_n_ctx_is_resolved_from_the_words_and_checked(clip_dir):
     assert model.config.prompt_learning["n_ctx"] == 6
     assert build(clip_dir).prompt_learner.ctx.shape == (1, 16, 32)  # CoOp's default M without ctx_init
     with pytest.raises(ValueError, match="n_ctx=2 but ctx_init 'a photo' has 6 tokens"):
-        build(clip_dir, ctx_init="a photo", n_ctx=2).encode_labels(["cat"])
+        build(clip_dir, ctx_init="a photo", n_ctx=2)
 
 
 # ---------------------------------------------------------------------- the spliced prompt is the literal prompt

@@ -127,7 +127,7 @@ class PromptLearningMixin:
         labels every step)."""
         layout = layout or self.prompt_layout()
         tokens_memo = self._prompt_memo()["tokens"]
-        key = (layout, tuple(names))
+        key = (id(self.text_tokenizer), layout, tuple(names))
         if key not in tokens_memo:
             if len(tokens_memo) >= TOKENIZED_MEMO_SIZE:
                 tokens_memo.pop(next(iter(tokens_memo)))
@@ -149,11 +149,12 @@ class PromptLearningMixin:
         context_ids, name_ids = (), None
         if needs_words or needs_names:
             try:
-                layout = self.prompt_layout(config)
+                _ = self.text_tokenizer  # loads it lazily
             except (OSError, ValueError) as error:
                 logger.warning(f"prompt learner: no tokenizer to read ctx_init / class names ({error}); random init")
                 learner.initialize(text_token_embedding(self.clip).weight, (), None)
                 return
+            layout = self.prompt_layout(config)  # a bad ctx_init / n_ctx is an error here, not a silent random init
             context_ids = layout.init_token_ids if needs_words else ()
             if needs_names:
                 tokens = self.tokenize_label_prompts(learner.class_names, layout)
