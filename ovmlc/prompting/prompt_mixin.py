@@ -52,6 +52,9 @@ class PromptLearningMixin:
 
     # Labels encoded per text forward when no gradient is needed (cache fills, evaluation).
     prompt_batch_size: int = 256
+    # Built around a CLIP checkpoint the learner is new by design (initialised from the words / the name tokens):
+    # not a "MISSING ... newly initialized" line in transformers' load report.
+    _keys_to_ignore_on_load_missing = [r"^prompt_learner\."]
 
     # ------------------------------------------------------------------ construction
     def build_prompt_learner(self, prompt_config: PromptLearningConfig) -> PromptLearningConfig:
