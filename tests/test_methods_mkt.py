@@ -175,8 +175,7 @@ def test_stage1_save_load_round_trip_and_checkpoint_has_no_teacher_copy(stage1_d
 def test_stage2_context_starts_at_stage1_embeddings_and_trains_only_the_prompt(stage1_dir, batch):
     stage1 = MKTModel.from_pretrained(stage1_dir)
     stage2 = MKTModel.from_pretrained(stage1_dir, stage=2)
-    assert stage2.prompt_learner.prefix_context.shape == (1, 32)  # "a"
-    assert stage2.prompt_learner.suffix_context.shape == (1, 32)  # "b"
+    assert stage2.prompt_learner.ctx.shape == (1, 2, 32)  # one prompt set, "a" and "b"
     with torch.no_grad():
         torch.testing.assert_close(stage2.encode_labels(SEEN), stage1.encode_labels(SEEN), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(
@@ -189,7 +188,7 @@ def test_stage2_context_starts_at_stage1_embeddings_and_trains_only_the_prompt(s
     stage2.train()
     assert not stage2.student.training and not stage2.clip.training
     trainable = {name for name, parameter in stage2.named_parameters() if parameter.requires_grad}
-    assert trainable == {"prompt_learner.prefix_context", "prompt_learner.suffix_context"}
+    assert trainable == {"prompt_learner.ctx"}
     features = stage2.encode_image_features(batch["pixel_values"])
     assert set(features) == {"image_embeds", "patch_embeds"}
     frozen = {
@@ -221,7 +220,7 @@ def test_stage2_context_starts_at_stage1_embeddings_and_trains_only_the_prompt(s
 def test_stage2_save_load_round_trip(stage1_dir, batch, tmp_path):
     model = MKTModel.from_pretrained(stage1_dir, stage=2)
     with torch.no_grad():
-        model.prompt_learner.prefix_context.add_(0.1)
+        model.prompt_learner.ctx.add_(0.1)
     model.save_pretrained(tmp_path)
     loaded = MKTModel.from_pretrained(tmp_path)
     assert loaded.config.stage == 2

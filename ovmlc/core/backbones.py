@@ -161,3 +161,25 @@ def module_fingerprint(*modules: nn.Module, extra: str = "") -> str:
 def text_tower_modules(clip: CLIPModel) -> tuple[nn.Module, nn.Module]:
     """The modules that determine text embeddings (for cache fingerprints)."""
     return clip.text_model, clip.text_projection
+
+
+def text_token_embedding(clip: CLIPModel) -> nn.Embedding:
+    """The text tower's token-embedding table `[V, H_t]` (what prompt learners splice context vectors next to)."""
+    return clip.text_model.embeddings.token_embedding
+
+
+def text_context_length(clip: CLIPModel) -> int:
+    """The longest token sequence the text tower takes (CLIP: 77 position embeddings)."""
+    return int(clip.config.text_config.max_position_embeddings)
+
+
+def text_padded_length(clip: CLIPModel, longest: int) -> int:
+    """Length to pad a batch of prompt embeddings whose longest prompt has `longest` tokens (CLIP: `longest`; its
+    causal tower makes padding after the EOS token irrelevant)."""
+    return longest
+
+
+def text_pool_positions(clip: CLIPModel, eos_index: torch.Tensor, sequence_length: int) -> torch.Tensor:
+    """Position `[B]` the text tower pools for prompts whose EOS token sits at `eos_index [B]` in sequences of
+    `sequence_length` tokens (CLIP pools the EOS token itself)."""
+    return eos_index

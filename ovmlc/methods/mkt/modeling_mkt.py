@@ -4,6 +4,9 @@ He et al., "Open-Vocabulary Multi-Label Classification via Multi-modal Knowledge
 the paper and the notes in `docs/methods.md`; no code copied from the official repo.
 """
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,29 +14,23 @@ from transformers import initialization as init
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.utils import logging
 
-from ovmlc.core.backbones import (
-    eos_positions,
-    patch_grid_size,
-    text_eos_token_id,
-    text_features_from_embeddings,
-    text_tower_modules,
-    tokenize_prompts,
-)
+from ovmlc.core.backbones import patch_grid_size, text_token_embedding
 from ovmlc.core.losses import l1_distillation, ranking_loss
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel
 from ovmlc.core.outputs import MultiLabelOutput
 from ovmlc.core.vocabulary import LabelVocabulary, load_templates
+from ovmlc.prompting.configuration_prompting import PromptLearningConfig
+from ovmlc.prompting.prompt_encoder import prompt_text_features
+from ovmlc.prompting.prompt_mixin import PromptLearningMixin
 
 from .configuration_mkt import MKTConfig
 
 logger = logging.get_logger(__name__)
 
 
-def _template_parts(template: str) -> tuple[list[str], list[str]]:
-    """Words before and after the `{}` of a template: "There is a {} in the scene" → (["There", "is", "a"],
-    ["in", "the", "scene"])."""
-    prefix, suffix = template.split("{}")
-    return prefix.split(), suffix.split()
+# Checkpoint keys of stage-2 context vectors before the shared prompt learner (one `[P, H_t]` / `[S, H_t]` tensor per
+# side of the label); they load into `prompt_learner.ctx [1, P + S, H_t]`.
+LEGACY_CONTEXT_KEYS = ("prompt_learner.prefix_context", "prompt_learner.suffix_context")
 
 
 class MKTStudentHead(nn.Module):
@@ -54,27 +51,18 @@ class MKTStudentHead(nn.Module):
         return projected[:, 0], projected[:, 1:]
 
 
-class MKTPromptLearner(nn.Module):
-    """Stage 2's learnable text side for one template "<prefix words> {} <suffix words>".
+class MKTTokenTableLearner(nn.Module):
+    """Stage 2 with `prompt_tuning="token_table"` (the official code): a trainable copy of the token-embedding table
+    `token_embedding [V, H_t]`; every prompt position reads it except the label's tokens, which keep their frozen
+    embeddings. (Not a context-vector prompt: a template word's row is shared by every place that word occurs, and the
+    start/end tokens train too; so it stays here instead of in `ovmlc.prompting`, reusing its span detection.)"""
 
-    `"context"`: one learned vector per template word (`prefix_context [P, H_t]`, `suffix_context [S, H_t]`).
-    `"token_table"`: a trainable copy of the token-embedding table `[V, H_t]` (label words keep frozen embeddings).
-    """
-
-    def __init__(self, config: MKTConfig, text_config, template: str):
+    def __init__(self, text_config):
         super().__init__()
-        self.mode = config.prompt_tuning
-        self.template = template
-        prefix_words, suffix_words = _template_parts(template)
-        hidden = text_config.hidden_size
-        if self.mode == "context":
-            self.prefix_context = nn.Parameter(torch.zeros(len(prefix_words), hidden))
-            self.suffix_context = nn.Parameter(torch.zeros(len(suffix_words), hidden))
-        else:
-            self.token_embedding = nn.Embedding(text_config.vocab_size, hidden)
+        self.token_embedding = nn.Embedding(text_config.vocab_size, text_config.hidden_size)
 
 
-class MKTModel(OVMLCPreTrainedModel):
+class MKTModel(PromptLearningMixin, OVMLCPreTrainedModel):
     """MKT: two-stream (global CLS + top-k local patches) scores from a student CLIP tower distilled from the frozen
     original; stage 2 tunes the prompt.
 
@@ -82,6 +70,9 @@ class MKTModel(OVMLCPreTrainedModel):
     hidden states after the frozen blocks `hidden_states [B, 1 + N, H_v]` and the teacher's CLIP image embedding
     `teacher_embeds [B, D]` (the distillation target); in stage 2 the student's outputs `image_embeds [B, D]` and
     `patch_embeds [B, N, D]`. `score` runs whatever is left.
+
+    Stage 2 (`prompt_tuning="context"`) is a user of the shared prompt learner (`ovmlc.prompting`): one context
+    vector per word of the template, initialised from the mean of the word's token embeddings.
     """
 
     config: MKTConfig
@@ -92,6 +83,8 @@ class MKTModel(OVMLCPreTrainedModel):
     # Built here, not read from a CLIP checkpoint: the student starts as a copy of the teacher's last blocks, the
     # prompt learner (stage 2) from the template words (also when stage 2 starts from a stage-1 folder).
     modules_created_on_load = ("student", "prompt_learner")
+    # Stage-2 folders saved before the shared prompt learner: restored by `_load_legacy_prompt_context`.
+    _keys_to_ignore_on_load_unexpected = [r"^prompt_learner\.(prefix|suffix)_context$"]
 
     def __init__(self, config: MKTConfig):
         super().__init__(config)
@@ -103,8 +96,10 @@ class MKTModel(OVMLCPreTrainedModel):
             )
         self.student = MKTStudentHead(vision_config, self.clip.config.projection_dim, config.num_trainable_layers)
         self.prompt_learner = None
-        if config.stage == 2:
-            self.prompt_learner = MKTPromptLearner(config, self.clip.config.text_config, self.prompt_template)
+        if config.stage == 2 and config.prompt_tuning == "context":
+            self.build_prompt_learner(self.prompt_learning_settings())
+        elif config.stage == 2:
+            self.prompt_learner = MKTTokenTableLearner(self.clip.config.text_config)
         self.post_init()
         self._freeze()
 
@@ -115,6 +110,16 @@ class MKTModel(OVMLCPreTrainedModel):
         if len(templates) != 1:
             raise ValueError(f"MKT uses a single prompt template; config.templates gives {len(templates)}")
         return templates[0]
+
+    def prompt_learning_settings(self) -> PromptLearningConfig:
+        """Stage 2's prompt as a shared-mechanism config: the template's words around the label are context, one
+        vector per word (the mean of its token embeddings), or random N(0, `initializer_range`)."""
+        return PromptLearningConfig(
+            ctx_init=self.prompt_template,
+            ctx_init_mode="word_mean",
+            ctx_random_init=self.config.prompt_context_init == "random",
+            init_std=self.config.initializer_range,
+        )
 
     @property
     def trains_text_side(self) -> bool:
@@ -152,44 +157,63 @@ class MKTModel(OVMLCPreTrainedModel):
         for index, layer in enumerate(self.student.layers):
             source = vision.encoder.layers[self.num_frozen_layers + index]
             pairs.update({id(target): origin for target, origin in zip(layer.modules(), source.modules())})
-        if self.prompt_learner is not None and self.prompt_learner.mode == "token_table":
-            pairs[id(self.prompt_learner.token_embedding)] = self.clip.text_model.embeddings.token_embedding
+        if isinstance(self.prompt_learner, MKTTokenTableLearner):
+            pairs[id(self.prompt_learner.token_embedding)] = text_token_embedding(self.clip)
         return pairs
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
+        super()._init_weights(module)  # the prompt learner (context) is initialised by PromptLearningMixin
         if not hasattr(self, "student"):
             return  # MKT's own modules do not exist yet
         source = self._copy_sources().get(id(module))
         if source is not None:
             for name, parameter in module.named_parameters(recurse=False):
                 init.copy_(parameter, source.get_parameter(name))
-        elif module is self.prompt_learner and module.mode == "context":
-            self._init_prompt_context(module)
 
-    def _init_prompt_context(self, learner: MKTPromptLearner) -> None:
-        if all(getattr(vectors, "_is_hf_initialized", False) for vectors in learner.parameters()):
-            return  # loaded from a checkpoint
-        token_embedding = self.clip.text_model.embeddings.token_embedding.weight  # [V, H_t]
-        for vectors, words in zip((learner.prefix_context, learner.suffix_context), _template_parts(learner.template)):
-            if vectors.numel() == 0:
-                continue
-            tokenizer = self._tokenizer_for_init() if self.config.prompt_context_init == "template" else None
-            if tokenizer is None:
-                init.normal_(vectors, mean=0.0, std=self.config.initializer_range)
-            else:  # each word starts at (the mean of) its token embeddings
-                ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in words]
-                init.copy_(vectors, torch.stack([token_embedding[word_ids].mean(dim=0) for word_ids in ids]))
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model._load_legacy_prompt_context(pretrained_model_name_or_path, kwargs)
+        return model
 
-    def _tokenizer_for_init(self):
-        try:
-            return self.text_tokenizer
-        except (OSError, ValueError) as error:
-            logger.warning(
-                f"MKT prompt context: no tokenizer to read the template words ({error}); random init instead"
+    @torch.no_grad()
+    def _load_legacy_prompt_context(self, source, kwargs: dict) -> None:
+        """Folders saved before the shared prompt learner hold `prompt_learner.prefix_context [P, H_t]` and
+        `suffix_context [S, H_t]`: copy them into `prompt_learner.ctx [1, P + S, H_t]`."""
+        if self.prompt_learning_config is None:
+            return
+        from safetensors import safe_open
+        from transformers.utils import cached_file
+
+        from ovmlc.core.backbones import resolve_backbone
+
+        hub_kwargs = {key: kwargs[key] for key in ("revision", "token", "cache_dir") if kwargs.get(key)}
+        source = resolve_backbone(source)
+        files = [cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)]
+        if files[0] is None:  # sharded
+            index = cached_file(
+                source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
             )
-            return None
+            if index is None:
+                return
+            weight_map = json.loads(Path(index).read_text()).get("weight_map", {})
+            shards = {weight_map[key] for key in LEGACY_CONTEXT_KEYS if key in weight_map}
+            files = [cached_file(source, shard, **hub_kwargs) for shard in sorted(shards)]
+        legacy = {}
+        for path in files:
+            with safe_open(str(path), framework="pt") as handle:
+                legacy.update({key: handle.get_tensor(key) for key in LEGACY_CONTEXT_KEYS if key in handle.keys()})
+        if len(legacy) != len(LEGACY_CONTEXT_KEYS):
+            return
+        context = torch.cat([legacy[key] for key in LEGACY_CONTEXT_KEYS])  # [P + S, H_t]
+        target = self.prompt_learner.ctx
+        if tuple(target.shape) != (1, *context.shape):
+            raise ValueError(
+                f"{source}: legacy MKT prompt context of shape {tuple(context.shape)} does not fit this model's "
+                f"prompt_learner.ctx {tuple(target.shape)} (another template?)"
+            )
+        target.copy_(context.to(target.dtype).unsqueeze(0))
 
     # ------------------------------------------------------------------ image side
     def _frozen_hidden_states(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -286,84 +310,36 @@ class MKTModel(OVMLCPreTrainedModel):
         ]
 
     # ------------------------------------------------------------------ text side
-    def text_side_modules(self) -> tuple[nn.Module, ...]:
-        modules = text_tower_modules(self.clip)
-        return modules if self.prompt_learner is None else (*modules, self.prompt_learner)
-
     def encode_label_embeddings(self, vocabulary: LabelVocabulary) -> torch.Tensor:
-        if self.prompt_learner is None:
-            return super().encode_label_embeddings(vocabulary)  # stage 1: frozen template embeddings (cached)
-        if list(vocabulary.templates) != [self.prompt_template]:
+        # Stage 1: frozen template embeddings (cached, base class); stage 2: the tuned prompt (PromptLearningMixin).
+        if self.prompt_learner is not None and list(vocabulary.templates) != [self.prompt_template]:
             raise ValueError(
                 f"this stage-2 MKT model tuned the prompt {self.prompt_template!r}; the vocabulary uses "
                 f"{vocabulary.templates[:3]}"
             )
-        if self.training and torch.is_grad_enabled() and any(p.requires_grad for p in self.prompt_learner.parameters()):
-            return self._pool(self.prompt_label_embeddings(vocabulary.names), vocabulary)  # with gradients
-        table = self.label_cache.table(self.text_fingerprint(), vocabulary.templates_key)
-        missing = [name for name in vocabulary.names if name not in table]
-        if missing:
-            with torch.no_grad():
-                embeddings = self._pool(self.prompt_label_embeddings(missing), vocabulary).float().cpu()
-            table.update(zip(missing, embeddings))
-            self.label_cache.persist(self.text_fingerprint(), vocabulary.templates_key)
-        return torch.stack([table[name] for name in vocabulary.names]).to(self.device)
+        return super().encode_label_embeddings(vocabulary)
 
-    @staticmethod
-    def _pool(embeddings: torch.Tensor, vocabulary: LabelVocabulary) -> torch.Tensor:
-        return F.normalize(embeddings, dim=-1) if vocabulary.pool == "normalized" else embeddings
-
-    def prompt_label_embeddings(self, names: list[str]) -> torch.Tensor:
-        """Text embeddings `[C, D]` of the tuned prompt for `names` (differentiable w.r.t. the prompt learner)."""
-        learner = self.prompt_learner
-        tokenizer = self.text_tokenizer
-        prefix_words, suffix_words = _template_parts(learner.template)
-        prefix_ids = [i for word in prefix_words for i in tokenizer(word, add_special_tokens=False)["input_ids"]]
-        suffix_ids = [i for word in suffix_words for i in tokenizer(word, add_special_tokens=False)["input_ids"]]
-        tokens = tokenize_prompts(tokenizer, [learner.template.format(name) for name in names]).to(self.device)
-        input_ids = tokens["input_ids"]  # [C, T]
-        eos = eos_positions(input_ids, text_eos_token_id(self.clip, tokenizer))  # [C]
-        frozen_table = self.clip.text_model.embeddings.token_embedding
-        label_spans = []
-        for row, (ids, end) in enumerate(zip(input_ids.tolist(), eos.tolist())):
-            start, stop = 1 + len(prefix_ids), end - len(suffix_ids)
-            if ids[1:start] != prefix_ids or ids[stop:end] != suffix_ids or stop <= start:
-                raise ValueError(
-                    f"label {names[row]!r}: the prompt {learner.template.format(names[row])!r} does not tokenize as "
-                    f"template words + label words (truncated, or the tokenizer merges across the label boundary)"
-                )
-            label_spans.append((start, stop))
-        if learner.mode == "token_table":
-            label_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for row, (start, stop) in enumerate(label_spans):
-                label_mask[row, start:stop] = True
-            # Label words keep their frozen embeddings (detached); every other position reads the trainable table.
-            embeds = torch.where(
-                label_mask.unsqueeze(-1), frozen_table(input_ids).detach(), learner.token_embedding(input_ids)
-            )
-            return text_features_from_embeddings(self.clip, embeds, eos)
-        # "context": [SOT] prefix vectors, label token embeddings, suffix vectors [EOT], padded with EOT embeddings.
-        special = frozen_table(input_ids[:, :1]).detach()  # [C, 1, H_t] start token
-        end_token = frozen_table(input_ids.gather(1, eos[:, None])).detach()  # [C, 1, H_t]
-        sequences, eos_index = [], []
-        for row, (start, stop) in enumerate(label_spans):
-            label_embeds = frozen_table(input_ids[row, start:stop]).detach()  # [L_c, H_t]
-            parts = [special[row], learner.prefix_context, label_embeds, learner.suffix_context, end_token[row]]
-            sequence = torch.cat([part.to(label_embeds.dtype) for part in parts])  # [T_c, H_t]
-            sequences.append(sequence)
-            eos_index.append(sequence.shape[0] - 1)
-        max_positions = self.clip.config.text_config.max_position_embeddings
-        longest = max(sequence.shape[0] for sequence in sequences)
-        if longest > max_positions:
-            raise ValueError(f"a tuned prompt is {longest} tokens long; the text tower takes at most {max_positions}")
-        padded = torch.stack(
-            [torch.cat([s, s[-1:].expand(longest - s.shape[0], -1)]) for s in sequences]
-        )  # [C, T', H_t]
-        eos_index = torch.tensor(eos_index, device=padded.device)
-        return text_features_from_embeddings(self.clip, padded, eos_index)
+    def encode_prompts(self, names, use_label_tokens: bool = True) -> torch.Tensor:
+        """`[C, 1, D]` raw text embeddings of the tuned prompt for `names` (differentiable w.r.t. the prompt)."""
+        if not isinstance(self.prompt_learner, MKTTokenTableLearner):
+            return super().encode_prompts(names, use_label_tokens)
+        # The literal template prompt, every position read from the trainable table except the label's tokens.
+        layout = self.prompt_layout(PromptLearningConfig(ctx_init=self.prompt_template))
+        tokens = self.tokenize_label_prompts(list(names), layout)
+        input_ids = tokens.input_ids.to(self.device)  # [C, T]
+        position = torch.arange(input_ids.shape[1], device=self.device)[None, :]
+        is_label = (position >= tokens.name_start.to(self.device)[:, None]) & (
+            position < tokens.name_stop.to(self.device)[:, None]
+        )  # [C, T]
+        embeds = torch.where(
+            is_label.unsqueeze(-1),
+            text_token_embedding(self.clip)(input_ids).detach(),
+            self.prompt_learner.token_embedding(input_ids),
+        )  # [C, T, H_t]
+        return prompt_text_features(self.clip, embeds, tokens.eos.to(self.device)).unsqueeze(1)
 
 
 MKTConfig.register_for_auto_class()
 MKTModel.register_for_auto_class("AutoModel")
 
-__all__ = ["MKTModel"]
+__all__ = ["MKTModel", "MKTTokenTableLearner"]
