@@ -8,6 +8,7 @@ A method (in `ovmlc/methods/<m>/`) subclasses `OVMLCConfig` and `OVMLCPreTrained
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -168,6 +169,13 @@ class OVMLCPreTrainedModel(PreTrainedModel):
 
     def post_load(self) -> None:
         """Called after weights are loaded by `from_pretrained`/`from_clip` (e.g. to copy a frozen teacher)."""
+
+    def ranking_scores(self) -> contextlib.AbstractContextManager[str | None]:
+        """Context in which `forward` gives the scores that paper-style tables rank (mAP, P/R/F1@K), for methods whose
+        predicted scores carry something papers do not rank by (CLIP zero-shot's reference prompt). Yields a short
+        description of those scores (recorded in metrics.json), or None when they are the predicted scores (the
+        default, every trained method)."""
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ forward
     def forward(
