@@ -878,18 +878,22 @@ def _view_data(scores_file: ScoresFile, protocol: EvaluationProtocol, view_name:
 
 
 def pick_labels_across_ap(ap: Sequence[float], count: int = 5) -> list[int]:
-    """Indices of up to `count` labels spread over the AP range (best, worst and evenly between), taking one label per
-    distinct AP value so that no two curves coincide; NaN APs are skipped."""
+    """Indices of up to `count` labels spread over the AP *values* (best, worst and the labels closest to evenly spaced
+    APs between them, so a cluster of near-perfect labels does not fill the plot), one label per distinct AP (rounded
+    to 0.01 points) so that no two curves coincide; best first, NaN APs skipped."""
     by_value: dict[float, int] = {}
     for index in np.argsort(-np.asarray(ap, dtype=np.float64), kind="stable"):
         value = float(ap[index])
         if not math.isnan(value):
             by_value.setdefault(round(value, 4), int(index))
-    distinct = list(by_value.values())  # best first
-    if len(distinct) <= count:
-        return distinct
-    positions = np.unique(np.round(np.linspace(0, len(distinct) - 1, count)).astype(int))
-    return [distinct[position] for position in positions]
+    values = np.array(list(by_value))  # distinct APs, descending
+    if values.size <= count:
+        return list(by_value.values())
+    chosen: list[int] = []
+    for target in np.linspace(values[0], values[-1], count):
+        free = [position for position in range(values.size) if position not in chosen]
+        chosen.append(min(free, key=lambda position: abs(values[position] - target)))
+    return [list(by_value.values())[position] for position in sorted(chosen)]
 
 
 def precision_at_positives(scores: Any, labels: Any, ties: str = "stable") -> tuple[np.ndarray, np.ndarray]:
@@ -972,14 +976,17 @@ def _write_score_plots(
         written["threshold_f1_plot"] = output_dir / PLOT_FILE_NAMES["threshold_f1"]
         figure.savefig(written["threshold_f1_plot"], dpi=110)
 
-    # Score histograms of seen vs unseen labels (GZSL): the bias the ZSL/GZSL gap comes from.
+    # Score histograms of seen vs unseen labels (GZSL): the bias the ZSL/GZSL gap comes from. The predicted scores
+    # (what thresholds see; CLIP zero-shot's plain cosine saturates its sigmoid), binned over their central 99%.
     if data.unseen.any() and (~data.unseen).any():
         figure = Figure(figsize=(9.0, 3.8), layout="constrained")
-        bins = np.linspace(float(data.scores.min()), float(data.scores.max()), 41)
+        scores = data.threshold_scores
+        low, high = np.quantile(scores[data.labels != LABEL_UNANNOTATED], [0.005, 0.995])
+        bins = np.linspace(float(low), float(high), 41) if high > low else 40
         for panel, (value, what) in enumerate(((1, "positive"), (-1, "negative")), start=1):
             axes = figure.add_subplot(1, 2, panel)
             for is_unseen, color, group in ((False, "tab:blue", "seen"), (True, "tab:orange", "unseen")):
-                entries = data.scores[:, data.unseen == is_unseen][data.labels[:, data.unseen == is_unseen] == value]
+                entries = scores[:, data.unseen == is_unseen][data.labels[:, data.unseen == is_unseen] == value]
                 if entries.size:
                     axes.hist(
                         entries,
@@ -989,7 +996,7 @@ def _write_score_plots(
                         color=color,
                         label=f"{group} labels (n={entries.size:,}, median {np.median(entries):.3g})",
                     )
-            axes.set_xlabel("score")
+            axes.set_xlabel("predicted score (central 99% of the range)")
             axes.set_ylabel("density")
             axes.legend(fontsize=7)
             axes.set_title(f"{what} entries", fontsize=9)

@@ -110,6 +110,8 @@ def test_threshold_scores_round_trip_feed_only_the_threshold_block(tmp_path, cap
 
 def test_pr_curve_helpers_pick_distinct_aps_and_enclose_ap():
     assert pick_labels_across_ap([1.0, 1.0, 0.9, np.nan, 0.5, 0.5, 0.2], count=3) == [0, 4, 6]
+    # By value, not by rank: a cluster of near-perfect labels gets one curve, the low ones the rest.
+    assert pick_labels_across_ap([1.0, 0.99, 0.98, 0.97, 0.96, 0.7, 0.4], count=3) == [0, 5, 6]
     assert pick_labels_across_ap([0.3, 0.7], count=5) == [1, 0]
     scores, labels = toy_scores(seed=3)
     for column in range(3):

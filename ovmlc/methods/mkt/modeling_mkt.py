@@ -32,8 +32,9 @@ CARD_TEXT = """\
 backbone, trains its last `n` blocks (default 2), the final LayerNorm and the projection with layer-wise LR decay
 0.65; the frozen original tower is the teacher. Scores are two-stream: global `<cls, t_c>` and local = the mean of the
 top-k (k = 16, capped by the patch count) patch scores `<p_j, t_c>`; each of the two score vectors is L2-normalised
-**across the label set** and the two are averaged. Stage 1 trains the student with the BiAM ranking loss (margin 1,
-averaged over violating pairs, images without positives dropped) plus lambda * L1 distillation of the raw CLS
+**across the label set** and the two are averaged (as the official code does; the paper describes two heads whose
+scores are summed). Stage 1 trains the student with the BiAM ranking loss (margin 1, per image averaged over its
+violating pairs, then over images; images without positives dropped) plus lambda * L1 distillation of the raw CLS
 embedding towards the teacher's CLIP image embedding (lambda = 1), with frozen label embeddings of the template
 "There is a {} in the scene". Stage 2 freezes the image side and tunes the prompt with the ranking loss.
 
