@@ -45,6 +45,8 @@ PLOT_FILE_NAMES = {
     "per_label_ap": "per_label_ap.png",
     "pr_curves": "pr_curves.png",
     "ap_distribution": "ap_distribution.png",
+    "threshold_f1": "threshold_f1.png",
+    "score_histograms": "score_histograms.png",
 }
 
 # ---------------------------------------------------------------------------------------------- canonical datasets

@@ -59,6 +59,37 @@ def test_reference_prompt_baseline(model):
     assert torch.equal(plain.argsort(dim=1), with_reference.argsort(dim=1))
 
 
+def test_ranking_scores_are_plain_cosine_and_change_rankings_within_a_label(model):
+    """The reference baseline is one constant per image: each image's label ranking is unchanged, but how images
+    rank within a label changes; paper-style tables rank the plain cosine (`ranking_scores()`), predict does not."""
+    pixel_values = model.preprocess(random_images(6, seed=3))
+    label_embeds = model.encode_labels(LABELS)
+    predicted = model(pixel_values=pixel_values, label_embeds=label_embeds).logits
+    with model.ranking_scores() as description:
+        ranking = model(pixel_values=pixel_values, label_embeds=label_embeds).logits
+    assert "plain cosine" in description and "a photo." in description
+    model.config.reference_prompt = None
+    try:
+        plain = model(pixel_values=pixel_values, label_embeds=label_embeds).logits
+        with model.ranking_scores() as nothing_to_switch:
+            assert nothing_to_switch is None
+    finally:
+        model.config.reference_prompt = "a photo."
+    torch.testing.assert_close(ranking, plain)
+    torch.testing.assert_close(model(pixel_values=pixel_values, label_embeds=label_embeds).logits, predicted)
+    assert torch.equal(ranking.argsort(dim=1), predicted.argsort(dim=1))  # within an image: same order
+    assert not torch.equal(ranking.argsort(dim=0), predicted.argsort(dim=0))  # within a label: not
+    model.config.ranking_scores = "reference"
+    try:
+        with model.ranking_scores() as description:
+            assert description is None
+            torch.testing.assert_close(model(pixel_values=pixel_values, label_embeds=label_embeds).logits, predicted)
+    finally:
+        model.config.ranking_scores = "plain_cosine"
+    with pytest.raises(ValueError, match="ranking_scores must be 'plain_cosine' or 'reference'"):
+        ovmlc.CLIPZeroShotConfig(ranking_scores="cosine")
+
+
 def test_forward_shapes_and_independent_scores(model):
     pixel_values = model.preprocess(random_images(3))
     label_embeds = model.encode_labels(LABELS)

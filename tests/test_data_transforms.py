@@ -20,9 +20,8 @@ def random_image(height: int, width: int, seed: int = 0) -> Image.Image:
 
 def test_shipped_presets_load_and_produce_normalised_chw_arrays():
     presets = list_transform_presets()
-    assert {"clip-eval", "clip-squash-eval", "clip-train", "dualcoop-train", "imagenet-eval", "imagenet-train"} <= set(
-        presets
-    )
+    shipped = {"clip-eval", "clip-squash-eval", "clip-train", "dualcoop-train", "imagenet-eval", "imagenet-train"}
+    assert shipped | {"mkt-eval", "mkt-train"} <= set(presets)
     image = random_image(120, 200)
     for name in presets:
         transform = load_transform(name, seed=0)
@@ -51,11 +50,16 @@ def test_squash_keeps_the_whole_image_and_imagenet_eval_resizes_to_256_first():
     assert cropped.getpixel((5, 112))[2] < 50  # ... and is cut by the centre crop
     steps = load_transform("imagenet-eval").steps
     assert steps[0]["op"] == "resize_shortest_edge" and steps[0]["size"] == 256
+    # MKT's own presets: bicubic resampling (timm / the official eval transform), ImageNet statistics.
+    mkt_eval, mkt_train = load_transform("mkt-eval"), load_transform("mkt-train")
+    assert mkt_eval.steps[0]["size"] == 256 and mkt_eval.steps[0]["interpolation"] == "bicubic"
+    assert mkt_train.steps[0]["op"] == "random_resized_crop" and mkt_train.steps[0]["interpolation"] == "bicubic"
+    assert mkt_train.to_config()["normalize"] == load_transform("imagenet-train").to_config()["normalize"]
 
 
 def test_random_transforms_are_deterministic_with_a_seed():
     image = random_image(160, 240)
-    for name in ("clip-train", "dualcoop-train", "imagenet-train"):
+    for name in ("clip-train", "dualcoop-train", "imagenet-train", "mkt-train"):
         first = load_transform(name, seed=7)
         second = load_transform(name, seed=7)
         outputs_first = [first(image) for _ in range(4)]

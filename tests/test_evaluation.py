@@ -8,15 +8,18 @@ import json
 import numpy as np
 import pytest
 from helpers import random_images, save_hub_layout_clip
+from ovmlc.metrics import average_precision
 
 from ovmlc.cli import main as cli_main
-from ovmlc.evaluation import (
+from ovmlc.evaluation.engine import (
     ScoresFile,
     ScoresFileError,
     best_f1_threshold,
     calibrate_thresholds,
     evaluate_scores,
     load_scores,
+    pick_labels_across_ap,
+    precision_at_positives,
     save_scores,
     score_dataset,
 )
@@ -76,6 +79,48 @@ def test_unseen_scores_round_trip_and_feed_only_the_zsl_views(tmp_path):
         assert "scored_labels" not in report["views"][view]
 
 
+def test_threshold_scores_round_trip_feed_only_the_threshold_block(tmp_path, capsys):
+    """Ranking scores (CLIP zero-shot's plain cosine) in `scores`, predicted ones in `threshold_scores`."""
+    scores, labels = toy_scores()
+    predicted = np.clip(scores + np.linspace(-0.2, 0.2, len(scores))[:, None], 0, 1).astype(np.float32)
+    path = save_scores(tmp_path / "s.npz", scores, labels, NAMES, UNSEEN, threshold_scores=predicted)
+    loaded = load_scores(path)
+    np.testing.assert_array_equal(loaded.threshold_scores, predicted)
+    both = evaluate_scores(loaded, "voc2007")["views"]["all"]
+    ranking_only = evaluate_scores(ScoresFile(scores, labels, NAMES, UNSEEN), "voc2007")["views"]["all"]
+    predicted_only = evaluate_scores(ScoresFile(predicted, labels, NAMES, UNSEEN), "voc2007")["views"]["all"]
+    assert both["mAP"] == ranking_only["mAP"] != predicted_only["mAP"]
+    assert both["threshold"] == predicted_only["threshold"] != ranking_only["threshold"]
+    # --limit keeps the optional matrices (it used to drop unseen_scores), row for row.
+    unseen_scores = np.random.default_rng(2).random((len(scores), 2)).astype(np.float32)
+    path = save_scores(
+        tmp_path / "all.npz", scores, labels, NAMES, UNSEEN, unseen_scores=unseen_scores, threshold_scores=predicted
+    )
+    output = tmp_path / "limited"
+    argv = ["evaluate", "--scores", str(path), "--protocol", "synthetic", "--limit", "10", "--output", str(output)]
+    assert cli_main([*argv, "--no-plots"]) == 0
+    capsys.readouterr()
+    limited = json.loads((output / "metrics.json").read_text())
+    expected = evaluate_scores(
+        ScoresFile(scores[:10], labels[:10], NAMES, UNSEEN, None, unseen_scores[:10], predicted[:10]), "synthetic"
+    )
+    assert limited["views"]["zsl"]["scored_labels"] == "unseen labels alone"
+    assert limited["views"]["zsl"]["mAP"] == pytest.approx(expected["views"]["zsl"]["mAP"])
+
+
+def test_pr_curve_helpers_pick_distinct_aps_and_enclose_ap():
+    assert pick_labels_across_ap([1.0, 1.0, 0.9, np.nan, 0.5, 0.5, 0.2], count=3) == [0, 4, 6]
+    # By value, not by rank: a cluster of near-perfect labels gets one curve, the low ones the rest.
+    assert pick_labels_across_ap([1.0, 0.99, 0.98, 0.97, 0.96, 0.7, 0.4], count=3) == [0, 5, 6]
+    assert pick_labels_across_ap([0.3, 0.7], count=5) == [1, 0]
+    scores, labels = toy_scores(seed=3)
+    for column in range(3):
+        recall, precision = precision_at_positives(scores[:, column], labels[:, column])
+        assert recall[0] > 0 and recall[-1] == 1.0  # starts at the first positive, not at (0, 0)
+        area = np.sum(np.diff(np.r_[0.0, recall]) * precision)  # the steps-pre curve from recall 0
+        assert area == pytest.approx(average_precision(scores, labels)[column])
+
+
 def write_npz(path, **arrays):
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
@@ -101,6 +146,7 @@ def good_arrays():
         ({"unseen": np.zeros(3, dtype=bool)}, r"key `unseen` must be a vector of 8 booleans"),
         ({"unseen_scores": np.zeros((4, 8), dtype=np.float32)}, r"key `unseen_scores` must be a matrix \[4, 2\]"),
         ({"unseen_scores": np.full((4, 2), np.nan, dtype=np.float32)}, r"key `unseen_scores` must hold floats"),
+        ({"threshold_scores": np.zeros((4, 7), dtype=np.float32)}, r"key `threshold_scores` has shape \(4, 7\)"),
     ],
 )
 def test_bad_scores_files_name_file_and_key(tmp_path, change, message):
@@ -157,7 +203,8 @@ def test_cli_scores_round_trip(tmp_path, scores_path, capsys):
     assert "protocol synthetic" in capsys.readouterr().out
     for name in ("metrics.json", "results.md", "per_label_ap.csv", "per_label_ap.png", "pr_curves.png"):
         assert (output / name).stat().st_size > 0, name
-    assert (output / "ap_distribution.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("ap_distribution.png", "threshold_f1.png", "score_histograms.png"):
+        assert (output / name).read_bytes()[:4] == b"\x89PNG", name
 
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["protocol"] == "synthetic" and metrics["provenance"]["scores_file"] == str(scores_path)
@@ -169,6 +216,9 @@ def test_cli_scores_round_trip(tmp_path, scores_path, capsys):
     results = (output / "results.md").read_text()
     assert "protocol `synthetic`" in results
     assert "| ZSL | 2 |" in results and "| GZSL | 8 | 40 |" in results
+    zsl_images = metrics["views"]["zsl"]["num_images"]
+    assert f"ZSL: unseen labels; images kept by `has_positive`: {zsl_images} of 40" in results
+    assert metrics["views"]["zsl"]["num_images_by_filter"] == {"all": 40, "has_positive": zsl_images}
     assert f"{100 * metrics['views']['gzsl']['mAP']:.1f}" in results
 
     with (output / "per_label_ap.csv").open() as handle:
@@ -205,9 +255,11 @@ def test_cli_errors(tmp_path, scores_path, capsys):
     assert f"Scores file {bad} is missing key(s) labels" in capsys.readouterr().err
     assert cli_main(["evaluate", "--scores", str(scores_path), "--protocol", "nus", "--output", str(tmp_path)]) == 2
     assert "Available presets: coco-48-17" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli_main(["evaluate", "--scores", str(scores_path)])
-    assert "--protocol is required" in capsys.readouterr().err
+    # Without --protocol: the `generic` preset (every label, both image filters), said on stderr.
+    assert cli_main(["evaluate", "--scores", str(scores_path), "--output", str(tmp_path / "generic")]) == 0
+    captured = capsys.readouterr()
+    assert "no --protocol given, using 'generic'" in captured.err and "protocol generic" in captured.out
+    assert "images kept by `has_positive`: 37 of 40 (per image filter: `all` 40, `has_positive` 37)" in captured.out
     with pytest.raises(SystemExit):
         cli_main(["evaluate", "--model", "synthetic", "--protocol", "synthetic"])
     assert "--model needs --dataset" in capsys.readouterr().err
@@ -264,6 +316,9 @@ def test_score_dataset_matches_predict_scores(tiny_setup):
 
 
 def test_cli_model_path(tiny_setup, tmp_path):
+    import ovmlc
+    from ovmlc.data import load_canonical
+
     clip_dir, dataset_dir, names = tiny_setup
     output = tmp_path / "report"
     argv = ["evaluate", "--model", str(clip_dir), "--dataset", str(dataset_dir), "--protocol", "synthetic"]
@@ -274,6 +329,12 @@ def test_cli_model_path(tiny_setup, tmp_path):
     assert saved.scores.shape == (7, 4) and saved.image_ids[0] == "test-0"
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["provenance"]["model"] == str(clip_dir) and metrics["provenance"]["dataset"] == str(dataset_dir)
+    # CLIP zero-shot: tables rank the plain cosine, thresholds apply to the predicted (reference-prompt) scores.
+    assert "plain cosine" in metrics["provenance"]["ranking_scores"]
+    assert saved.threshold_scores is not None and not np.allclose(saved.threshold_scores, saved.scores)
+    model = ovmlc.load_model(str(clip_dir))
+    test = load_canonical(dataset_dir, split="test")
+    np.testing.assert_allclose(saved.threshold_scores, model.predict_scores(list(test["image"]), names), atol=1e-5)
     assert metrics["views"]["gzsl"]["num_images"] == 7
     thresholds = json.loads((output / "thresholds.json").read_text())
     assert thresholds["fallback_labels"] == ["ring"] and thresholds["calibration"]["split"] == "validation"

@@ -84,6 +84,8 @@ EXPECTED_RUN_FILES = {
             "per_label_ap.png",
             "pr_curves.png",
             "ap_distribution.png",
+            "threshold_f1.png",
+            "score_histograms.png",
         )
     ),
 }

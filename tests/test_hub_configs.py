@@ -89,7 +89,9 @@ def check_training_recipe(path: Path) -> None:
         f"{where}: dataset.source {recipe.dataset.source!r} is not a converter of `ovmlc data prepare` "
         f"({', '.join(sorted(CONVERTERS))})"
     )
-    assert recipe.protocol, f"{where}: set `protocol` (a preset of ovmlc/protocols) so its numbers are comparable"
+    assert recipe.protocol, (
+        f"{where}: set `protocol` (a preset of ovmlc/evaluation/protocols) so its numbers are comparable"
+    )
     assert recipe.protocol in list_protocols(), (
         f"{where}: protocol {recipe.protocol!r} is not a preset ({', '.join(list_protocols())})"
     )

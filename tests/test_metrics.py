@@ -19,6 +19,7 @@ from ovmlc.evaluation.metrics import (
     mean_average_precision,
     precision_recall_curve,
     rank_order,
+    threshold_f1_curve,
     threshold_metrics,
     to_label_matrix,
     top_k_mask,
@@ -26,7 +27,18 @@ from ovmlc.evaluation.metrics import (
     weighted_mean_average_precision,
 )
 
-PRESETS = ["coco-48-17", "nus-wide-biam", "nus-wide-qks", "openimages-biam", "synthetic", "voc2007"]
+PRESETS = [
+    "coco-48-17",
+    "generic",
+    "nus-wide-biam",
+    "nus-wide-qks",
+    "openimages-biam",
+    "openimages-qks",
+    "synthetic",
+    "voc2007",
+    "voc2007-dualcoop",
+    "voc2007-mlgcn",
+]
 
 
 def random_problem(seed: int, num_images: int = 60, num_labels: int = 12, unannotated: float = 0.0, ties: bool = False):
@@ -261,14 +273,22 @@ def test_presets_are_listed_and_load():
     assert list_protocols() == PRESETS
     for name in PRESETS:
         protocol = load_protocol(name)
-        assert protocol.name == name and protocol.description and protocol.citation and protocol.top_k
+        assert protocol.name == name and protocol.description and protocol.citation
+        assert protocol.top_k or protocol.threshold is not None  # VOC presets of papers without top-K: thresholds
     assert load_protocol("synthetic").top_k == (1, 3)
-    assert load_protocol("openimages-biam").weighted_map
+    assert load_protocol("openimages-biam").weighted_map and load_protocol("openimages-biam").ap_mode == "row_pooled"
+    assert load_protocol("openimages-qks").ap_mode == "per_class"
     assert [view.name for view in load_protocol("voc2007").views] == ["all"]
+    assert load_protocol("voc2007-dualcoop").top_k == () and load_protocol("voc2007-mlgcn").threshold_top_k == (3,)
+    settings = load_protocol("openimages-biam").settings()
+    assert (
+        settings["views"]["gzsl"]["top_k_class_filter"] == "none"
+        and "top_k_class_filter" not in settings["views"]["zsl"]
+    )
 
 
 def test_unknown_protocol_lists_presets():
-    with pytest.raises(ValueError, match="Available presets: coco-48-17, nus-wide-biam"):
+    with pytest.raises(ValueError, match="Available presets: coco-48-17, generic, nus-wide-biam"):
         load_protocol("nus-wide")
 
 
@@ -285,6 +305,20 @@ def test_protocol_file_validation(tmp_path):
         load_protocol(path)
     path.write_text("name: bad\ndescription: d\ntop_k: [2]\nviews: {}\n")
     with pytest.raises(ValueError, match="missing field `citation`"):
+        load_protocol(path)
+    base = "name: bad\ndescription: d\ncitation: c\ntop_k: [2]\nviews:\n  all: {labels: all}\n"
+    for extra, message in (
+        ("ap_mode: pooled\n", r"`ap_mode` is 'pooled'; choose one of per_class, row_pooled"),
+        ("threshold_rule: '<'\n", r"`threshold_rule` is '<'"),
+        ("unannotated: positive\n", r"`unannotated` is 'positive'"),
+        ("threshold_top_k: [3]\n", r"`threshold_top_k` needs a `threshold`"),
+        ("threshold: 0.5\nthreshold_top_k: [0]\n", r"`threshold_top_k` must be a list of positive integers"),
+    ):
+        path.write_text(base + extra)
+        with pytest.raises(ValueError, match=message):
+            load_protocol(path)
+    path.write_text(base.replace("{labels: all}", "{labels: all, top_k_class_filter: some}"))
+    with pytest.raises(ValueError, match=r"`top_k_class_filter` is 'some'; choose one of none, annotated_only"):
         load_protocol(path)
 
 
@@ -364,11 +398,11 @@ def test_preset_voc2007_by_hand_without_split():
     assert threshold["OF1"] == pytest.approx(2 * 0.75 / 1.75)
 
 
-def test_preset_openimages_biam_by_hand():
+def test_preset_openimages_qks_by_hand():
     # b is never annotated; image 1 has a as its only positive and no unseen positive.
     scores = np.array([[0.2, 0.9, 0.6], [0.4, 0.1, 0.7]])
     labels = np.array([[1, 0, 1], [1, 0, -1]])
-    report = evaluate_protocol(scores, labels, NAMES, UNSEEN, "openimages-biam")
+    report = evaluate_protocol(scores, labels, NAMES, UNSEEN, "openimages-qks")
     zsl, gzsl, seen = (report["views"][name] for name in ("zsl", "gzsl", "seen"))
     assert zsl["num_images"] == 1 and zsl["mAP"] == pytest.approx(1.0) and zsl["WmAP"] == pytest.approx(1.0)
     # GZSL: both images kept, b dropped; a has AP 1 (2 positives), c has AP 1/2 (1 positive).
@@ -381,6 +415,86 @@ def test_preset_openimages_biam_by_hand():
     # Without the class filter (BiAM NUS-WIDE), the never-annotated b counts as AP 0.
     nus = evaluate_protocol(scores, labels, NAMES, UNSEEN, "nus-wide-biam")
     assert nus["views"]["gzsl"]["mAP"] == pytest.approx((1 + 0 + 0.5) / 3)
+
+
+def test_preset_openimages_biam_by_hand():
+    # Same scores: b is never annotated, image 1 has no unseen positive.
+    scores = np.array([[0.2, 0.9, 0.6], [0.4, 0.1, 0.7]])
+    labels = np.array([[1, 0, 1], [1, 0, -1]])
+    gzsl = evaluate_protocol(scores, labels, NAMES, UNSEEN, "openimages-biam")["views"]["gzsl"]
+    # Row-pooled: a and c are annotated on both images -> the pooled entries 0.7-, 0.6+, 0.4+, 0.2+:
+    # (1/2 + 2/3 + 3/4) / 3 for both; per-class mAP (a: 1, c: 1/2) is reported next to it.
+    pooled = (1 / 2 + 2 / 3 + 3 / 4) / 3
+    assert gzsl["mAP"] == pytest.approx(pooled) and gzsl["mAP_per_class"] == pytest.approx(0.75)
+    assert gzsl["WmAP"] == pytest.approx(pooled)
+    assert [row["ap_per_class"] for row in gzsl["per_label"]] == pytest.approx([1.0, 0.5])
+    # Top-K over all 3 columns (b included), AP over the 2 annotated ones.
+    assert (gzsl["num_labels"], gzsl["num_top_k_labels"], gzsl["top_k_class_filter"]) == (2, 3, "none")
+
+
+def test_threshold_rule_unannotated_and_top_k_hand_computed():
+    scores = np.array([[0.9, 0.5, 0.7], [0.5, 0.8, 0.2]])
+    labels = np.array([[1, 0, -1], [-1, 1, 1]])
+    inclusive = threshold_metrics(scores, labels, 0.5)
+    strict = threshold_metrics(scores, labels, 0.5, rule=">")
+    # >= 0.5 also predicts the two 0.5s: (0, 1) is unannotated (ignored), (1, 0) a false positive.
+    assert inclusive["per_class_false_positives"].tolist() == [1, 0, 1]
+    assert strict["per_class_false_positives"].tolist() == [0, 0, 1]
+    # ML-GCN: a prediction on the unannotated (difficult) entry is a false positive; never a false negative.
+    negative = threshold_metrics(scores, labels, 0.5, unannotated="negative")
+    assert negative["per_class_false_positives"].tolist() == [1, 1, 1]
+    assert negative["per_class_false_negatives"].tolist() == [0, 0, 1]
+    # Top-1 that also passes 0.5: image 0 -> label 0 (hit), image 1 -> label 1 (hit).
+    top1 = threshold_metrics(scores, labels, 0.5, top_k=1)
+    assert top1["per_class_true_positives"].tolist() == [1, 1, 0] and top1["OP"] == 1.0
+    assert top1["OR"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="threshold rule"):
+        threshold_metrics(scores, labels, 0.5, rule="=>")
+
+
+@pytest.mark.parametrize(("no_positive", "unannotated"), [("zero", "ignore"), ("exclude", "negative")])
+def test_threshold_f1_curve_equals_threshold_metrics_at_every_grid_point(no_positive, unannotated):
+    scores, labels = random_problem(11, unannotated=0.2, ties=True)
+    labels[:, 3] = np.where(labels[:, 3] == 1, -1, labels[:, 3])  # a class without positives
+    grid = np.r_[np.linspace(-0.1, 1.4, 23), 0.5, 0.75]  # includes values equal to (tied) scores
+    curve = threshold_f1_curve(scores, labels, grid, no_positive=no_positive, unannotated=unannotated)
+    for index, threshold in enumerate(curve["thresholds"]):
+        expected = threshold_metrics(scores, labels, threshold, no_positive=no_positive, unannotated=unannotated)
+        np.testing.assert_allclose(
+            [curve["overall_f1"][index], curve["macro_f1"][index]], [expected["OF1"], expected["macro_f1"]]
+        )
+
+
+def test_generic_preset_ranks_every_label_under_both_image_filters():
+    # Image 1 has no positive; label b is never annotated; c has no positive.
+    scores = np.array([[0.9, 0.2, 0.6], [0.3, 0.8, 0.7], [0.1, 0.5, 0.2]])
+    labels = np.array([[1, 0, -1], [-1, 0, -1], [1, 0, -1]])
+    report = evaluate_protocol(scores, labels, NAMES, UNSEEN, "generic")  # the split is ignored
+    every, with_positive = report["views"]["all"], report["views"]["with_positive"]
+    assert (every["num_images"], with_positive["num_images"]) == (3, 2)
+    assert every["num_images_by_filter"] == {"all": 3, "has_positive": 2}
+    assert every["num_labels"] == 2 and every["num_labels_dropped"] == 1  # b: nothing annotated
+    # a ranks 0.9+, 0.3-, 0.1+ -> (1 + 2/3) / 2; c has no positive and is left out of mAP.
+    assert every["mAP"] == pytest.approx(5 / 6) and with_positive["mAP"] == pytest.approx(1.0)
+    assert every["top_k"]["5"]["note"] == "K=5 exceeds the 2 labels of this view"
+
+
+def test_protocol_unannotated_negative_and_threshold_scores():
+    scores = np.array([[0.9, 0.6], [0.7, 0.4], [0.2, 0.8]])
+    labels = np.array([[1, 0], [0, 1], [-1, 1]])
+    dualcoop = evaluate_protocol(scores, labels, ["a", "b"], [False, False], "voc2007-dualcoop")["views"]["all"]
+    # Unannotated entries are negatives: a ranks 0.9+, 0.7-, 0.2- -> 1; b ranks 0.8+, 0.6-, 0.4+ -> (1 + 2/3) / 2.
+    assert dualcoop["mAP"] == pytest.approx((1 + 5 / 6) / 2)
+    predicted = scores + 0.05  # e.g. CLIP zero-shot's predicted scores vs the plain cosine it ranks
+    with_threshold_scores = evaluate_protocol(
+        scores, labels, ["a", "b"], [False, False], "voc2007", threshold_scores=predicted
+    )["views"]["all"]
+    plain = evaluate_protocol(predicted, labels, ["a", "b"], [False, False], "voc2007")["views"]["all"]
+    assert with_threshold_scores["threshold"] == plain["threshold"]  # thresholds apply to the predicted scores
+    assert (
+        with_threshold_scores["top_k"]
+        == evaluate_protocol(scores, labels, ["a", "b"], [False, False], "voc2007")["views"]["all"]["top_k"]
+    )
 
 
 def test_protocol_without_unseen_labels_skips_views():

@@ -178,6 +178,24 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_pa
     assert learning_rates == pytest.approx([3.0e-3, 3.0e-3, 1.5e-3])  # halved after each evaluation without gain
 
 
+def test_selection_last_keeps_the_final_weights(tmp_path, world):
+    # The gzsl image count never improves after the first validation: `best` would restore step 2.
+    validated = {"epochs": 2, "eval_every": 2, "selection_metric": "gzsl/num_images", "selection": "last"}
+    last = train(recipe_file(tmp_path, world, "last", training=validated))
+    unvalidated = train(recipe_file(tmp_path, world, "unvalidated", training={"epochs": 2, "eval_every": None}))
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["selection"] == "last" and state["best_step"] == 2 and state["global_step"] == 12
+    assert [entry["step"] for entry in state["validation"]] == [2, 4, 6, 8, 10, 12]
+    assert not list((last / "checkpoints").glob("best-*"))  # nothing to restore, so no snapshot
+    last_weights, final_weights = (
+        load_file(str(last / "model.safetensors")),
+        load_file(str(unvalidated / "model.safetensors")),
+    )
+    for name, tensor in final_weights.items():
+        torch.testing.assert_close(last_weights[name], tensor)
+    assert json.loads((last / "eval" / "metrics.json").read_text())["provenance"]["selection"] == "last"
+
+
 def test_tensorboard_tracker_and_cli(tmp_path, world):
     recipe = recipe_file(tmp_path, world, training={"epochs": 1}, tracker="tensorboard")
     assert cli_main(["train", "--config", str(recipe), "training.checkpoint_every=null"]) == 0

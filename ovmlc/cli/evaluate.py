@@ -8,13 +8,15 @@ from pathlib import Path
 
 from ..files import RESULTS_FILE_NAME
 
+DEFAULT_PROTOCOL = "generic"
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="compute ZSL/GZSL metrics (mAP, P/R/F1@K, ...) under a protocol preset",
         description=(
-            "Evaluate under a protocol preset (ovmlc/protocols/*.yaml). Either re-score a saved scores file "
+            "Evaluate under a protocol preset (ovmlc/evaluation/protocols/*.yaml). Either re-score a saved scores file "
             "(--scores scores.npz: keys scores [N,C], labels [N,C] in {1,0,-1}, label_names [C], unseen [C]) or "
             "run a model over a canonical dataset split (--model + --dataset), which also saves scores.npz. "
             "Writes metrics.json, results.md, per_label_ap.csv and PNG plots to --output."
@@ -24,7 +26,12 @@ def register(subparsers) -> None:
     source.add_argument("--scores", metavar="FILE.npz", help="a saved scores file (no model needed)")
     source.add_argument("--model", metavar="DIR_OR_HUB_ID", help="an ovmlc model, a CLIP checkpoint or 'synthetic'")
     parser.add_argument("--dataset", metavar="DIR_OR_HUB_ID", help="a canonical dataset (with --model)")
-    parser.add_argument("--protocol", metavar="NAME", help="a preset name (see --list-protocols) or a YAML file")
+    parser.add_argument(
+        "--protocol",
+        metavar="NAME",
+        help="a preset name (see --list-protocols) or a YAML file (default: generic, for a dataset of your own: "
+        "every label, all images and images with a positive; name a paper's preset to compare with its numbers)",
+    )
     parser.add_argument("--split", default="test", help="dataset split to evaluate (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
     parser.add_argument(
@@ -60,11 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if args.list_protocols:
         for name in list_protocols():
             protocol = load_protocol(name)
-            print(f"{name:<18} K={','.join(map(str, protocol.top_k)):<6} {protocol.description}")
+            print(f"{name:<18} K={','.join(map(str, protocol.top_k)) or '-':<6} {protocol.description}")
         return 0
     parser = args.parser
     if args.protocol is None:
-        parser.error(f"--protocol is required (one of {', '.join(list_protocols())}, or a YAML file)")
+        args.protocol = DEFAULT_PROTOCOL
+        print(
+            f"ovmlc evaluate: no --protocol given, using {DEFAULT_PROTOCOL!r} (name a paper's preset to compare with "
+            f"its numbers: {', '.join(name for name in list_protocols() if name != DEFAULT_PROTOCOL)})",
+            file=sys.stderr,
+        )
     if args.scores is None and args.model is None:
         parser.error("give --scores FILE.npz, or --model and --dataset")
     if args.model is not None and args.dataset is None:
@@ -110,12 +122,18 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
 
     scores_file = evaluation.load_scores(args.scores)
     if args.limit is not None:
+
+        def first_rows(rows):
+            return None if rows is None else rows[: args.limit]
+
         scores_file = evaluation.ScoresFile(
             scores_file.scores[: args.limit],
             scores_file.labels[: args.limit],
             scores_file.label_names,
             scores_file.unseen,
-            None if scores_file.image_ids is None else scores_file.image_ids[: args.limit],
+            first_rows(scores_file.image_ids),
+            first_rows(scores_file.unseen_scores),
+            first_rows(scores_file.threshold_scores),
         )
     thresholds = None
     provenance = {"scores_file": str(args.scores), "limit": args.limit}
@@ -128,7 +146,9 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
             )
         calibration_labels = calibration.labels.copy()
         calibration_labels[:, calibration.unseen] = 0  # never tune unseen labels on their annotations
-        thresholds = evaluation.calibrate_thresholds(calibration.scores, calibration_labels, calibration.label_names)
+        # Thresholds apply to the predicted scores (`threshold_scores` where the ranking scores differ from them).
+        predicted = calibration.scores if calibration.threshold_scores is None else calibration.threshold_scores
+        thresholds = evaluation.calibrate_thresholds(predicted, calibration_labels, calibration.label_names)
         evaluation.write_thresholds(
             thresholds,
             calibration_labels,

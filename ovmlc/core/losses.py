@@ -58,8 +58,14 @@ def asymmetric_loss(
 def ranking_loss(
     logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None = None, margin: float = 1.0
 ) -> torch.Tensor:
-    """Pairwise hinge ranking loss (BiAM/MKT): every annotated positive should outscore every annotated negative
-    of the same image by `margin`; averaged over violating pairs; images without positives are dropped."""
+    """Pairwise hinge ranking loss (BiAM `ranking_lossT`, copied by MKT and QKS), reduced per image.
+
+    For each image, every annotated positive should outscore every annotated negative by `margin`:
+    `loss_i = sum of max(0, margin - s_pos + s_neg) over its (pos, neg) pairs / number of those pairs with a positive
+    hinge` (0 when no pair violates), and the loss is the mean of `loss_i` over the images with at least one
+    annotated positive (the reference training loops drop the others before calling the loss; images with positives
+    but no violation or no negative still count, as 0). The violation count carries no gradient.
+    """
     labels = labels.to(logits.dtype)
     mask = _mask(labels, label_mask)
     positive = labels * mask  # [B, C]
@@ -72,8 +78,10 @@ def ranking_loss(
     violation = margin - logits.unsqueeze(2) + logits.unsqueeze(1)
     pair_mask = positive.unsqueeze(2) * negative.unsqueeze(1)
     hinge = F.relu(violation) * pair_mask
-    violating = (hinge > 0).to(logits.dtype).sum()
-    return hinge.sum() / violating.clamp(min=1.0)
+    per_image_hinge = hinge.sum(dim=(1, 2))  # [B]
+    per_image_violating = (hinge > 0).to(logits.dtype).sum(dim=(1, 2))  # [B]
+    # An image without violations has a zero hinge sum: dividing by max(count, 1) gives its 0.
+    return (per_image_hinge / per_image_violating.clamp(min=1.0)).mean()
 
 
 def l1_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ registered by `ovmlc.hub` through `core/hooks.py`; the pipeline file copied next
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -172,6 +173,13 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         """Modules whose weights determine `encode_image_features` (keys the trainer's feature cache; the trainer
         refuses the cache when one of their parameters is trainable). Default: CLIP's vision tower + projection."""
         return self.clip.vision_model, self.clip.visual_projection
+
+    def ranking_scores(self) -> contextlib.AbstractContextManager[str | None]:
+        """Context in which `forward` gives the scores that paper-style tables rank (mAP, P/R/F1@K), for methods whose
+        predicted scores carry something papers do not rank by (CLIP zero-shot's reference prompt). Yields a short
+        description of those scores (recorded in metrics.json), or None when they are the predicted scores (the
+        default, every trained method)."""
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -11,9 +11,13 @@ Scores file (`scores.npz`, the contract between inference and metrics), written 
 | `unseen` | `[C]` | bool | True for labels held out of training (all False without a seen/unseen split) |
 | `image_ids` | `[N]` | unicode str | optional: which image each row is |
 | `unseen_scores` | `[N, C_unseen]` | float32 | optional: the unseen labels scored on their own (see below) |
+| `threshold_scores` | `[N, C]` | float32 | optional: the scores the threshold metrics use, when they are not `scores` |
 
 `unseen_scores` is for models whose scores depend on the scored label set (MKT normalises across labels): their ZSL
 protocol scores the unseen labels alone, so the views over unseen labels use these columns instead of the GZSL ones.
+`threshold_scores` is for models whose paper-style ranking scores differ from their predicted scores (CLIP zero-shot
+ranks the plain cosine, `model.ranking_scores()`, but predicts and calibrates with its reference prompt): `scores`
+holds the ranking scores, `threshold_scores` the predicted ones that calibrated thresholds apply to.
 Any other key is ignored. The file is read with `allow_pickle=False`, so names must be stored as a unicode array
 (`np.asarray(names, dtype=str)`), not as Python objects.
 
@@ -25,6 +29,7 @@ score thresholds on a validation split.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -49,15 +54,23 @@ from .metrics import (
     LABEL_POSITIVE,
     LABEL_UNANNOTATED,
     EvaluationProtocol,
+    average_precision,
     load_protocol,
     precision_recall_curve,
     select_view,
+    threshold_f1_curve,
 )
 from .metrics import evaluate_protocol as _evaluate_protocol
 
 SCORES_FILE_KEYS = ("scores", "labels", "label_names", "unseen")
-OPTIONAL_SCORES_FILE_KEYS = ("image_ids", "unseen_scores")
-VIEW_TITLES = {"zsl": "ZSL", "gzsl": "GZSL", "seen": "Seen", "all": "All labels"}
+OPTIONAL_SCORES_FILE_KEYS = ("image_ids", "unseen_scores", "threshold_scores")
+VIEW_TITLES = {
+    "zsl": "ZSL",
+    "gzsl": "GZSL",
+    "seen": "Seen",
+    "all": "All labels",
+    "with_positive": "All labels, images with a positive",
+}
 
 
 class ScoresFileError(ValueError):
@@ -74,6 +87,7 @@ class ScoresFile:
     unseen: np.ndarray  # [C] bool
     image_ids: list[str] | None = None  # [N]
     unseen_scores: np.ndarray | None = None  # [N, C_unseen] float32: unseen labels scored alone (see module docstring)
+    threshold_scores: np.ndarray | None = None  # [N, C] float32: predicted scores, when `scores` are ranking scores
 
     @property
     def num_images(self) -> int:
@@ -93,6 +107,7 @@ def save_scores(
     unseen: Any = None,
     image_ids: Sequence[str] | None = None,
     unseen_scores: Any = None,
+    threshold_scores: Any = None,
 ) -> Path:
     """Write a scores file; `unseen=None` means no seen/unseen split. The content is validated before writing."""
     path = Path(path)
@@ -108,6 +123,8 @@ def save_scores(
         arrays["image_ids"] = np.asarray(list(image_ids), dtype=str)
     if unseen_scores is not None:
         arrays["unseen_scores"] = np.asarray(unseen_scores, dtype=np.float32)
+    if threshold_scores is not None:
+        arrays["threshold_scores"] = np.asarray(threshold_scores, dtype=np.float32)
     _validate_scores_arrays(arrays, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:  # a file handle keeps numpy from appending ".npz" to other suffixes
@@ -211,6 +228,13 @@ def _validate_scores_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Sco
         if not np.issubdtype(unseen_scores.dtype, np.floating) or np.isnan(unseen_scores).any():
             raise fail("unseen_scores", f"must hold floats without NaN (dtype {unseen_scores.dtype}).")
         unseen_scores = unseen_scores.astype(np.float32, copy=False)
+    threshold_scores = arrays.get("threshold_scores")
+    if threshold_scores is not None:
+        if threshold_scores.shape != scores.shape:
+            raise fail("threshold_scores", f"has shape {threshold_scores.shape} but `scores` has shape {scores.shape}.")
+        if not np.issubdtype(threshold_scores.dtype, np.floating) or np.isnan(threshold_scores).any():
+            raise fail("threshold_scores", f"must hold floats without NaN (dtype {threshold_scores.dtype}).")
+        threshold_scores = threshold_scores.astype(np.float32, copy=False)
     return ScoresFile(
         scores=scores.astype(np.float32, copy=False),
         labels=labels.astype(np.int8),
@@ -218,6 +242,7 @@ def _validate_scores_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Sco
         unseen=unseen.astype(bool),
         image_ids=image_ids,
         unseen_scores=unseen_scores,
+        threshold_scores=threshold_scores,
     )
 
 
@@ -233,12 +258,14 @@ def score_dataset(
     batch_size: int = 32,
     limit: int | None = None,
     progress: bool = True,
+    ranking: bool = False,
 ) -> np.ndarray:
     """Sigmoid scores `[N, C]` (float32) of `model` on the first `limit` (default all) images of a dataset split.
 
     `model` is an `OVMLCPreTrainedModel`; `dataset_split` is a `datasets.Dataset` with an `image` column (canonical
     schema) or with a `pixel_values` column (a split that already carries a transform). Label embeddings are encoded
-    once; the model is put in eval mode for the pass and restored afterwards.
+    once; the model is put in eval mode for the pass and restored afterwards. `ranking=True` scores under
+    `model.ranking_scores()`: the scores paper-style tables rank (differ from the predicted ones for CLIP zero-shot).
     """
     import torch
     from tqdm.auto import tqdm
@@ -252,7 +279,7 @@ def score_dataset(
     model.eval()
     try:
         # no_grad rather than inference_mode: label embeddings may be cached and reused by a training step.
-        with torch.no_grad():
+        with torch.no_grad(), model.ranking_scores() if ranking else contextlib.nullcontext():
             label_embeds = model.encode_labels(label_names)  # [C, D]
             for start in tqdm(
                 range(0, num_images, batch_size), desc="scoring", unit="batch", disable=not progress, leave=False
@@ -264,6 +291,13 @@ def score_dataset(
     finally:
         model.train(was_training)
     return scores
+
+
+def ranking_score_description(model: Any) -> str | None:
+    """What `model.ranking_scores()` switches to (recorded in metrics.json), or None when a model ranks its predicted
+    scores (every trained method)."""
+    with model.ranking_scores() as description:
+        return description
 
 
 def unseen_labels_scored_alone(
@@ -410,6 +444,7 @@ def evaluate_scores(
         protocol,
         thresholds=thresholds,
         unseen_scores=scores_file.unseen_scores,
+        threshold_scores=scores_file.threshold_scores,
     )
     report["provenance"] = {"created": datetime.now().isoformat(timespec="seconds"), **provenance}
     if thresholds is not None and isinstance(thresholds, Mapping):
@@ -463,10 +498,13 @@ def evaluate_model(
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(protocol.name)
     evaluated = _first_rows(dataset[split], limit)
 
-    def score(names: list[str]) -> np.ndarray:
-        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress)
+    def score(names: list[str], ranking: bool = True) -> np.ndarray:
+        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress, ranking=ranking)
 
-    scores = score(label_names)
+    scores = score(label_names)  # what paper-style tables rank
+    ranking_description = ranking_score_description(model)
+    # The predicted scores, for the threshold metrics, when the ranking scores are something else (CLIP zero-shot).
+    threshold_scores = score(label_names, ranking=False) if ranking_description is not None else None
     unseen_scores = unseen_labels_scored_alone(model, label_names, unseen, score)
     labels = np.asarray(ovmlc_data.label_matrix(evaluated, label_names), dtype=np.int8)
     image_ids = list(evaluated["image_id"]) if "image_id" in evaluated.column_names else None
@@ -478,6 +516,7 @@ def evaluate_model(
         unseen,
         image_ids=image_ids,
         unseen_scores=unseen_scores,
+        threshold_scores=threshold_scores,
     )
     provenance = {
         "model": model_id,
@@ -486,6 +525,8 @@ def evaluate_model(
         "limit": limit,
         "scores_file": str(scores_path),
     }
+    if ranking_description is not None:
+        provenance["ranking_scores"] = ranking_description
 
     thresholds = None
     if calibrate_split is not None:
@@ -504,7 +545,7 @@ def evaluate_model(
             dataset=dataset_id,
         )
         provenance["calibrate_split"] = calibrate_split
-    scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids, unseen_scores)
+    scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids, unseen_scores, threshold_scores)
     return evaluate_scores(
         scores_file, protocol, output_dir=output_dir, thresholds=thresholds, plots=plots, provenance=provenance
     )
@@ -601,13 +642,15 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
     with_wmap = settings["weighted_map"]
     provenance = report.get("provenance", {})
     lines = [f"# Evaluation results: protocol `{protocol}`", ""]
-    for key in ("model", "dataset", "split", "scores_file", "limit", "calibrate_split", "created"):
+    for key in ("model", "dataset", "split", "scores_file", "limit", "calibrate_split", "ranking_scores", "created"):
         if provenance.get(key) is not None:
             lines.append(f"- {key.replace('_', ' ')}: `{provenance[key]}`")
+    row_pooled = settings.get("ap_mode") == "row_pooled"
     lines += [
         f"- protocol `{protocol}`: {report['description']}",
         f"- definitions from: {report['citation']}",
-        f"- ties: `{settings['ties']}`; classes without positives: `{settings['no_positive_class']}`",
+        f"- ties: `{settings['ties']}`; classes without positives: `{settings['no_positive_class']}`; AP: "
+        f"`{settings.get('ap_mode', 'per_class')}`",
         "",
         "All numbers in %. P/R/F1@K are pooled over images (every kept image makes K predictions).",
         "",
@@ -618,6 +661,8 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
     header.append("mAP")
     if with_wmap:
         header.append("WmAP")
+    if row_pooled:
+        header.append("per-class mAP")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     bounds = []
     for name, view in report["views"].items():
@@ -630,8 +675,16 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
         row.append(_percent(view["mAP"]))
         if with_wmap:
             row.append(_percent(view.get("WmAP")))
+        if row_pooled:
+            row.append(_percent(view.get("mAP_per_class")))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if row_pooled:
+        lines += [
+            "mAP (and WmAP) use BiAM's row-pooled Open Images AP: each class ranks every annotated entry of the images "
+            "annotated for it, across labels; per-class mAP is the true per-class AP of the same scores.",
+            "",
+        ]
     if bounds:
         lines += ["Best F1@K any ranking can reach on these images: " + "; ".join(bounds) + ".", ""]
     notes = [
@@ -654,24 +707,50 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
         ]
         for name, metrics in threshold_views.items():
             values = " | ".join(_percent(metrics[column]) for column in columns)
-            lines.append(f"| {VIEW_TITLES.get(name, name)} | {metrics['source']} | {values} |")
-        lines.append("")
-    filters = [
-        f"{VIEW_TITLES.get(name, name)}: {view['labels']} labels, image filter `{view['image_filter']}` "
-        f"({view['num_images_dropped']} images dropped), class filter `{view['class_filter']}` "
-        f"({view['num_labels_dropped']} labels dropped, {view['num_labels_without_positives']} without positives)"
-        for name, view in report["views"].items()
-    ]
-    lines += ["## Views", ""] + [f"- {line}" for line in filters]
+            source = f"{metrics['source']} (score {metrics.get('rule', '>=')} t)"
+            lines.append(f"| {VIEW_TITLES.get(name, name)} | {source} | {values} |")
+            for k, block in report["views"][name].get("threshold_top_k", {}).items():
+                values = " | ".join(_percent(block.get(column)) for column in columns)
+                lines.append(f"| {VIEW_TITLES.get(name, name)} | top-{k} that pass {source} | {values} |")
+        lines += [
+            "",
+            "CF1 = 2·CP·CR/(CP+CR) (ML-GCN); macro_f1 = mean of the per-class F1 (what DualCoOp reports as F_C). "
+            f"Unannotated entries: `{settings.get('threshold_unannotated', 'ignore')}` (negative: a prediction on "
+            "one is a false positive).",
+            "",
+        ]
+    lines += ["## Views", ""] + [f"- {_view_line(name, view)}" for name, view in report["views"].items()]
     for name, reason in report.get("skipped_views", {}).items():
         lines.append(f"- {VIEW_TITLES.get(name, name)}: skipped ({reason})")
     lines.append("")
     return "\n".join(lines)
 
 
+def _view_line(name: str, view: Mapping[str, Any]) -> str:
+    """One line per view: its labels, and the images and labels each filter keeps (counts people check first)."""
+    total = view["num_images"] + view["num_images_dropped"]
+    by_filter = view.get("num_images_by_filter", {})
+    counts = ", ".join(f"`{key}` {value:,}" for key, value in by_filter.items())
+    line = (
+        f"{VIEW_TITLES.get(name, name)}: {view['labels']} labels; images kept by `{view['image_filter']}`: "
+        f"{view['num_images']:,} of {total:,}"
+        + (f" (per image filter: {counts})" if counts else "")
+        + f"; labels kept by class filter `{view['class_filter']}`: {view['num_labels']:,} of "
+        f"{view['num_labels'] + view['num_labels_dropped']:,} ({view['num_labels_without_positives']:,} without "
+        "positives)"
+    )
+    if "num_top_k_labels" in view:
+        line += f"; top-K chooses among {view['num_top_k_labels']:,} labels (`{view['top_k_class_filter']}`)"
+    if view.get("scored_labels"):
+        line += f"; scored: {view['scored_labels']}"
+    return line
+
+
 def write_per_label_csv(report: Mapping[str, Any], path: str | Path) -> Path:
     """One row per (view, label): AP, positives, annotated images, and threshold P/R/F1 when computed."""
     columns = ["protocol", "view", "label", "unseen", "ap", "num_positives", "num_annotated"]
+    if any("mAP_per_class" in view for view in report["views"].values()):
+        columns.insert(columns.index("ap") + 1, "ap_per_class")
     if any("threshold" in view for view in report["views"].values()):
         columns += ["threshold", "precision", "recall", "f1"]
     path = Path(path)
@@ -691,8 +770,10 @@ def write_plots(
     scores_file: ScoresFile | None = None,
     protocol: EvaluationProtocol | None = None,
 ) -> dict[str, Path]:
-    """Per-label AP bar chart (sorted), seen vs unseen AP distribution and, with the scores, precision-recall curves
-    of the best and worst labels; all for the GZSL view (or the only view). Uses matplotlib's Agg canvas only."""
+    """Per-label AP bar chart (sorted) and seen vs unseen AP distribution of the GZSL view (or the only view); with the
+    scores (`scores_file` and `protocol`) also precision-recall curves of labels spread over the AP range (one panel
+    per view), threshold -> F1 (global threshold, and the calibrated per-label thresholds' F1) and score histograms of
+    seen vs unseen labels. Uses matplotlib's Agg canvas only."""
     from matplotlib.figure import Figure
 
     output_dir = Path(output_dir)
@@ -755,27 +836,171 @@ def write_plots(
     figure.savefig(written["ap_distribution_plot"], dpi=110)
 
     if scores_file is not None and protocol is not None:
-        view_spec = next(spec for spec in protocol.views if spec.name == view_name)
-        selection = select_view(scores_file.labels, scores_file.unseen, view_spec)
-        view_scores, view_labels = selection.take(scores_file.scores), selection.take(scores_file.labels)
-        column_of = {
-            scores_file.label_names[column]: position for position, column in enumerate(selection.label_indices)
-        }
-        with_positives = [row for row in rows if row["num_positives"] > 0]
-        chosen = with_positives[:3] + [row for row in with_positives[-3:] if row not in with_positives[:3]]
-        figure = Figure(figsize=(6.0, 4.5), layout="constrained")
-        axes = figure.add_subplot()
-        for rank, row in enumerate(chosen):
-            column = column_of[row["label"]]
-            precision, recall = precision_recall_curve(view_scores[:, column], view_labels[:, column], protocol.ties)
-            style = "-" if rank < 3 else "--"
-            axes.plot(recall, precision, style, label=f"{row['label']} (AP {100 * row['ap']:.1f})")
+        written.update(_write_score_plots(report, output_dir, scores_file, protocol, view_name))
+    return written
+
+
+@dataclass
+class _ViewData:
+    """A view's score and label matrices as the report computed them (AP / threshold columns)."""
+
+    name: str
+    scores: np.ndarray  # [n, c] ranking scores (unseen labels scored alone where the report did so)
+    threshold_scores: np.ndarray  # [n, c] the scores the threshold metrics used
+    labels: np.ndarray  # [n, c]
+    label_names: list[str]  # [c]
+    unseen: np.ndarray  # [c]
+
+
+def _view_data(scores_file: ScoresFile, protocol: EvaluationProtocol, view_name: str) -> _ViewData:
+    spec = next(spec for spec in protocol.views if spec.name == view_name)
+    labels = scores_file.labels
+    if protocol.unannotated == "negative":
+        labels = np.where(labels == LABEL_UNANNOTATED, -1, labels).astype(np.int8)
+    selection = select_view(labels, scores_file.unseen, spec)
+    scores = scores_file.scores
+    if scores_file.unseen_scores is not None and spec.labels == "unseen":
+        scores = scores.copy()
+        scores[:, scores_file.unseen] = scores_file.unseen_scores
+    threshold_scores = scores if scores_file.threshold_scores is None else scores_file.threshold_scores
+    return _ViewData(
+        name=view_name,
+        scores=selection.take(scores),
+        threshold_scores=selection.take(threshold_scores),
+        labels=selection.take(labels),
+        label_names=[scores_file.label_names[column] for column in selection.label_indices],
+        unseen=scores_file.unseen[selection.label_indices],
+    )
+
+
+def pick_labels_across_ap(ap: Sequence[float], count: int = 5) -> list[int]:
+    """Indices of up to `count` labels spread over the AP *values* (best, worst and the labels closest to evenly spaced
+    APs between them, so a cluster of near-perfect labels does not fill the plot), one label per distinct AP (rounded
+    to 0.01 points) so that no two curves coincide; best first, NaN APs skipped."""
+    by_value: dict[float, int] = {}
+    for index in np.argsort(-np.asarray(ap, dtype=np.float64), kind="stable"):
+        value = float(ap[index])
+        if not math.isnan(value):
+            by_value.setdefault(round(value, 4), int(index))
+    values = np.array(list(by_value))  # distinct APs, descending
+    if values.size <= count:
+        return list(by_value.values())
+    chosen: list[int] = []
+    for target in np.linspace(values[0], values[-1], count):
+        free = [position for position in range(values.size) if position not in chosen]
+        chosen.append(min(free, key=lambda position: abs(values[position] - target)))
+    return [list(by_value.values())[position] for position in sorted(chosen)]
+
+
+def precision_at_positives(scores: Any, labels: Any, ties: str = "stable") -> tuple[np.ndarray, np.ndarray]:
+    """The points AP averages over: `(recall, precision)` after each positive of one class ranked by descending score
+    (annotated images only), so that the step curve from recall 0 encloses exactly the per-class AP."""
+    precision, recall = precision_recall_curve(scores, labels, ties)
+    ranked_positive = np.diff(np.r_[0.0, np.nan_to_num(recall)]) > 0  # recall grows exactly at positives
+    return recall[ranked_positive], precision[ranked_positive]
+
+
+def _write_score_plots(
+    report: Mapping[str, Any],
+    output_dir: Path,
+    scores_file: ScoresFile,
+    protocol: EvaluationProtocol,
+    main_view: str,
+) -> dict[str, Path]:
+    """The plots that need the scores: PR curves per view, threshold -> F1 and (with unseen labels) score histograms."""
+    from matplotlib.figure import Figure
+
+    written = {}
+    views = {name: _view_data(scores_file, protocol, name) for name in report["views"]}
+
+    # Precision-recall: one panel per view, labels spread over the AP range (per-class AP, what the curve encloses).
+    figure = Figure(figsize=(4.2 * len(views), 4.2), layout="constrained")
+    for panel, (name, data) in enumerate(views.items(), start=1):
+        axes = figure.add_subplot(1, len(views), panel)
+        ap = average_precision(data.scores, data.labels, ties=protocol.ties, no_positive="exclude")
+        for index in pick_labels_across_ap(ap):
+            recall, precision = precision_at_positives(data.scores[:, index], data.labels[:, index], protocol.ties)
+            axes.plot(
+                np.r_[0.0, recall],
+                np.r_[precision[:1], precision],
+                drawstyle="steps-pre",
+                label=f"{data.label_names[index]}{' (unseen)' if data.unseen[index] else ''}: AP {100 * ap[index]:.1f}",
+            )
         axes.set_xlabel("recall")
         axes.set_ylabel("precision")
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1.02)
+        axes.legend(fontsize=7, loc="lower left")
+        axes.set_title(f"{VIEW_TITLES.get(name, name)}: labels across the AP range", fontsize=9)
+    figure.suptitle(f"Precision-recall ({report['protocol']}; per-class AP = area under each step curve)", fontsize=9)
+    written["pr_curves_plot"] = output_dir / PLOT_FILE_NAMES["pr_curves"]
+    figure.savefig(written["pr_curves_plot"], dpi=110)
+
+    # Threshold -> F1 on the main view (predicted scores), with the calibrated thresholds' result when there is one.
+    data = views[main_view]
+    annotated = data.threshold_scores[data.labels != LABEL_UNANNOTATED]
+    if annotated.size:
+        grid = np.linspace(float(annotated.min()), float(annotated.max()), 201)
+        curve = threshold_f1_curve(
+            data.threshold_scores,
+            data.labels,
+            grid,
+            no_positive=protocol.no_positive_class,
+            unannotated=protocol.threshold_unannotated,
+        )
+        figure = Figure(figsize=(6.5, 4.2), layout="constrained")
+        axes = figure.add_subplot()
+        axes.plot(grid, 100 * curve["overall_f1"], color="tab:blue", label="overall F1 (OF1), one global threshold")
+        axes.plot(grid, 100 * curve["macro_f1"], color="tab:green", label="macro-F1, one global threshold")
+        block = report["views"][main_view].get("threshold")
+        global_threshold = (report.get("calibrated_thresholds") or {}).get("global_threshold")
+        if block is not None and block["source"] == "calibrated":
+            for key, color, what in (("OF1", "tab:blue", "OF1"), ("macro_f1", "tab:green", "macro-F1")):
+                if block.get(key) is not None:
+                    axes.axhline(
+                        100 * block[key], color=color, linestyle="--", label=f"{what}, calibrated per-label thresholds"
+                    )
+        if global_threshold is not None:
+            axes.axvline(global_threshold, color="gray", linestyle=":", label="calibrated global threshold")
+        elif block is not None and block["source"] == "protocol":
+            axes.axvline(protocol.threshold, color="gray", linestyle=":", label="the preset's threshold")
+        axes.set_xlabel("threshold (predict score >= t)")
+        axes.set_ylabel("F1 (%)")
+        axes.set_ylim(0, 100)
         axes.legend(fontsize=7)
-        axes.set_title(f"Best (solid) and worst (dashed) labels ({title})")
-        written["pr_curves_plot"] = output_dir / PLOT_FILE_NAMES["pr_curves"]
-        figure.savefig(written["pr_curves_plot"], dpi=110)
+        axes.set_title(f"Threshold -> F1 ({report['protocol']} · {VIEW_TITLES.get(main_view, main_view)})", fontsize=9)
+        written["threshold_f1_plot"] = output_dir / PLOT_FILE_NAMES["threshold_f1"]
+        figure.savefig(written["threshold_f1_plot"], dpi=110)
+
+    # Score histograms of seen vs unseen labels (GZSL): the bias the ZSL/GZSL gap comes from. The predicted scores
+    # (what thresholds see; CLIP zero-shot's plain cosine saturates its sigmoid), binned over their central 99%.
+    if data.unseen.any() and (~data.unseen).any():
+        figure = Figure(figsize=(9.0, 3.8), layout="constrained")
+        scores = data.threshold_scores
+        low, high = np.quantile(scores[data.labels != LABEL_UNANNOTATED], [0.005, 0.995])
+        bins = np.linspace(float(low), float(high), 41) if high > low else 40
+        for panel, (value, what) in enumerate(((1, "positive"), (-1, "negative")), start=1):
+            axes = figure.add_subplot(1, 2, panel)
+            for is_unseen, color, group in ((False, "tab:blue", "seen"), (True, "tab:orange", "unseen")):
+                entries = scores[:, data.unseen == is_unseen][data.labels[:, data.unseen == is_unseen] == value]
+                if entries.size:
+                    axes.hist(
+                        entries,
+                        bins=bins,
+                        density=True,
+                        alpha=0.55,
+                        color=color,
+                        label=f"{group} labels (n={entries.size:,}, median {np.median(entries):.3g})",
+                    )
+            axes.set_xlabel("predicted score (central 99% of the range)")
+            axes.set_ylabel("density")
+            axes.legend(fontsize=7)
+            axes.set_title(f"{what} entries", fontsize=9)
+        figure.suptitle(
+            f"Scores of seen vs unseen labels ({report['protocol']} · {VIEW_TITLES.get(main_view, main_view)}, "
+            "ranked together)",
+            fontsize=9,
+        )
+        written["score_histograms_plot"] = output_dir / PLOT_FILE_NAMES["score_histograms"]
+        figure.savefig(written["score_histograms_plot"], dpi=110)
     return written

@@ -13,13 +13,21 @@ same numbers):
   `sklearn.metrics.average_precision_score` when there are no ties). A class without positives has no AP: it counts as
   0 and stays in the mean (`no_positive="zero"`, BiAM/MKT/QKS/DualCoOp) or is left out of the mean
   (`no_positive="exclude"`).
+* **Row-pooled AP** (`ap_mode: row_pooled`; BiAM's Open Images `util_openimages.compute_AP`, which MKT's Open Images
+  table quotes): for class c, take the images annotated for c and rank *every annotated entry of every evaluated
+  class in those images* together (one pooled list of (image, label) entries); `AP_c` is the non-interpolated AP of
+  that list. It depends on how scores compare across classes; it is 0 (or excluded) when the pooled list holds no
+  positive. See `row_pooled_average_precision`.
 * **mAP** = mean of AP over the evaluated classes. **WmAP** (BiAM Open Images) = `sum_c n+_c AP_c / sum_c n+_c`.
 * **P@K, R@K, F1@K** ("overall", pooled over images): each kept image predicts its K best labels,
   `P = TP / (N * K)` (images without positives still contribute K predictions), `R = TP / sum_i |positives_i|`,
   `F1 = 2PR / (P + R)`.
-* **P/R/F1 at a threshold** (partial-label setting): predicted positive means `score >= threshold`; per class
-  `P_c = TP_c / (TP_c + FP_c)`, `R_c = TP_c / (TP_c + FN_c)`; class-averaged CP, CR, CF1 = 2 CP CR / (CP + CR) and
-  overall (pooled) OP, OR, OF1 as in ML-GCN; macro-F1 = mean of the per-class F1.
+* **P/R/F1 at a threshold** (partial-label setting): predicted positive means `score >= threshold` (or `>`, as
+  DualCoOp); per class `P_c = TP_c / (TP_c + FP_c)`, `R_c = TP_c / (TP_c + FN_c)`; class-averaged CP, CR,
+  CF1 = 2 CP CR / (CP + CR) and overall (pooled) OP, OR, OF1 as in ML-GCN; macro-F1 = mean of the per-class F1 (what
+  DualCoOp reports as its class-averaged F). Unannotated entries are ignored, or (ML-GCN, whose VOC "difficult"
+  entries are unannotated here) a prediction on them is a false positive. Optionally only each image's top-K labels
+  that pass the threshold are predicted (ML-GCN's "top-3" CP ... OF1).
 
 Tie policy (the reference code uses `torch.sort` / `torch.topk`, whose order among equal scores is unspecified; ours is
 always deterministic):
@@ -33,7 +41,7 @@ Undefined numbers (a precision over zero predictions, a recall over zero positiv
 functions and `None` in the report dict of `evaluate_protocol`.
 
 Evaluation presets ("protocols": which label set each view ranks, which images and classes it keeps, K values, ...)
-live as YAML files in `ovmlc/protocols/`; see `load_protocol`, `list_protocols` and `evaluate_protocol`.
+live as YAML files in `ovmlc/evaluation/protocols/`; see `load_protocol`, `list_protocols` and `evaluate_protocol`.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ NO_POSITIVE_POLICIES = ("zero", "exclude")
 IMAGE_FILTERS = ("all", "has_positive")
 CLASS_FILTERS = ("none", "annotated_only")
 VIEW_LABEL_SETS = ("unseen", "seen", "all")
+AP_MODES = ("per_class", "row_pooled")
+UNANNOTATED_POLICIES = ("ignore", "negative")
+THRESHOLD_RULES = (">=", ">")
 
 from ..resources import PROTOCOLS_DIR  # noqa: E402
 
@@ -242,6 +253,53 @@ def weighted_mean_average_precision(scores: Any, labels: Any, ties: str = "stabl
     return float(_divide((num_positives * ap).sum(), num_positives.sum()))
 
 
+def row_pooled_average_precision(
+    scores: Any, labels: Any, ties: str = "stable", no_positive: str = "zero"
+) -> np.ndarray:
+    """BiAM's Open Images "AP" (`util_openimages.compute_AP`), per class: a row-pooled AP.
+
+    For class c, the images annotated for c (`labels[:, c] != 0`) are taken and *every annotated entry of every column
+    in those images* is ranked together by score; `AP_c` is the non-interpolated AP of that pooled list (positives =
+    the +1 entries of any column). So it depends on how scores compare across classes, and two classes annotated on
+    the same images get the same value. A class whose pooled list holds no positive gets 0.0 (`no_positive="zero"`,
+    as BiAM) or NaN (`"exclude"`). Ties: `"stable"` keeps row-major (image, then label) order, the order in which
+    BiAM's code flattens the entries; `"pessimistic"` / `"optimistic"` put negatives / positives first.
+
+    Cost: one global sort of the annotated entries, then per class a sort of integer ranks over its images' entries
+    (`sum over images of (annotated entries)^2` in all). Returns a float64 array [C].
+    """
+    scores, labels = _scores_and_labels(scores, labels)
+    _check_choice(no_positive, NO_POSITIVE_POLICIES, "no-positive policy")
+    num_images, num_classes = scores.shape
+    annotated = labels != LABEL_UNANNOTATED  # [N, C]
+    entry_rows, entry_cols = np.nonzero(annotated)  # [E] each, row-major: entries of one image are contiguous
+    entry_positive = labels[entry_rows, entry_cols] == LABEL_POSITIVE  # [E]
+    order = rank_order(scores[entry_rows, entry_cols][None, :], entry_positive[None, :], ties, axis=1)[0]  # [E]
+    position = np.empty(order.size, dtype=np.int64)
+    position[order] = np.arange(order.size)  # global rank of each entry
+    positive_at_position = entry_positive[order]  # [E]
+    row_counts = np.bincount(entry_rows, minlength=num_images)  # [N] annotated entries per image
+    row_starts = np.cumsum(row_counts) - row_counts  # [N] first entry of each image
+    class_ids, class_rows = np.nonzero(annotated.T)  # images annotated for each class, grouped by class
+    class_bounds = np.searchsorted(class_ids, np.arange(num_classes + 1))  # [C + 1]
+    ap = np.full(num_classes, np.nan if no_positive == "exclude" else 0.0)
+    for column in range(num_classes):
+        rows = class_rows[class_bounds[column] : class_bounds[column + 1]]
+        counts = row_counts[rows]
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        # Entry indices of these images: each image's contiguous block, concatenated.
+        entries = np.repeat(row_starts[rows] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+        is_positive = positive_at_position[np.sort(position[entries])]  # [total], in pooled rank order
+        num_positives = int(is_positive.sum())
+        if num_positives == 0:
+            continue
+        ranks = np.flatnonzero(is_positive) + 1
+        ap[column] = float((np.arange(1, num_positives + 1) / ranks).sum() / num_positives)
+    return ap
+
+
 def _nanmean(values: np.ndarray) -> float:
     kept = values[~np.isnan(values)]
     return float(kept.mean()) if kept.size else math.nan
@@ -331,13 +389,26 @@ def top_k_metrics(scores: Any, labels: Any, k: int, ties: str = "stable") -> dic
     }
 
 
-def threshold_metrics(scores: Any, labels: Any, thresholds: Any = 0.5, no_positive: str = "zero") -> dict[str, Any]:
+def threshold_metrics(
+    scores: Any,
+    labels: Any,
+    thresholds: Any = 0.5,
+    no_positive: str = "zero",
+    rule: str = ">=",
+    unannotated: str = "ignore",
+    top_k: int | None = None,
+    ties: str = "stable",
+) -> dict[str, Any]:
     """Per-class and overall precision, recall and F1 when every label with `score >= threshold` is predicted.
 
-    `thresholds` is a scalar or a vector [C] (one per label). Only annotated entries count. Per class, a precision over
-    zero predictions is 0; a class without positives gets recall, F1 = 0 (`no_positive="zero"`) or NaN and is left out
-    of the class averages (`"exclude"`). Returns per-class arrays (`per_class_precision`, `per_class_recall`,
-    `per_class_f1`, `per_class_true_positives`, ...) and the scalars CP, CR, CF1, macro_f1, OP, OR, OF1.
+    `thresholds` is a scalar or a vector [C] (one per label); `rule=">"` predicts `score > threshold` (DualCoOp).
+    Unannotated entries are ignored (`unannotated="ignore"`), or a prediction on one is a false positive
+    (`"negative"`: ML-GCN's VOC "difficult" entries); they are never false negatives. With `top_k`, only each image's
+    `top_k` highest-scoring labels that also pass the threshold are predicted (ML-GCN's "top-3" metrics; equal scores
+    at the cut resolved by `ties`). Per class, a precision over zero predictions is 0; a class without positives gets
+    recall, F1 = 0 (`no_positive="zero"`) or NaN and is left out of the class averages (`"exclude"`). Returns
+    per-class arrays (`per_class_precision`, `per_class_recall`, `per_class_f1`, `per_class_true_positives`, ...) and
+    the scalars CP, CR, CF1, macro_f1, OP, OR, OF1.
     """
     scores, labels = _scores_and_labels(scores, labels)
     _check_choice(no_positive, NO_POSITIVE_POLICIES, "no-positive policy")
@@ -346,10 +417,15 @@ def threshold_metrics(scores: Any, labels: Any, thresholds: Any = 0.5, no_positi
         raise ValueError(
             f"`thresholds` must be a scalar or a vector of {scores.shape[1]} values, got {thresholds.shape}."
         )
-    predicted = scores >= thresholds  # [N, C]
+    _check_choice(rule, THRESHOLD_RULES, "threshold rule")
+    _check_choice(unannotated, UNANNOTATED_POLICIES, "unannotated policy")
+    predicted = scores >= thresholds if rule == ">=" else scores > thresholds  # [N, C]
+    if top_k is not None:
+        predicted &= top_k_mask(scores, top_k, labels=labels, ties=ties)
     is_positive = labels == LABEL_POSITIVE
+    counted_negative = labels != LABEL_POSITIVE if unannotated == "negative" else labels == LABEL_NEGATIVE
     true_positives = (predicted & is_positive).sum(axis=0)  # [C]
-    false_positives = (predicted & (labels == LABEL_NEGATIVE)).sum(axis=0)
+    false_positives = (predicted & counted_negative).sum(axis=0)
     false_negatives = (~predicted & is_positive).sum(axis=0)
     num_positives = true_positives + false_negatives
 
@@ -378,6 +454,52 @@ def threshold_metrics(scores: Any, labels: Any, thresholds: Any = 0.5, no_positi
         "OR": overall_recall,
         "OF1": float(f1_from_precision_recall(overall_precision, overall_recall)),
     }
+
+
+def threshold_f1_curve(
+    scores: Any,
+    labels: Any,
+    thresholds: Any,
+    no_positive: str = "zero",
+    unannotated: str = "ignore",
+) -> dict[str, np.ndarray]:
+    """OF1 (pooled) and macro-F1 (mean per-class F1) when every label with `score >= t` is predicted, for each `t`
+    of a grid: the same numbers as `threshold_metrics(scores, labels, t)["OF1" / "macro_f1"]` at every grid point,
+    computed in one pass over the matrix (a histogram of the scores on the grid per label).
+
+    `thresholds` is a vector [T] (sorted here). Returns `{"thresholds": [T], "overall_f1": [T], "macro_f1": [T]}`.
+    """
+    scores, labels = _scores_and_labels(scores, labels)
+    _check_choice(no_positive, NO_POSITIVE_POLICIES, "no-positive policy")
+    _check_choice(unannotated, UNANNOTATED_POLICIES, "unannotated policy")
+    grid = np.sort(np.asarray(_to_numpy(thresholds), dtype=np.float64).reshape(-1))  # [T]
+    num_images, num_classes = scores.shape
+    num_bins = grid.size + 1
+    # Per label, entries by bin b = number of grid points <= score: predicted at grid point j iff b > j.
+    positive_hist = np.zeros((num_classes, num_bins), dtype=np.int64)
+    negative_hist = np.zeros((num_classes, num_bins), dtype=np.int64)
+    block = max(1, _BLOCK_ELEMENTS // max(num_classes, 1))
+    for start in range(0, num_images, block):
+        block_scores, block_labels = scores[start : start + block], labels[start : start + block]
+        bins = np.searchsorted(grid, block_scores, side="right")  # [b, C]
+        keys = np.arange(num_classes) * num_bins + bins  # [b, C]
+        counted_negative = block_labels != LABEL_POSITIVE if unannotated == "negative" else block_labels < 0
+        size = num_classes * num_bins
+        positive_hist += np.bincount(keys[block_labels == LABEL_POSITIVE], minlength=size).reshape(num_classes, -1)
+        negative_hist += np.bincount(keys[counted_negative], minlength=size).reshape(num_classes, -1)
+    # Suffix sums over bins > j: [C, T].
+    true_positives = np.cumsum(positive_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    false_positives = np.cumsum(negative_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    num_positives = positive_hist.sum(axis=1, keepdims=True)  # [C, 1]
+    false_negatives = num_positives - true_positives
+    # F1 = 2TP / (2TP + FP + FN), 0 without any true positive (= 2PR / (P + R) of threshold_metrics).
+    per_class = np.nan_to_num(_divide(2 * true_positives, 2 * true_positives + false_positives + false_negatives))
+    if no_positive == "exclude":
+        per_class = per_class[num_positives[:, 0] > 0]
+    tp, fp, fn = true_positives.sum(axis=0), false_positives.sum(axis=0), false_negatives.sum(axis=0)
+    overall = f1_from_precision_recall(_divide(tp, tp + fp), _divide(tp, tp + fn))
+    macro = per_class.mean(axis=0) if per_class.shape[0] else np.full(grid.size, np.nan)
+    return {"thresholds": grid, "overall_f1": overall, "macro_f1": macro}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -417,11 +539,24 @@ class ProtocolView:
     labels: str  # "unseen" (ZSL), "all" (GZSL, or every label without a split), "seen"
     image_filter: str = "all"
     class_filter: str = "none"
+    # Class filter of the columns top-K chooses from; None = `class_filter`. BiAM's Open Images GZSL takes AP over
+    # the annotated columns but the top K over all 7,586 (never-annotated seen labels included).
+    top_k_class_filter: str | None = None
+
+    @property
+    def top_k_columns_filter(self) -> str:
+        return self.class_filter if self.top_k_class_filter is None else self.top_k_class_filter
+
+    def settings(self) -> dict[str, Any]:
+        settings = {"labels": self.labels, "image_filter": self.image_filter, "class_filter": self.class_filter}
+        if self.top_k_class_filter is not None:
+            settings["top_k_class_filter"] = self.top_k_class_filter
+        return settings
 
 
 @dataclass(frozen=True)
 class EvaluationProtocol:
-    """An evaluation preset, loaded from `ovmlc/protocols/<name>.yaml` (see `load_protocol`)."""
+    """An evaluation preset, loaded from `ovmlc/evaluation/protocols/<name>.yaml` (see `load_protocol`)."""
 
     name: str
     description: str
@@ -432,6 +567,11 @@ class EvaluationProtocol:
     no_positive_class: str = "zero"
     ties: str = "stable"
     threshold: float | None = None
+    ap_mode: str = "per_class"  # "row_pooled": BiAM's Open Images compute_AP (see row_pooled_average_precision)
+    unannotated: str = "ignore"  # "negative": every 0 entry is read as -1 (DualCoOp's VOC "difficult" entries)
+    threshold_rule: str = ">="  # ">" for DualCoOp's `output > 0.5`
+    threshold_unannotated: str = "ignore"  # "negative": a prediction on an unannotated entry is a false positive
+    threshold_top_k: tuple[int, ...] = ()  # also CP..OF1 on each image's top-K predictions that pass the threshold
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -443,10 +583,12 @@ class EvaluationProtocol:
             "no_positive_class": self.no_positive_class,
             "ties": self.ties,
             "threshold": self.threshold,
-            "views": {
-                view.name: {"labels": view.labels, "image_filter": view.image_filter, "class_filter": view.class_filter}
-                for view in self.views
-            },
+            "ap_mode": self.ap_mode,
+            "unannotated": self.unannotated,
+            "threshold_rule": self.threshold_rule,
+            "threshold_unannotated": self.threshold_unannotated,
+            "threshold_top_k": list(self.threshold_top_k),
+            "views": {view.name: view.settings() for view in self.views},
         }
 
 
@@ -460,12 +602,17 @@ _PROTOCOL_KEYS = {
     "no_positive_class",
     "ties",
     "threshold",
+    "ap_mode",
+    "unannotated",
+    "threshold_rule",
+    "threshold_unannotated",
+    "threshold_top_k",
 }
-_VIEW_KEYS = {"labels", "image_filter", "class_filter"}
+_VIEW_KEYS = {"labels", "image_filter", "class_filter", "top_k_class_filter"}
 
 
 def list_protocols() -> list[str]:
-    """Names of the shipped presets (`ovmlc/protocols/*.yaml`)."""
+    """Names of the shipped presets (`ovmlc/evaluation/protocols/*.yaml`)."""
     return sorted(path.stem for path in PROTOCOLS_DIR.glob("*.yaml"))
 
 
@@ -507,11 +654,15 @@ def _protocol_from_dict(data: Any, source: str) -> EvaluationProtocol:
         if key not in data:
             raise fail(f"missing field `{key}`.")
 
-    top_k = data["top_k"]
-    if isinstance(top_k, int):
-        top_k = [top_k]
-    if not isinstance(top_k, list) or not top_k or not all(isinstance(k, int) and k >= 1 for k in top_k):
-        raise fail(f"`top_k` must be a list of positive integers, got {data['top_k']!r}.")
+    def k_list(key: str, value: Any) -> tuple[int, ...]:
+        values = [value] if isinstance(value, int) else value
+        ok = isinstance(values, list) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in values)
+        if not ok:
+            raise fail(f"`{key}` must be a list of positive integers (may be empty), got {value!r}.")
+        return tuple(values)
+
+    top_k = k_list("top_k", data["top_k"])
+    threshold_top_k = k_list("threshold_top_k", data.get("threshold_top_k", []))
 
     views_data = data["views"]
     if not isinstance(views_data, Mapping) or not views_data:
@@ -527,11 +678,18 @@ def _protocol_from_dict(data: Any, source: str) -> EvaluationProtocol:
             "labels": view.get("labels"),
             "image_filter": view.get("image_filter", "all"),
             "class_filter": view.get("class_filter", "none"),
+            "top_k_class_filter": view.get("top_k_class_filter"),
         }
-        choices_by_key = {"labels": VIEW_LABEL_SETS, "image_filter": IMAGE_FILTERS, "class_filter": CLASS_FILTERS}
+        choices_by_key = {
+            "labels": VIEW_LABEL_SETS,
+            "image_filter": IMAGE_FILTERS,
+            "class_filter": CLASS_FILTERS,
+            "top_k_class_filter": (None, *CLASS_FILTERS),
+        }
         for key, choices in choices_by_key.items():
             if settings[key] not in choices:
-                raise fail(f"view `{view_name}`: `{key}` is {settings[key]!r}; choose one of {', '.join(choices)}.")
+                shown = ", ".join(choice for choice in choices if choice is not None)
+                raise fail(f"view `{view_name}`: `{key}` is {settings[key]!r}; choose one of {shown}.")
         views.append(ProtocolView(name=str(view_name), **settings))
 
     no_positive = data.get("no_positive_class", "zero")
@@ -546,17 +704,33 @@ def _protocol_from_dict(data: Any, source: str) -> EvaluationProtocol:
     weighted_map = data.get("weighted_map", False)
     if not isinstance(weighted_map, bool):
         raise fail(f"`weighted_map` must be true or false, got {weighted_map!r}.")
+    choices = {
+        "ap_mode": (data.get("ap_mode", "per_class"), AP_MODES),
+        "unannotated": (data.get("unannotated", "ignore"), UNANNOTATED_POLICIES),
+        "threshold_rule": (data.get("threshold_rule", ">="), THRESHOLD_RULES),
+        "threshold_unannotated": (data.get("threshold_unannotated", "ignore"), UNANNOTATED_POLICIES),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise fail(f"`{key}` is {value!r}; choose one of {', '.join(allowed)}.")
+    if threshold_top_k and threshold is None:
+        raise fail("`threshold_top_k` needs a `threshold` (top-K predictions must also pass it).")
 
     return EvaluationProtocol(
         name=str(data["name"]),
         description=" ".join(str(data["description"]).split()),
         citation=" ".join(str(data["citation"]).split()),
-        top_k=tuple(top_k),
+        top_k=top_k,
         views=tuple(views),
         weighted_map=weighted_map,
         no_positive_class=no_positive,
         ties=ties,
         threshold=None if threshold is None else float(threshold),
+        ap_mode=choices["ap_mode"][0],
+        unannotated=choices["unannotated"][0],
+        threshold_rule=choices["threshold_rule"][0],
+        threshold_unannotated=choices["threshold_unannotated"][0],
+        threshold_top_k=threshold_top_k,
         source=source,
     )
 
@@ -581,25 +755,44 @@ class ViewSelection:
     """The rows and columns of the full score matrix one view evaluates."""
 
     image_indices: np.ndarray  # [n] rows of the full matrix kept by the image filter
-    label_indices: np.ndarray  # [c] columns kept by the view's label set and class filter
+    label_indices: np.ndarray  # [c] columns kept by the view's label set and class filter (AP, thresholds)
     num_labels_in_set: int  # columns of the view's label set before the class filter
+    top_k_label_indices: np.ndarray | None = None  # [c'] columns top-K chooses from; None = label_indices
+    num_images_by_filter: dict[str, int] = field(default_factory=dict)  # images each image filter would keep
 
-    def take(self, matrix: np.ndarray) -> np.ndarray:
-        """`matrix[images][:, labels]`; kept whole (no copy) along an axis where the view keeps everything."""
+    def take(self, matrix: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """`matrix[images][:, columns]` (default: `label_indices`); kept whole (no copy) along an axis where the view
+        keeps everything."""
+        columns = self.label_indices if columns is None else columns
         if self.image_indices.size != matrix.shape[0]:  # indices are sorted and unique: same size = identity
             matrix = matrix[self.image_indices]
-        if self.label_indices.size != matrix.shape[1]:
-            matrix = matrix[:, self.label_indices]
+        if columns.size != matrix.shape[1]:
+            matrix = matrix[:, columns]
         return matrix
+
+    def take_top_k(self, matrix: np.ndarray) -> np.ndarray:
+        """`matrix` restricted to the images and the columns top-K chooses from."""
+        return self.take(matrix, self.label_indices if self.top_k_label_indices is None else self.top_k_label_indices)
 
 
 def select_view(labels: np.ndarray, unseen: np.ndarray, view: ProtocolView) -> ViewSelection:
     """Apply a view's label set, then its image filter (on those columns), then its class filter (on kept images)."""
     labels = to_label_matrix(labels)
     columns = np.flatnonzero(view_label_columns(np.asarray(unseen, dtype=bool), view.labels))
-    images = np.flatnonzero(filter_images(labels[:, columns], view.image_filter))
-    kept_classes = filter_classes(labels[np.ix_(images, columns)], view.class_filter)
-    return ViewSelection(image_indices=images, label_indices=columns[kept_classes], num_labels_in_set=columns.size)
+    by_filter = {name: filter_images(labels[:, columns], name) for name in IMAGE_FILTERS}
+    images = np.flatnonzero(by_filter[view.image_filter])
+    kept_labels = labels[np.ix_(images, columns)]
+    label_indices = columns[filter_classes(kept_labels, view.class_filter)]
+    top_k_label_indices = None
+    if view.top_k_columns_filter != view.class_filter:
+        top_k_label_indices = columns[filter_classes(kept_labels, view.top_k_columns_filter)]
+    return ViewSelection(
+        image_indices=images,
+        label_indices=label_indices,
+        num_labels_in_set=columns.size,
+        top_k_label_indices=top_k_label_indices,
+        num_images_by_filter={name: int(mask.sum()) for name, mask in by_filter.items()},
+    )
 
 
 def resolve_thresholds(thresholds: Any, label_names: Sequence[str]) -> np.ndarray:
@@ -632,6 +825,7 @@ def evaluate_protocol(
     protocol: str | Path | EvaluationProtocol,
     thresholds: Any = None,
     unseen_scores: Any = None,
+    threshold_scores: Any = None,
 ) -> dict[str, Any]:
     """Compute every number of a protocol preset on a score matrix.
 
@@ -642,19 +836,25 @@ def evaluate_protocol(
         unseen: `[C]` booleans, True for the labels held out of training (all False without a split).
         protocol: preset name, YAML path or `EvaluationProtocol`.
         thresholds: optional scalar, vector [C] or calibration dict for the P/R/F1-at-threshold block; without it the
-            preset's `threshold` is used (if any).
+            preset's `threshold` is used (if any). Calibrated thresholds always predict `score >= t`; the preset's
+            `threshold_rule` applies to the preset's own threshold.
         unseen_scores: optional `[N, C_unseen]` scores of the unseen labels scored on their own (columns in the order
             of the unseen columns of `scores`), used by the views over unseen labels. For models whose scores depend
             on the scored label set (MKT normalises across labels): their ZSL protocol scores the unseen labels alone.
+        threshold_scores: optional `[N, C]` scores the threshold metrics use instead, when the ranking `scores` are
+            not the predicted scores thresholds apply to (CLIP zero-shot: plain cosine vs its reference prompt).
 
     Returns a JSON-ready dict: `protocol` (name), `description`, `citation`, `settings`, image/label counts, and
-    `views[name]` with `mAP`, `WmAP` (when the preset reports it), `top_k[str(K)]` (`precision`, `recall`, `f1`,
-    `f1_upper_bound`, counts), optional `threshold` (CP/CR/CF1/OP/OR/OF1), and `per_label` rows. Every view repeats the
-    protocol name. Views that cannot be computed (e.g. ZSL without unseen labels) are listed in `skipped_views` with
-    the reason. Undefined numbers are None.
+    `views[name]` with `mAP` (`mAP_per_class` too when the preset's AP is row-pooled), `WmAP` (when the preset
+    reports it), `top_k[str(K)]` (`precision`, `recall`, `f1`, `f1_upper_bound`, counts), optional `threshold`
+    (CP/CR/CF1/OP/OR/OF1) and `threshold_top_k[str(K)]`, image counts per image filter, and `per_label` rows. Every
+    view repeats the protocol name. Views that cannot be computed (e.g. ZSL without unseen labels) are listed in
+    `skipped_views` with the reason. Undefined numbers are None.
     """
     protocol = load_protocol(protocol)
     scores, labels = _scores_and_labels(scores, labels)
+    if protocol.unannotated == "negative":
+        labels = np.where(labels == LABEL_UNANNOTATED, LABEL_NEGATIVE, labels).astype(np.int8)
     label_names = [str(name) for name in label_names]
     unseen = np.asarray(_to_numpy(unseen)).astype(bool).reshape(-1)
     num_images, num_labels = scores.shape
@@ -672,6 +872,10 @@ def evaluate_protocol(
             )
         zsl_scores = scores.astype(np.result_type(scores, unseen_scores))  # a copy
         zsl_scores[:, unseen] = unseen_scores
+    if threshold_scores is not None:
+        threshold_scores = to_score_matrix(threshold_scores, name="threshold_scores")
+        if threshold_scores.shape != scores.shape:
+            raise ValueError(f"`threshold_scores` has shape {threshold_scores.shape}; `scores` has {scores.shape}.")
 
     threshold_source = None
     threshold_vector = None
@@ -706,40 +910,48 @@ def evaluate_protocol(
             report["skipped_views"][view.name] = f"no label passes the `{view.class_filter}` filter"
             continue
         unseen_alone = zsl_scores is not None and view.labels == "unseen"
-        view_scores = selection.take(zsl_scores if unseen_alone else scores)
-        view_labels = selection.take(labels)
         view_thresholds = None if threshold_vector is None else threshold_vector[selection.label_indices]
         report["views"][view.name] = _evaluate_view(
             protocol,
             view,
             selection,
-            view_scores,
-            view_labels,
+            zsl_scores if unseen_alone else scores,
+            labels,
             label_names,
             unseen,
             view_thresholds,
             threshold_source,
             num_images,
+            threshold_scores,
         )
         if unseen_alone:
             report["views"][view.name]["scored_labels"] = "unseen labels alone"
     return report
 
 
+def view_average_precision(protocol: EvaluationProtocol, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AP [C] of a view's score and label matrices under the protocol's `ap_mode`, ties and no-positive policy."""
+    if protocol.ap_mode == "row_pooled":
+        return row_pooled_average_precision(scores, labels, ties=protocol.ties, no_positive=protocol.no_positive_class)
+    return average_precision(scores, labels, ties=protocol.ties, no_positive=protocol.no_positive_class)
+
+
 def _evaluate_view(
     protocol: EvaluationProtocol,
     view: ProtocolView,
     selection: ViewSelection,
-    scores: np.ndarray,
-    labels: np.ndarray,
+    all_scores: np.ndarray,
+    all_labels: np.ndarray,
     label_names: Sequence[str],
     unseen: np.ndarray,
     thresholds: np.ndarray | None,
     threshold_source: str | None,
     total_images: int,
+    all_threshold_scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    scores, labels = selection.take(all_scores), selection.take(all_labels)  # [n, c]: AP and threshold columns
     num_images, num_labels = scores.shape
-    ap = average_precision(scores, labels, ties=protocol.ties, no_positive=protocol.no_positive_class)
+    ap = view_average_precision(protocol, scores, labels)
     num_positives = (labels == LABEL_POSITIVE).sum(axis=0)
     num_annotated = (labels != LABEL_UNANNOTATED).sum(axis=0)
     result: dict[str, Any] = {
@@ -749,35 +961,63 @@ def _evaluate_view(
         "class_filter": view.class_filter,
         "num_images": num_images,
         "num_images_dropped": total_images - num_images,
+        "num_images_by_filter": dict(selection.num_images_by_filter),
         "num_labels": num_labels,
         "num_labels_dropped": selection.num_labels_in_set - num_labels,
         "num_labels_without_positives": int((num_positives == 0).sum()),
         "mAP": _number(_nanmean(ap)),
     }
+    ap_per_class = None
+    if protocol.ap_mode != "per_class":  # the true per-class AP next to the paper's number, for comparison
+        ap_per_class = average_precision(scores, labels, ties=protocol.ties, no_positive=protocol.no_positive_class)
+        result["mAP_per_class"] = _number(_nanmean(ap_per_class))
     if protocol.weighted_map:
         result["WmAP"] = _number(_divide((num_positives * np.nan_to_num(ap)).sum(), num_positives.sum()))
+    top_k_scores, top_k_labels = scores, labels
+    if selection.top_k_label_indices is not None:
+        top_k_scores, top_k_labels = selection.take_top_k(all_scores), selection.take_top_k(all_labels)
+        result["top_k_class_filter"] = view.top_k_columns_filter
+        result["num_top_k_labels"] = int(top_k_scores.shape[1])
     result["top_k"] = {}
     for k in protocol.top_k:
-        if k > num_labels:
+        if k > top_k_scores.shape[1]:
             result["top_k"][str(k)] = {
                 "precision": None,
                 "recall": None,
                 "f1": None,
-                "note": f"K={k} exceeds the {num_labels} labels of this view",
+                "note": f"K={k} exceeds the {top_k_scores.shape[1]} labels of this view",
             }
             continue
-        metrics = top_k_metrics(scores, labels, k, ties=protocol.ties)
+        metrics = top_k_metrics(top_k_scores, top_k_labels, k, ties=protocol.ties)
         result["top_k"][str(k)] = {
             key: (_number(value) if isinstance(value, float) else value) for key, value in metrics.items()
         }
     per_label_thresholds = None
     if thresholds is not None:
-        metrics = threshold_metrics(scores, labels, thresholds, no_positive=protocol.no_positive_class)
-        result["threshold"] = {"source": threshold_source}
+        options = {
+            "no_positive": protocol.no_positive_class,
+            "rule": protocol.threshold_rule if threshold_source == "protocol" else ">=",
+            "unannotated": protocol.threshold_unannotated,
+            "ties": protocol.ties,
+        }
+        if all_threshold_scores is not None:
+            scores = selection.take(all_threshold_scores)  # the predicted scores (the ranking ones are done)
+        metrics = threshold_metrics(scores, labels, thresholds, **options)
+        result["threshold"] = {"source": threshold_source, "rule": options["rule"]}
         result["threshold"].update(
             {key: _number(value) for key, value in metrics.items() if not key.startswith("per_class")}
         )
         per_label_thresholds = metrics
+        if protocol.threshold_top_k:
+            result["threshold_top_k"] = {}
+        for k in protocol.threshold_top_k:
+            if k > num_labels:
+                result["threshold_top_k"][str(k)] = {"note": f"K={k} exceeds the {num_labels} labels of this view"}
+                continue
+            top_k_block = threshold_metrics(scores, labels, thresholds, top_k=k, **options)
+            result["threshold_top_k"][str(k)] = {
+                key: _number(value) for key, value in top_k_block.items() if not key.startswith("per_class")
+            }
     rows = []
     for position, column in enumerate(selection.label_indices):
         row = {
@@ -787,6 +1027,8 @@ def _evaluate_view(
             "num_positives": int(num_positives[position]),
             "num_annotated": int(num_annotated[position]),
         }
+        if ap_per_class is not None:
+            row["ap_per_class"] = _number(ap_per_class[position])
         if per_label_thresholds is not None:
             row["threshold"] = float(thresholds[position])
             for key in ("precision", "recall", "f1"):

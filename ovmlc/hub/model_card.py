@@ -62,6 +62,8 @@ PLOT_TITLES = {
     "per_label_ap": "Per-label average precision",
     "pr_curves": "Precision-recall curves",
     "ap_distribution": "Distribution of per-label AP",
+    "threshold_f1": "F1 against the score threshold",
+    "score_histograms": "Scores of seen vs unseen labels",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LOCAL_PATH_LINE = re.compile(r"^- [\w ]+: `(/|~|[A-Za-z]:[\\/])")

@@ -90,6 +90,7 @@ class TrainingSection:
     early_stopping_patience: int | None = None
     selection_metric: str = "gzsl/mAP"
     selection_mode: Literal["max", "min"] = "max"
+    selection: Literal["best", "last"] = "best"
     validation_labels: Literal["all", "seen"] = "seen"
     feature_cache: Literal["auto", True, False] = "auto"
     feature_cache_dtype: Literal["float32", "float16"] = "float32"

@@ -10,8 +10,9 @@ One run = one recipe (see `ovmlc.training.recipe` and docs/training.md):
    methods with a frozen image tower train from a feature cache;
 3. validate on the validation split (model selection, plateau schedule, early stopping: never the test split);
 4. checkpoint every `checkpoint_every` steps and at epoch ends (kill-safe; `--resume` continues bit-for-bit);
-5. finish with the best-on-validation model: thresholds calibrated on the validation split, the test-split report of
-   the recipe's protocol (`eval/`), `save_pretrained` + `recipe.yaml` + `trainer_state.json` (+ README.md model card).
+5. finish with the best-on-validation model (or the last weights, `training.selection: last`): thresholds calibrated
+   on the validation split, the test-split report of the recipe's protocol (`eval/`), `save_pretrained` +
+   `recipe.yaml` + `trainer_state.json` (+ README.md model card).
 
 `training.epochs: 0` evaluates the initial model (e.g. CLIP zero-shot) through the same steps 3 and 5.
 """
@@ -19,6 +20,7 @@ One run = one recipe (see `ovmlc.training.recipe` and docs/training.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -830,7 +832,7 @@ class Trainer:
         started = time.perf_counter()
         training, state = self.recipe.training, self.state
         names, unseen = self.labels.validation, self.labels.validation_unseen
-        scores = self._predict("validation", names)
+        scores = self._predict("validation", names, ranking=True)
         unseen_scores = evaluation.unseen_labels_scored_alone(
             self._unwrapped(), names, unseen, lambda unseen_names: self._predict("validation", unseen_names)
         )
@@ -847,7 +849,8 @@ class Trainer:
         if better:
             state.best_metric, state.best_step = metric, state.global_step
             state.evaluations_without_improvement = 0
-            self.checkpoints.save_best(state.global_step, self._unwrapped(), state.to_dict())
+            if training.selection == "best":  # `last` keeps the final weights: no snapshot to restore
+                self.checkpoints.save_best(state.global_step, self._unwrapped(), state.to_dict())
         else:
             state.evaluations_without_improvement += 1
         self.print(
@@ -869,8 +872,9 @@ class Trainer:
         return False
 
     @torch.no_grad()
-    def _predict(self, split: str, names: Sequence[str]) -> np.ndarray:
-        """Sigmoid scores `[N, C]` of a split, computed across processes; every process gets all rows, in order."""
+    def _predict(self, split: str, names: Sequence[str], ranking: bool = False) -> np.ndarray:
+        """Sigmoid scores `[N, C]` of a split, computed across processes; every process gets all rows, in order.
+        `ranking=True` scores under `model.ranking_scores()` (what paper-style tables rank; see evaluation)."""
         from tqdm.auto import tqdm
 
         from .data import model_inputs
@@ -882,18 +886,21 @@ class Trainer:
         scores = np.zeros((num_rows, len(names)), dtype=np.float32)
         seen = np.zeros(num_rows, dtype=np.int64)
         loader = self.eval_loaders[split]
-        for batch in tqdm(
-            loader,
-            desc=f"scoring {split}",
-            unit="batch",
-            leave=False,
-            disable=not self.accelerator.is_local_main_process,
-        ):
-            logits = model(**model_inputs(batch), label_embeds=label_embeds).logits  # [b, C]
-            indices, batch_scores = self.accelerator.gather_for_metrics((batch["index"], torch.sigmoid(logits.float())))
-            indices = indices.cpu().numpy()
-            scores[indices] = batch_scores.cpu().numpy()
-            np.add.at(seen, indices, 1)
+        with model.ranking_scores() if ranking else contextlib.nullcontext():
+            for batch in tqdm(
+                loader,
+                desc=f"scoring {split}",
+                unit="batch",
+                leave=False,
+                disable=not self.accelerator.is_local_main_process,
+            ):
+                logits = model(**model_inputs(batch), label_embeds=label_embeds).logits  # [b, C]
+                indices, batch_scores = self.accelerator.gather_for_metrics(
+                    (batch["index"], torch.sigmoid(logits.float()))
+                )
+                indices = indices.cpu().numpy()
+                scores[indices] = batch_scores.cpu().numpy()
+                np.add.at(seen, indices, 1)
         if not (seen == 1).all():
             raise RuntimeError(
                 f"{split} evaluation saw {int((seen == 0).sum())} rows never and {int((seen > 1).sum())} rows twice"
@@ -907,11 +914,14 @@ class Trainer:
 
         recipe, state = self.recipe, self.state
         model = self._unwrapped()
-        if state.best_step is not None:
+        if recipe.training.selection == "best" and state.best_step is not None:
             load_trainable_state_dict(model, self.checkpoints.best_path(state.best_step))
         names, unseen = self.labels.evaluation, self.labels.evaluation_unseen
-        validation_scores = self._predict("validation", names)
-        test_scores = self._predict("test", names)
+        validation_scores = self._predict("validation", names)  # predicted scores: thresholds are fitted on them
+        test_scores = self._predict("test", names, ranking=True)  # what the report's tables rank
+        ranking_description = evaluation.ranking_score_description(model)
+        # The predicted test scores, for the threshold metrics, when the ranking scores differ (CLIP zero-shot).
+        test_threshold_scores = self._predict("test", names) if ranking_description is not None else None
         test_unseen_scores = evaluation.unseen_labels_scored_alone(
             model, names, unseen, lambda unseen_names: self._predict("test", unseen_names)
         )
@@ -937,7 +947,13 @@ class Trainer:
             test_split = self.splits["test"]
             image_ids = test_split["image_id"] if "image_id" in test_split.column_names else None
             scores_file = evaluation.ScoresFile(
-                test_scores, self.label_rows["test"], list(names), unseen, image_ids, test_unseen_scores
+                test_scores,
+                self.label_rows["test"],
+                list(names),
+                unseen,
+                image_ids,
+                test_unseen_scores,
+                test_threshold_scores,
             )
             evaluation.save_scores(
                 eval_dir / evaluation.SCORES_FILE_NAME,
@@ -947,6 +963,7 @@ class Trainer:
                 unseen,
                 image_ids=image_ids,
                 unseen_scores=test_unseen_scores,
+                threshold_scores=test_threshold_scores,
             )
             test_report = evaluation.evaluate_scores(
                 scores_file,
@@ -959,6 +976,8 @@ class Trainer:
                     "split": recipe.dataset.test_split,
                     "calibrate_split": recipe.dataset.validation_split if thresholds else None,
                     "recipe": str(self.output_dir / RECIPE_FILE),
+                    "selection": recipe.training.selection,
+                    **({"ranking_scores": ranking_description} if ranking_description is not None else {}),
                 },
             )
             config = model.config
@@ -997,6 +1016,7 @@ class Trainer:
             "epoch_seconds": state.epoch_seconds,
             "feature_cache_build_seconds": round(self.feature_cache_seconds, 3),
             "selection_metric": self.recipe.training.selection_metric,
+            "selection": self.recipe.training.selection,
             "best_step": state.best_step,
             "best_metric": state.best_metric,
             "loss": {

@@ -1,5 +1,8 @@
 """Plain CLIP zero-shot multi-label classification as a Hub-native model."""
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -16,14 +19,17 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
 
     No softmax across labels: a label's score depends only on the image and that label. The neutral reference prompt
     ("a photo.") turns CLIP's narrow cosine range into usable sigmoid scores (on the shipped synthetic CLIP: F1 0.89 at
-    threshold 0.5 with it, vs every score ~1 without). `label_maps [B, C, h, w]` are the same score per patch token
-    (projected through `post_layernorm` and `visual_projection`), usable as coarse heatmaps.
+    threshold 0.5 with it, vs every score ~1 without). It subtracts one constant per image, so each image's ranking of
+    labels is unchanged but the ranking of images within a label is not (mAP changes): paper-style tables rank the
+    plain cosine instead (`config.ranking_scores`, `ranking_scores()`). `label_maps [B, C, h, w]` are the same score
+    per patch token (projected through `post_layernorm` and `visual_projection`), usable as coarse heatmaps.
     """
 
     config: CLIPZeroShotConfig
 
     def __init__(self, config: CLIPZeroShotConfig):
         super().__init__(config)
+        self._reference_disabled = False
         self.post_init()
         self._freeze_text_side()
 
@@ -37,6 +43,22 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
     def post_load(self) -> None:
         self._freeze_text_side()
 
+    @contextlib.contextmanager
+    def ranking_scores(self) -> Iterator[str | None]:
+        """With `config.ranking_scores="plain_cosine"` and a reference prompt: score without the reference inside the
+        context (what paper-style tables rank); yields that description, else None (scores unchanged)."""
+        if self.config.ranking_scores != "plain_cosine" or not self.config.reference_prompt:
+            yield None
+            return
+        previous, self._reference_disabled = self._reference_disabled, True
+        try:
+            yield (
+                "plain cosine (scale * cos(image, label) + bias; the reference prompt "
+                f"{self.config.reference_prompt!r} is not subtracted: CLIPZeroShotConfig.ranking_scores=plain_cosine)"
+            )
+        finally:
+            self._reference_disabled = previous
+
     def logit_scale(self) -> torch.Tensor:
         if self.config.logit_scale is not None:
             return torch.tensor(float(self.config.logit_scale), device=self.device)
@@ -44,7 +66,7 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
 
     def reference_embedding(self) -> torch.Tensor | None:
         """`[1, D]` text embedding of `config.reference_prompt` (cached like any label), or None."""
-        if not self.config.reference_prompt:
+        if not self.config.reference_prompt or self._reference_disabled:
             return None
         with torch.no_grad():
             return self.encode_labels(LabelVocabulary([self.config.reference_prompt], templates="{}"))

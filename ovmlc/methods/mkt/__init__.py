@@ -14,6 +14,11 @@ CARD = MethodCard(
     ),
     papers=(MKT, CLIP),
     notes=(
+        "Fusion follows the official code: each stream's scores are L2-normalised across the label set and the two "
+        "are averaged (the paper describes two heads whose scores are summed).",
+        "Stage 1 loss: BiAM's ranking loss (margin 1) reduced per image (sum of hinges / that image's violating "
+        "pairs, then the mean over images with a positive), plus lambda * L1 distillation of the raw CLS embedding "
+        "towards the teacher's CLIP image embedding (lambda = 1).",
         "Scores depend on the label set: each stream is L2-normalised across the labels scored together, so an "
         "image-label pair scores differently among the unseen labels only (ZSL) and among all labels (GZSL), as in "
         "the paper's evaluation. ovmlc's evaluation scores the unseen labels alone for the ZSL views.",
