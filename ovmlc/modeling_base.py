@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,13 @@ from .clip_utils import (
 )
 from .images import ImageInput, load_images
 from .losses import masked_bce_with_logits
-from .vocabulary import LabelEmbeddingCache, LabelVocabulary, read_embeddings_file, write_embeddings_file
+from .vocabulary import (
+    LabelEmbeddingCache,
+    LabelVocabulary,
+    normalize_label,
+    read_embeddings_file,
+    write_embeddings_file,
+)
 
 PIPELINE_TASK = "open-vocabulary-multi-label-classification"
 LABEL_EMBEDDINGS_FILE = "label_embeddings.safetensors"
@@ -287,10 +293,16 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         finally:
             self.train(was_training)
 
-    def resolve_thresholds(self, names: Sequence[str], threshold: float | str | None) -> np.ndarray | None:
-        """Per-label thresholds `[C]` for `threshold` (a float, `"calibrated"` or None)."""
+    def resolve_thresholds(
+        self, names: Sequence[str], threshold: float | str | Mapping[str, Any] | None
+    ) -> np.ndarray | None:
+        """Per-label thresholds `[C]` for `threshold`: a float, `"calibrated"`, None, a dict `{label: threshold}`
+        (every label), or a calibration dict `{"label_thresholds": {...}, "global_threshold": t}` as in
+        `thresholds.json` (labels it lacks use the global threshold)."""
         if threshold is None:
             return None
+        if isinstance(threshold, Mapping):
+            return thresholds_from_mapping(names, threshold)
         if isinstance(threshold, str):
             if threshold != "calibrated":
                 raise ValueError(f"threshold must be a number, None or 'calibrated', got {threshold!r}")
@@ -309,13 +321,14 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         images: ImageInput | Sequence[ImageInput],
         labels: Sequence[str] | LabelVocabulary,
         top_k: int | None = None,
-        threshold: float | str | None = None,
+        threshold: float | str | Mapping[str, Any] | None = None,
         batch_size: int = 32,
     ) -> list[list[tuple[str, float]]] | list[tuple[str, float]]:
         """Tag images with any labels.
 
         Returns, per image, `[(label, score), ...]` sorted by score (highest first), keeping labels with
-        `score >= threshold` (a float, or `"calibrated"` for the stored per-label thresholds) and at most `top_k`.
+        `score >= threshold` (a float, `"calibrated"` for the stored per-label thresholds, a dict `{label: t}`, or the
+        content of a `thresholds.json`) and at most `top_k`.
         A single image (not in a list) gives a single list.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
@@ -453,6 +466,25 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         total_frozen = sum(value[1] for value in counts.values())
         print_fn(f"{'total':<{width}}  {total_trainable:>12,}  {total_frozen:>12,}")
         return {name: (value[0], value[1]) for name, value in counts.items()}
+
+
+def thresholds_from_mapping(names: Sequence[str], thresholds: Mapping[str, Any]) -> np.ndarray:
+    """Per-label thresholds `[C]` from `{label: t}` (every label needed) or a calibration dict
+    `{"label_thresholds": {label: t}, "global_threshold": t}` (missing labels fall back to the global threshold).
+    Labels match case- and whitespace-insensitively."""
+    if "label_thresholds" in thresholds or "global_threshold" in thresholds:
+        per_label, fallback = thresholds.get("label_thresholds") or {}, thresholds.get("global_threshold")
+    else:
+        per_label, fallback = thresholds, None
+    by_key = {normalize_label(str(name)): value for name, value in per_label.items()}
+    missing = [name for name in names if normalize_label(name) not in by_key and fallback is None]
+    if missing:
+        raise ValueError(f"no threshold for labels {missing[:10]} (and no global_threshold to fall back to)")
+    values = [by_key.get(normalize_label(name), fallback) for name in names]
+    bad = [(name, value) for name, value in zip(names, values) if not isinstance(value, (int, float))]
+    if bad:
+        raise ValueError(f"thresholds must be numbers; got {bad[:5]}")
+    return np.asarray(values, dtype=np.float32)
 
 
 def rank_labels(
