@@ -91,6 +91,13 @@ def register(subparsers) -> None:
         help="decode JPEGs at a reduced scale (DCT scaling) that still covers the model's input size: much faster "
         "for large photos, scores differ slightly from a full decode",
     )
+    parser.add_argument(
+        "--rows-per-part",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Parquet: rows per complete part file while running (what a kill can lose; default 1024)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="without --output: print JSON instead of a table")
     parser.set_defaults(func=run, parser=parser)
@@ -159,14 +166,16 @@ def _run(args: argparse.Namespace) -> int:
             group=group,
             model_id=str(args.model),
             threshold_id=args.threshold,
+            **({"rows_per_part": args.rows_per_part} if args.rows_per_part is not None else {}),
             **options,
         )
         if group.is_main:
+            who = "tagged" if group.count == 1 else f"process 1 of {group.count} tagged"
             where = f" ({summary.failed} unreadable, listed in {summary.errors_file})" if summary.failed else ""
             skipped = f", {summary.skipped} already there" if summary.skipped else ""
             print(
-                f"tagged {summary.tagged} images at {summary.images_per_second:.1f} img/s{skipped}{where} "
-                f"-> {summary.output}" + (f" (process 1 of {group.count})" if group.count > 1 else ""),
+                f"{who} {summary.tagged} images at {summary.images_per_second:.1f} img/s{skipped}{where}; "
+                f"{summary.output} holds {summary.rows} rows",
                 file=sys.stderr,
             )
         return 0

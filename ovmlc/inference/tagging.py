@@ -505,14 +505,16 @@ class OutputLayout:
             fields.append(pa.field("label_maps", pa.list_(pa.list_(pa.list_(pa.float32())))))
         return pa.schema(fields, metadata={"ovmlc.labels": json.dumps(self.label_names)})
 
-    def records(self, path: Path) -> JsonlRecords | CsvRecords | ParquetRecords:
+    def records(
+        self, path: Path, rows_per_part: int = PARQUET_ROWS_PER_PART
+    ) -> JsonlRecords | CsvRecords | ParquetRecords:
         if self.format == "jsonl":
             return JsonlRecords(path)
         if self.format == "csv":
             if self.label_maps:
                 raise TaggingError(f"{path}: label maps need a .jsonl or .parquet output, not CSV")
             return CsvRecords(path, self.columns)
-        return ParquetRecords(path, self.parquet_schema())
+        return ParquetRecords(path, self.parquet_schema(), rows_per_part=rows_per_part)
 
     def concatenate(self, target: Path, parts: Sequence[Path]) -> None:
         if self.format == "jsonl":
@@ -580,8 +582,10 @@ def current_process_group() -> ProcessGroup:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return ProcessGroup()
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    # PartialState (unlike Accelerator) does not read ACCELERATE_USE_CPU; without a GPU, CPU processes talk over gloo.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     return ProcessGroup(state.process_index, state.num_processes, state.device, state.wait_for_everyone)
 
 
@@ -598,6 +602,7 @@ class TaggingSummary:
     failed: int  # unreadable images reported by this run (this process)
     skipped: int  # images the output already held (resume)
     seconds: float
+    rows: int | None = None  # rows the output holds at the end (known on the main process)
 
     @property
     def images_per_second(self) -> float:
@@ -644,6 +649,7 @@ def tag_to_file(
     overwrite: bool = False,
     fast_decode: bool = False,
     rows: Any = None,
+    rows_per_part: int = PARQUET_ROWS_PER_PART,
     progress: bool = True,
     group: ProcessGroup | None = None,
     model_id: str | None = None,
@@ -651,8 +657,9 @@ def tag_to_file(
 ) -> TaggingSummary:
     """Tag `sources` with `label_names` into `output` (see the module docstring); returns this process's counts.
 
-    `model` sits on its device already; `rows` is the undecoded dataset split for dataset sources; `group` the process
-    group (default: detected). `model_id` / `threshold_id` are what `<stem>.run.json` records for `--resume` checks.
+    `model` sits on its device already; `rows` is the undecoded dataset split for dataset sources; `rows_per_part`
+    how many Parquet rows a kill can lose at most; `group` the process group (default: detected). `model_id` /
+    `threshold_id` are what `<stem>.run.json` records for `--resume` checks.
     """
     from tqdm.auto import tqdm
 
@@ -697,7 +704,9 @@ def tag_to_file(
                 f"shard files of a run with another number of processes exist ({stale[0].name}): finish that run "
                 "with its process count, or pass --overwrite"
             )
-    results = layout.records(my_output)
+    if rows_per_part < 1:
+        raise TaggingError(f"rows per Parquet part must be >= 1, got {rows_per_part}")
+    results = layout.records(my_output, rows_per_part)
     errors = JsonlRecords(my_errors)
     done = set(results.keys()) | set(errors.keys())
     if sharded:  # rows an earlier run already merged into the output
@@ -743,6 +752,7 @@ def tag_to_file(
     errors.close()
     seconds = time.perf_counter() - start
 
+    total_rows = len(results.keys()) if not sharded else None
     if sharded:
         group.barrier()
         if group.is_main:
@@ -752,6 +762,7 @@ def tag_to_file(
             for shard in shards:
                 shard.unlink(missing_ok=True)
                 side_file(shard, "errors").unlink(missing_ok=True)
+            total_rows = len(layout.records(output).keys())
         group.barrier()
     return TaggingSummary(
         output=output,
@@ -760,6 +771,7 @@ def tag_to_file(
         failed=failed,
         skipped=len(mine) - len(pending),
         seconds=seconds,
+        rows=total_rows,
     )
 
 
