@@ -235,15 +235,19 @@ def score_dataset(
     batch_size: int = 32,
     limit: int | None = None,
     progress: bool = True,
+    image_dtype: Any = None,
 ) -> np.ndarray:
     """Sigmoid scores `[N, C]` (float32) of `model` on the first `limit` (default all) images of a dataset split.
 
     `model` is an `OVMLCPreTrainedModel`; `dataset_split` is a `datasets.Dataset` with an `image` column (canonical
     schema) or with a `pixel_values` column (a split that already carries a transform). Label embeddings are encoded
-    once; the model is put in eval mode for the pass and restored afterwards.
+    once; the model is put in eval mode for the pass and restored afterwards. `image_dtype` (e.g. `torch.bfloat16`)
+    runs the image side under autocast; the head stays float32.
     """
     import torch
     from tqdm.auto import tqdm
+
+    from .inference.image_scoring import score_pixel_batch
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -261,8 +265,8 @@ def score_dataset(
             ):
                 stop = min(start + batch_size, num_images)
                 pixel_values = _batch_pixel_values(model, dataset_split[start:stop])  # [B, 3, H, W]
-                logits = model(pixel_values=pixel_values, label_embeds=label_embeds).logits  # [B, C]
-                scores[start:stop] = torch.sigmoid(logits.float()).cpu().numpy()
+                scored = score_pixel_batch(model, pixel_values, label_embeds, image_dtype=image_dtype)  # [B, C]
+                scores[start:stop] = scored.scores.cpu().numpy()
     finally:
         model.train(was_training)
     return scores
@@ -433,6 +437,7 @@ def evaluate_model(
     label_split: tuple[Sequence[str], Sequence[str]] | None = None,
     plots: bool = True,
     progress: bool = True,
+    image_dtype: Any = None,
 ) -> dict[str, Any]:
     """Score a canonical dataset split with a model, save `scores.npz`, and compute and write the protocol's report.
 
@@ -442,6 +447,7 @@ def evaluate_model(
     order). With `calibrate_split`, thresholds are fitted on that split with the unseen columns masked as
     unannotated (so no unseen annotation leaks in), written to `thresholds.json` and used for the threshold metrics.
     Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report.
+    `image_dtype` runs the image side under autocast (see `score_dataset`).
     """
     from . import data as ovmlc_data
     from .factory import load_model
@@ -466,7 +472,7 @@ def evaluate_model(
     evaluated = _first_rows(dataset[split], limit)
 
     def score(names: list[str]) -> np.ndarray:
-        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress)
+        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress, image_dtype=image_dtype)
 
     scores = score(label_names)
     unseen_scores = unseen_labels_scored_alone(model, label_names, unseen, score)
@@ -492,7 +498,9 @@ def evaluate_model(
     thresholds = None
     if calibrate_split is not None:
         calibration = _first_rows(dataset[calibrate_split], limit)
-        calibration_scores = score_dataset(model, calibration, label_names, batch_size=batch_size, progress=progress)
+        calibration_scores = score_dataset(
+            model, calibration, label_names, batch_size=batch_size, progress=progress, image_dtype=image_dtype
+        )
         calibration_labels = np.asarray(ovmlc_data.label_matrix(calibration, label_names), dtype=np.int8)
         calibration_labels[:, unseen] = LABEL_UNANNOTATED  # unseen labels must not be tuned on their annotations
         thresholds = calibrate_thresholds(calibration_scores, calibration_labels, label_names)

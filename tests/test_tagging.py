@@ -369,3 +369,18 @@ def test_two_accelerate_processes_merge_into_the_single_process_output(photo_dir
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["image"] for row in tagging.read_results(double)] == [row["image"] for row in single_rows]
+
+
+def test_evaluate_takes_device_and_dtype(clip_dir, tmp_path):
+    from ovmlc.evaluation import load_scores
+
+    dataset = make_tiny_dataset(tmp_path / "data")
+    common = ["evaluate", "--model", str(clip_dir), "--dataset", str(dataset), "--protocol", "synthetic"]
+    common += ["--limit", "8", "--no-plots", "--device", "cpu"]
+    assert cli_main([*common, "--output", str(tmp_path / "fp32")]) == 0
+    assert cli_main([*common, "--dtype", "bfloat16", "--output", str(tmp_path / "bf16")]) == 0
+    full, half = load_scores(tmp_path / "fp32" / "scores.npz"), load_scores(tmp_path / "bf16" / "scores.npz")
+    assert half.scores.dtype == np.float32 and not np.array_equal(full.scores, half.scores)  # bf16 really ran
+    np.testing.assert_allclose(half.scores, full.scores, atol=0.03)
+    metrics = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
+    assert metrics["provenance"]["model"] == str(clip_dir)
