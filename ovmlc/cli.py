@@ -15,6 +15,7 @@ COMMANDS = [
     "ovmlc.commands.train",
     "ovmlc.commands.push",
     "ovmlc.commands.quickstart",
+    "ovmlc.commands.export",
 ]
 
 
