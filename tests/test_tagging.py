@@ -384,3 +384,21 @@ def test_evaluate_takes_device_and_dtype(clip_dir, tmp_path):
     np.testing.assert_allclose(half.scores, full.scores, atol=0.03)
     metrics = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
     assert metrics["provenance"]["model"] == str(clip_dir)
+
+
+def test_shards_of_another_process_count_block_a_run(photo_dir, clip_dir, tmp_path, capsys):
+    output = tmp_path / "tags.jsonl"
+    (tmp_path / "tags-00001-of-00004.jsonl").write_text("")
+    (tmp_path / "tags-2023-of-summer.jsonl").write_text("")  # not a shard: ignored
+    common = [str(photo_dir / "a.jpg"), "--labels", "cat", "--model", str(clip_dir), "--output", str(output)]
+    assert _predict(*common, "--no-progress", "--num-workers", "0") == 2
+    assert "shard files of a run with another number of processes exist (tags-00001-of-00004.jsonl)" in (
+        capsys.readouterr().err
+    )
+    assert _predict(*common, "--no-progress", "--num-workers", "0", "--overwrite") == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "tags-2023-of-summer.jsonl",
+        "tags.errors.jsonl",
+        "tags.jsonl",
+        "tags.run.json",
+    ]

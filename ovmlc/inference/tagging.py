@@ -29,6 +29,7 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -621,15 +622,19 @@ def _check_run_info(path: Path, info: Mapping[str, Any], resume: bool) -> None:
         )
 
 
+def shard_files(output: Path) -> list[Path]:
+    """Shard outputs, their errors files and Parquet part folders of any process count, next to `output`."""
+    pattern = re.compile(rf"^{re.escape(output.stem)}-\d{{5}}-of-(\d{{5}})\.")
+    return sorted(path for path in output.parent.glob(f"{output.stem}-*-of-*") if pattern.match(path.name))
+
+
 def _remove_outputs(output: Path) -> None:
-    parts = output.with_name(output.name + ".parts")
-    stem_glob = f"{output.stem}-*-of-*{output.suffix}"
-    for path in [output, side_file(output, "errors"), side_file(output, "run"), *output.parent.glob(stem_glob)]:
-        path.unlink(missing_ok=True)
-    for path in output.parent.glob(f"{output.stem}-*-of-*.errors.jsonl"):
-        path.unlink(missing_ok=True)
-    for path in [parts, *output.parent.glob(stem_glob + ".parts")]:
-        shutil.rmtree(path, ignore_errors=True)
+    for path in [output, side_file(output, "errors"), side_file(output, "run"), *shard_files(output)]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    shutil.rmtree(output.with_name(output.name + ".parts"), ignore_errors=True)
 
 
 def tag_to_file(
@@ -694,11 +699,7 @@ def tag_to_file(
     my_output = shard_path(output, group.index, group.count) if sharded else output
     my_errors = side_file(my_output, "errors")
     if group.is_main:
-        stale = [
-            path
-            for path in output.parent.glob(f"{output.stem}-*-of-*{output.suffix}*")
-            if not sharded or f"-of-{group.count:05d}" not in path.name
-        ]
+        stale = [path for path in shard_files(output) if not sharded or f"-of-{group.count:05d}." not in path.name]
         if stale:
             raise TaggingError(
                 f"shard files of a run with another number of processes exist ({stale[0].name}): finish that run "
