@@ -206,7 +206,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(args.images)]
     rows = []
-    cache = ovmlc.vocabulary.LabelEmbeddingCache()  # in memory, shared: nothing from earlier runs, each table filled once
+    cache = ovmlc.vocabulary.LabelEmbeddingCache()  # in memory and shared: each table is filled once per run
     with tempfile.TemporaryDirectory() as tmp:
         backbone = Path(tmp) / "clip"
         build_backbone(backbone, args.tiny)
@@ -241,7 +241,8 @@ def main() -> None:
 
         # End to end and cache fill last, in a fresh model, so the RSS reported is the tagging run's.
         write_jpegs(Path(tmp) / "jpegs", args.jpegs, *args.jpeg_sizes)
-        rows += end_to_end_rows(backbone, Path(tmp) / "jpegs", label_names(args.e2e_labels), args, Path(tmp), dtypes, cache)
+        e2e_names = label_names(args.e2e_labels)
+        rows += end_to_end_rows(backbone, Path(tmp) / "jpegs", e2e_names, args, Path(tmp), dtypes, cache)
         rss_main, rss_worker = peak_rss_mib()
         fills = fill_rows(backbone, label_names(args.fill_labels), dtypes)
 
