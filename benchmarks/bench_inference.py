@@ -192,6 +192,13 @@ def main() -> None:
     parser.add_argument("--e2e-labels", type=int, default=7586, help="vocabulary of the end-to-end rows")
     parser.add_argument("--fill-labels", type=int, default=1000, help="labels for the cache-fill rows (7586: slow)")
     parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["predict", "e2e", "fill"],
+        choices=["predict", "e2e", "fill"],
+        help="predict: rows a-c; e2e: rows d-e; fill: label-cache fill (default: all)",
+    )
+    parser.add_argument(
         "--dtypes",
         nargs="+",
         default=["float32", "bfloat16"],
@@ -210,7 +217,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backbone = Path(tmp) / "clip"
         build_backbone(backbone, args.tiny)
-        for dtype in dtypes:
+        for dtype in dtypes if "predict" in args.sections else ():
             dtype_name = str(dtype).replace("torch.", "")
             model = ovmlc.CLIPZeroShotModel.from_clip(str(backbone), dtype=dtype)
             model._label_cache = cache
@@ -240,18 +247,19 @@ def main() -> None:
             rows.append((dtype_name, "c: stock zero-shot-image-classification pipeline", 1000, stock_ips))
 
         # End to end and cache fill last, in a fresh model, so the RSS reported is the tagging run's.
-        write_jpegs(Path(tmp) / "jpegs", args.jpegs, *args.jpeg_sizes)
-        e2e_names = label_names(args.e2e_labels)
-        rows += end_to_end_rows(backbone, Path(tmp) / "jpegs", e2e_names, args, Path(tmp), dtypes, cache)
+        if "e2e" in args.sections:
+            write_jpegs(Path(tmp) / "jpegs", args.jpegs, *args.jpeg_sizes)
+            e2e_names = label_names(args.e2e_labels)
+            rows += end_to_end_rows(backbone, Path(tmp) / "jpegs", e2e_names, args, Path(tmp), dtypes, cache)
         rss_main, rss_worker = peak_rss_mib()
-        fills = fill_rows(backbone, label_names(args.fill_labels), dtypes)
+        fills = fill_rows(backbone, label_names(args.fill_labels), dtypes) if "fill" in args.sections else []
 
     print(f"\n{'B/16-shaped' if not args.tiny else 'tiny'} CLIP, random weights, {args.threads} threads\n")
     print("| dtype | path | labels | images/s |\n|---|---|---|---|")
     for dtype_name, path, size, ips in rows:
         print(f"| {dtype_name} | {path} | {size} | {ips:.3f} |")
     print()
-    for dtype_name in args.dtypes:
+    for dtype_name in args.dtypes if "predict" in args.sections else ():
         by_key = {(path[:1], size): ips for d, path, size, ips in rows if d == dtype_name}
         encoder_ips = by_key[("a", "-")]
         print(
@@ -259,7 +267,7 @@ def main() -> None:
             f"b/c at 1,000 labels = {by_key[('b', 1000)] / by_key[('c', 1000)]:.0f} (target >= 50)"
         )
     print()
-    for dtype_name in args.dtypes:
+    for dtype_name in args.dtypes if "e2e" in args.sections else ():
         by_path = {path: ips for d, path, size, ips in rows if d == dtype_name}
         image_side = by_path["e: bare image side on pre-decoded tensors"]
         plain = by_path["d: ovmlc predict, JPEG folder -> JSONL"]
