@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from helpers import random_images, save_hub_layout_clip
-from ovmlc.metrics import average_precision
 
 from ovmlc.cli import main as cli_main
 from ovmlc.evaluation.engine import (
@@ -23,6 +22,7 @@ from ovmlc.evaluation.engine import (
     save_scores,
     score_dataset,
 )
+from ovmlc.evaluation.metrics import average_precision
 
 NAMES = [f"label{index}" for index in range(8)]
 UNSEEN = np.array([False] * 6 + [True] * 2)

@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from .backbones import (
 from .images import ImageInput, load_images
 from .label_cache import LabelEmbeddingCache, default_label_cache_dir, read_embeddings_file, write_embeddings_file
 from .losses import masked_bce_with_logits
-from .outputs import MultiLabelOutput, rank_labels
+from .outputs import MultiLabelOutput, rank_labels, thresholds_from_mapping
 from .vocabulary import LabelVocabulary
 
 
@@ -299,10 +299,16 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         finally:
             self.train(was_training)
 
-    def resolve_thresholds(self, names: Sequence[str], threshold: float | str | None) -> np.ndarray | None:
-        """Per-label thresholds `[C]` for `threshold` (a float, `"calibrated"` or None)."""
+    def resolve_thresholds(
+        self, names: Sequence[str], threshold: float | str | Mapping[str, Any] | None
+    ) -> np.ndarray | None:
+        """Per-label thresholds `[C]` for `threshold`: a float, `"calibrated"`, None, a dict `{label: threshold}`
+        (every label), or a calibration dict `{"label_thresholds": {...}, "global_threshold": t}` as in
+        `thresholds.json` (labels it lacks use the global threshold)."""
         if threshold is None:
             return None
+        if isinstance(threshold, Mapping):
+            return thresholds_from_mapping(names, threshold)
         if isinstance(threshold, str):
             if threshold != "calibrated":
                 raise ValueError(f"threshold must be a number, None or 'calibrated', got {threshold!r}")
@@ -321,13 +327,14 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         images: ImageInput | Sequence[ImageInput],
         labels: Sequence[str] | LabelVocabulary,
         top_k: int | None = None,
-        threshold: float | str | None = None,
+        threshold: float | str | Mapping[str, Any] | None = None,
         batch_size: int = 32,
     ) -> list[list[tuple[str, float]]] | list[tuple[str, float]]:
         """Tag images with any labels.
 
         Returns, per image, `[(label, score), ...]` sorted by score (highest first), keeping labels with
-        `score >= threshold` (a float, or `"calibrated"` for the stored per-label thresholds) and at most `top_k`.
+        `score >= threshold` (a float, `"calibrated"` for the stored per-label thresholds, a dict `{label: t}`, or the
+        content of a `thresholds.json`) and at most `top_k`.
         A single image (not in a list) gives a single list.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)

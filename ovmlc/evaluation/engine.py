@@ -21,7 +21,8 @@ holds the ranking scores, `threshold_scores` the predicted ones that calibrated 
 Any other key is ignored. The file is read with `allow_pickle=False`, so names must be stored as a unicode array
 (`np.asarray(names, dtype=str)`), not as Python objects.
 
-`evaluate_scores` turns such a file into a report with `ovmlc.metrics.evaluate_protocol`; `write_report` saves the
+`evaluate_scores` turns such a file into a report with `ovmlc.evaluation.metrics.evaluate_protocol`;
+`write_report` saves the
 report folder (`metrics.json`, `results.md`, `per_label_ap.csv`, PNG plots); `evaluate_model` runs a model over a
 canonical dataset first (`score_dataset`, reused by the trainer); `calibrate_thresholds` fits per-label and global
 score thresholds on a validation split.
@@ -259,6 +260,7 @@ def score_dataset(
     limit: int | None = None,
     progress: bool = True,
     ranking: bool = False,
+    image_dtype: Any = None,
 ) -> np.ndarray:
     """Sigmoid scores `[N, C]` (float32) of `model` on the first `limit` (default all) images of a dataset split.
 
@@ -266,9 +268,12 @@ def score_dataset(
     schema) or with a `pixel_values` column (a split that already carries a transform). Label embeddings are encoded
     once; the model is put in eval mode for the pass and restored afterwards. `ranking=True` scores under
     `model.ranking_scores()`: the scores paper-style tables rank (differ from the predicted ones for CLIP zero-shot).
+    `image_dtype` (e.g. `torch.bfloat16`) runs the image side under autocast; the head stays float32.
     """
     import torch
     from tqdm.auto import tqdm
+
+    from ..inference.image_scoring import score_pixel_batch
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -286,8 +291,8 @@ def score_dataset(
             ):
                 stop = min(start + batch_size, num_images)
                 pixel_values = _batch_pixel_values(model, dataset_split[start:stop])  # [B, 3, H, W]
-                logits = model(pixel_values=pixel_values, label_embeds=label_embeds).logits  # [B, C]
-                scores[start:stop] = torch.sigmoid(logits.float()).cpu().numpy()
+                scored = score_pixel_batch(model, pixel_values, label_embeds, image_dtype=image_dtype)  # [B, C]
+                scores[start:stop] = scored.scores.cpu().numpy()
     finally:
         model.train(was_training)
     return scores
@@ -466,6 +471,7 @@ def evaluate_model(
     label_split: tuple[Sequence[str], Sequence[str]] | None = None,
     plots: bool = True,
     progress: bool = True,
+    image_dtype: Any = None,
 ) -> dict[str, Any]:
     """Score a canonical dataset split with a model, save `scores.npz`, and compute and write the protocol's report.
 
@@ -475,6 +481,7 @@ def evaluate_model(
     order). With `calibrate_split`, thresholds are fitted on that split with the unseen columns masked as
     unannotated (so no unseen annotation leaks in), written to `thresholds.json` and used for the threshold metrics.
     Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report.
+    `image_dtype` runs the image side under autocast (see `score_dataset`).
     """
     from .. import data as ovmlc_data
     from ..inference.factory import load_model
@@ -499,7 +506,9 @@ def evaluate_model(
     evaluated = _first_rows(dataset[split], limit)
 
     def score(names: list[str], ranking: bool = True) -> np.ndarray:
-        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress, ranking=ranking)
+        return score_dataset(
+            model, evaluated, names, batch_size=batch_size, progress=progress, ranking=ranking, image_dtype=image_dtype
+        )
 
     scores = score(label_names)  # what paper-style tables rank
     ranking_description = ranking_score_description(model)
@@ -531,7 +540,9 @@ def evaluate_model(
     thresholds = None
     if calibrate_split is not None:
         calibration = _first_rows(dataset[calibrate_split], limit)
-        calibration_scores = score_dataset(model, calibration, label_names, batch_size=batch_size, progress=progress)
+        calibration_scores = score_dataset(
+            model, calibration, label_names, batch_size=batch_size, progress=progress, image_dtype=image_dtype
+        )
         calibration_labels = np.asarray(ovmlc_data.label_matrix(calibration, label_names), dtype=np.int8)
         calibration_labels[:, unseen] = LABEL_UNANNOTATED  # unseen labels must not be tuned on their annotations
         thresholds = calibrate_thresholds(calibration_scores, calibration_labels, label_names)

@@ -684,7 +684,7 @@ def render_model_card(
                 f"between the global image embedding and the prompt `{EVAL_TEMPLATE}`. ZSL = unseen labels on the "
                 f"{report['zsl_images']:,} images with at least one unseen label; GZSL = all labels on all images. "
                 "mAP = mean per-label average precision; F1@3 = overall (pooled) F1 of each image's top-3 labels "
-                "(`ovmlc.metrics`)."
+                "(`ovmlc.evaluation.metrics`)."
             ),
             "",
             "| metric | this checkpoint | same architecture, random weights |",
