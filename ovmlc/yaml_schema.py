@@ -290,7 +290,7 @@ def _check_override_path(schema: Any, keys: list[str], override: str, source: An
             known = _schema_fields(current)
             if key not in known:
                 raise error(_unknown_key_problem([key], known) + f" (override {override!r})", source=source, key=where)
-            current = _field_types(current)[key]
+            current = field_types(current)[key]
         elif isinstance(current, _MappingOf):
             current = current.value_type
         else:
@@ -310,7 +310,7 @@ _FREE = object()  # a free-form mapping: overrides may set any key below it
 
 def _section_type(annotation: Any) -> Any:
     """What an override path may step into: a dataclass, a mapping of values (`_MappingOf`), `_FREE`, or a value."""
-    annotation, markers = _unwrap(annotation)
+    annotation, markers = unwrap(annotation)
     if dataclasses.is_dataclass(annotation):
         return annotation
     origin = typing.get_origin(annotation)
@@ -318,7 +318,7 @@ def _section_type(annotation: Any) -> Any:
         return _FREE
     if origin in (dict, Mapping):
         value_type = typing.get_args(annotation)[1]
-        return _FREE if _unwrap(value_type)[0] is Any else _MappingOf(value_type)
+        return _FREE if unwrap(value_type)[0] is Any else _MappingOf(value_type)
     if origin in (tuple, list) and any(isinstance(marker, KeyedBy) for marker in markers):
         return _MappingOf(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
@@ -380,7 +380,7 @@ def check_fields(
     key that exists on the class is not accepted here (`{"label_names": "set by the trainer"}`); `note` is added to
     every unknown-key message (`"method 'qks'"`). Annotations this module cannot check accept any value.
     """
-    types_by_name = _field_types(schema, lenient=True)
+    types_by_name = field_types(schema, lenient=True)
     allowed = sorted(types_by_name if fields is None else set(fields) & set(types_by_name))
     try:
         if not isinstance(data, Mapping):
@@ -413,7 +413,7 @@ def _build(schema: type, data: Any, key: str, keyed_by: tuple[str, Any] | None =
     unknown = [name for name in data if name not in fields]
     if unknown:
         raise _Invalid(key, _unknown_key_problem(unknown, fields))
-    types_by_name = _field_types(schema)
+    types_by_name = field_types(schema)
     values = {} if keyed_by is None else {keyed_by[0]: keyed_by[1]}
     for name, schema_field in fields.items():
         if name not in data:
@@ -429,7 +429,7 @@ def _build(schema: type, data: Any, key: str, keyed_by: tuple[str, Any] | None =
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """`value` checked against `annotation` (and converted: int -> float, list -> tuple); raises `_Invalid`."""
-    annotation, markers = _unwrap(annotation)
+    annotation, markers = unwrap(annotation)
     origin = typing.get_origin(annotation)
 
     tagged = next((marker for marker in markers if isinstance(marker, Tagged)), None)
@@ -493,8 +493,10 @@ def _convert_union(value: Any, annotation: Any, markers: tuple, key: str) -> Any
         except _Invalid as invalid:
             if invalid.matched and closest is None:  # right kind, wrong value: the most useful message
                 closest = invalid
-    if closest is not None:
+    if closest is not None and closest.key != key:  # a nested problem: its own message is the precise one
         raise closest
+    if closest is not None:  # the right kind, out of range: say every form the value may take
+        raise _Invalid(key, f"expected {describe(_with(annotation, markers))}, got {_show(value)}", matched=True)
     raise _Invalid(key, f"expected {describe(_with(annotation, markers))}, got {_show(value)}")
 
 
@@ -502,7 +504,7 @@ def _convert_tagged(value: Any, annotation: Any, tag: str, key: str) -> Any:
     options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
     by_tag = {}
     for option in options or (annotation,):
-        for choice in typing.get_args(_unwrap(_field_types(option)[tag])[0]):
+        for choice in typing.get_args(unwrap(field_types(option)[tag])[0]):
             by_tag[choice] = option
     if not isinstance(value, Mapping):
         raise _Invalid(
@@ -589,7 +591,7 @@ def _check_marker(marker: Any, value: Any, annotation: Any, key: str, shown: Any
 
 def describe(annotation: Any) -> str:
     """What a value of `annotation` looks like, in words: "an integer >= 1", "one of 'a', 'b'", "a number or null"."""
-    annotation, markers = _unwrap(annotation)
+    annotation, markers = unwrap(annotation)
     checks = [marker.expected for marker in markers if isinstance(marker, Check)]
     if checks:
         return checks[0]
@@ -637,10 +639,10 @@ def to_data(instance: Any) -> Any:
     """A schema instance as plain YAML-ready data (mappings, lists, scalars), internal fields left out."""
     if dataclasses.is_dataclass(instance) and not isinstance(instance, type):
         result = {}
-        types_by_name = _field_types(type(instance), lenient=True)
+        types_by_name = field_types(type(instance), lenient=True)
         for name in _schema_fields(type(instance)):
             value = getattr(instance, name)
-            keyed = next((m for m in _unwrap(types_by_name.get(name, Any))[1] if isinstance(m, KeyedBy)), None)
+            keyed = next((m for m in unwrap(types_by_name.get(name, Any))[1] if isinstance(m, KeyedBy)), None)
             if keyed is not None:
                 result[name] = {
                     str(getattr(item, keyed.field)): {k: v for k, v in to_data(item).items() if k != keyed.field}
@@ -673,7 +675,7 @@ def _schema_fields(schema: type) -> dict[str, dataclasses.Field]:
 _TYPE_CACHE: dict[tuple[type, bool], dict[str, Any]] = {}
 
 
-def _field_types(schema: type, lenient: bool = False) -> dict[str, Any]:
+def field_types(schema: type, lenient: bool = False) -> dict[str, Any]:
     """Resolved annotations of a dataclass's fields (`Annotated` kept).
 
     `lenient`: for classes from other libraries (transformers configs), an annotation that cannot be resolved means
@@ -703,7 +705,7 @@ def _resolve_one(schema: type, item: dataclasses.Field) -> Any:
         return Any
 
 
-def _unwrap(annotation: Any) -> tuple[Any, tuple]:
+def unwrap(annotation: Any) -> tuple[Any, tuple]:
     """`Annotated[X, m1, m2]` -> (X, (m1, m2)); nested `Annotated` flattened."""
     markers: tuple = ()
     while typing.get_origin(annotation) is Annotated:
@@ -768,10 +770,12 @@ __all__ = [
     "check_fields",
     "describe",
     "did_you_mean",
+    "field_types",
     "from_data",
     "load",
     "parse_yaml",
     "read_yaml",
     "schema_keys",
     "to_data",
+    "unwrap",
 ]
