@@ -39,7 +39,7 @@ import torch
 
 from ..files import CONFIG_FILE, EVAL_DIR, LOGS_DIR, RECIPE_FILE, TRAINER_STATE_FILE
 from . import release_accelerator_state
-from .recipe import Recipe, RecipeError, load_recipe, validate_method_config
+from .recipe import Recipe, RecipeError, load_recipe, validate_method_config, validate_recipe
 
 
 class TrainingError(RuntimeError):
@@ -347,6 +347,7 @@ class Trainer:
 
     def _check_output_dir(self) -> None:
         """Never silently mix two runs in one folder: resume it, or overwrite it explicitly."""
+        validate_recipe(self.recipe)  # what the recipe names (method config, protocol, presets): before any file op
         self.resume_from = None
         if self.resume:
             self.resume_from = self.checkpoints.resolve_resume(self.resume)
