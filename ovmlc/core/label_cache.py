@@ -101,8 +101,8 @@ class LabelEmbeddingCache:
             return torch.stack(rows)
 
     def put(self, fingerprint: str, templates_key: str, embeddings: Mapping[str, torch.Tensor]) -> None:
-        """Add embeddings computed elsewhere (the `label_embeddings.safetensors` saved with a model); not written to disk
-        until the table is next written."""
+        """Add embeddings computed elsewhere (the `label_embeddings.safetensors` saved with a model); not written to
+        disk until the table is next written."""
         key = (fingerprint, templates_key)
         with self._lock:
             self._load_table(key)

@@ -96,8 +96,8 @@ class ScoreResult:
 
 @dataclass
 class ViewScores:
-    """What evaluation needs of one split: the ranking scores, the predicted ones when they differ, and the unseen labels
-    scored alone when the model's scores depend on the label set."""
+    """What evaluation needs of one split: the ranking scores, the predicted ones when they differ, and the unseen
+    labels scored alone when the model's scores depend on the label set."""
 
     ranking: ScoreResult  # [N, C] under `model.ranking_scores()`: what paper-style tables rank
     predicted: ScoreResult | None  # [N, C] the predicted scores (thresholds), only when they differ from `ranking`
@@ -124,9 +124,9 @@ class ViewScores:
 class Scorer:
     """Scores images against labels with one model (see the module docstring for the rules).
 
-    `batch_size` images per forward (`score_images`); `image_dtype` (a dtype or a name such as "bfloat16") runs the image
-    side under autocast; `device` moves the model there (default: where it is); `gather` collects batches across
-    processes; `progress` shows a bar per pass (True, or the bar's description).
+    `batch_size` images per forward (`score_images`); `image_dtype` (a dtype or a name such as "bfloat16") runs the
+    image side under autocast; `device` moves the model there (default: where it is); `gather` collects batches
+    across processes; `progress` shows a bar per pass (True, or the bar's description).
 
     >>> scorer = Scorer(model, image_dtype="bfloat16")
     >>> result = scorer.score_images(["cat.jpg", "street.png"], ["cat", "car", "tree"])
@@ -234,9 +234,7 @@ class Scorer:
                             "Scorer: with a gather hook every batch needs an `index` (its rows' positions), so that "
                             "rows from several processes land in order"
                         )
-                    index, logits, scores = self.gather(
-                        (torch.as_tensor(index, device=logits.device), logits, scores)
-                    )
+                    index, logits, scores = self.gather((torch.as_tensor(index, device=logits.device), logits, scores))
                 index = None if index is None else torch.as_tensor(index).cpu().numpy().astype(np.int64)
                 chunks.append((index, logits.cpu().numpy(), scores.cpu().numpy()))
         logits, scores = _assemble(chunks, len(vocabulary), num_rows)
