@@ -57,6 +57,23 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[key]
 
 
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """`"auto"` / None -> cuda if available, else mps, else cpu; anything else as `torch.device`, checked to exist."""
+    if name is None or str(name) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r} ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device (torch {torch.__version__})")
+    return device
+
+
 def scores_unseen_labels_alone(model: Any) -> bool:
     """Whether the ZSL views score the unseen labels on their own: the model's `scores_depend_on_label_set` trait (a
     label's score depends on the labels scored with it, as MKT's normalisation across labels; its ZSL protocol scores
@@ -374,5 +391,6 @@ __all__ = [
     "ViewScores",
     "parse_dtype",
     "ranking_description",
+    "resolve_device",
     "scores_unseen_labels_alone",
 ]
