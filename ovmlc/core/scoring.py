@@ -257,7 +257,9 @@ class Scorer:
         logits, scores = _assemble(chunks, len(vocabulary), num_rows)
         return ScoreResult(logits=logits, scores=scores, label_names=list(vocabulary.names))
 
-    def score_images(self, images: ImageInput | Sequence[ImageInput], labels: Labels, *, ranking: bool = False):
+    def score_images(
+        self, images: ImageInput | Sequence[ImageInput], labels: Labels, *, ranking: bool = False
+    ) -> ScoreResult:
         """Score images (paths, PIL images, arrays; one or a list) against `labels`, `batch_size` at a time."""
         image_list = load_images(images)
 
