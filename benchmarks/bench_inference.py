@@ -43,7 +43,7 @@ from helpers import tiny_tokenizer  # noqa: E402
 
 import ovmlc  # noqa: E402
 from ovmlc.core.backbones import encode_prompts_plain, encode_prompts_sharing_prefix  # noqa: E402
-from ovmlc.inference.image_scoring import score_pixel_batch  # noqa: E402
+from ovmlc.core.scoring import Scorer  # noqa: E402
 from ovmlc.inference.tagging import discover_image_files, file_sources, tag_to_file  # noqa: E402
 
 VOCAB_SIZES = (81, 1000, 1006, 7586)
@@ -138,7 +138,7 @@ def end_to_end_rows(backbone: Path, folder: Path, names: list[str], args, tmp: P
                 for start in range(0, len(paths), args.batch_size):
                     model.encode_image_features(pixel_values[start : start + args.batch_size])
 
-        score_pixel_batch(model, pixel_values[:2], label_embeds, image_dtype=dtype)  # warm-up
+        Scorer(model, image_dtype=dtype).score_batch(pixel_values[:2], label_embeds)  # warm-up
         encoder_ips = len(paths) / timed(image_side)
         rows.append((dtype_name, "e: bare image side on pre-decoded tensors", "-", encoder_ips))
         for fast in (False, True):

@@ -4,7 +4,7 @@ fp32 images/s on the same pre-decoded tensors, side by side in one run.
 1. The shipped offline CLIP as CLIP zero-shot, fixed vocabulary = the synthetic world's 38 labels, exported with
    `ovmlc export onnx --labels ... --quantize`; GZSL / ZSL mAP (protocol `synthetic`) of PyTorch, onnxruntime fp32
    and onnxruntime int8 on the test split of a freshly generated synthetic dataset.
-2. Speed: the image side + folded head, PyTorch fp32 (`score_pixel_batch`) vs onnxruntime fp32 and int8, on the
+2. Speed: the image side + folded head, PyTorch fp32 (`Scorer.score_batch`) vs onnxruntime fp32 and int8, on the
    synthetic CLIP, and with `--b16` on a ViT-B/16-shaped CLIP with random weights (export takes minutes).
 
     python benchmarks/bench_onnx.py [--test-images 500] [--b16] [--threads 2]
@@ -31,9 +31,9 @@ from bench_inference import build_backbone, label_names  # noqa: E402
 import ovmlc  # noqa: E402
 from ovmlc import data as ovmlc_data  # noqa: E402
 from ovmlc.cli import main as cli_main  # noqa: E402
+from ovmlc.core.scoring import Scorer  # noqa: E402
 from ovmlc.evaluation import ScoresFile, evaluate_scores  # noqa: E402
 from ovmlc.inference.export_onnx import OnnxTagger, export_onnx  # noqa: E402
-from ovmlc.inference.image_scoring import score_pixel_batch  # noqa: E402
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
@@ -56,7 +56,7 @@ def accuracy_rows(directory: Path, test_images: int, batch_size: int) -> list[tu
     scores = {
         "PyTorch fp32": np.concatenate(
             [
-                score_pixel_batch(model, pixel_values[start : start + batch_size], label_embeds).scores.numpy()
+                Scorer(model).score_batch(pixel_values[start : start + batch_size], label_embeds).scores.numpy()
                 for start in range(0, len(pixel_values), batch_size)
             ]
         )
@@ -79,7 +79,7 @@ def speed_rows(model, directory: Path, names: list[str], images: int, batch_size
 
     def pytorch():
         for start in range(0, images, batch_size):
-            score_pixel_batch(model, pixel_values[start : start + batch_size], label_embeds)
+            Scorer(model).score_batch(pixel_values[start : start + batch_size], label_embeds)
 
     runners = {"PyTorch fp32": pytorch}
     for name, quantized in (("onnxruntime fp32", False), ("onnxruntime int8", True)):

@@ -22,9 +22,9 @@ from test_train_fixtures import make_tiny_dataset
 import ovmlc
 from ovmlc.cli import main as cli_main
 from ovmlc.core.images import load_image
+from ovmlc.core.scoring import Scorer, parse_dtype, resolve_device
 from ovmlc.evaluation import write_thresholds
 from ovmlc.inference import tagging
-from ovmlc.inference.image_scoring import parse_dtype, resolve_device, score_pixel_batch
 
 LABELS = ["cat", "dog", "red car", "tree", "boat"]
 
@@ -293,8 +293,8 @@ def test_dataset_split_is_tagged_by_image_id(clip_dir, tmp_path):
 def test_bfloat16_image_side_keeps_a_float32_head(model):
     pixel_values = model.preprocess(random_images(3, size=40))
     label_embeds = model.encode_labels(LABELS)
-    full = score_pixel_batch(model, pixel_values, label_embeds)
-    half = score_pixel_batch(model, pixel_values, label_embeds, image_dtype=torch.bfloat16)
+    full = Scorer(model).score_batch(pixel_values, label_embeds)
+    half = Scorer(model, image_dtype=torch.bfloat16).score_batch(pixel_values, label_embeds)
     assert half.logits.dtype == torch.float32 and half.scores.dtype == torch.float32
     torch.testing.assert_close(half.logits, full.logits, atol=0.15, rtol=0.05)  # bf16 image tower, same ranking head
     reference = model(pixel_values=pixel_values, label_embeds=label_embeds).logits

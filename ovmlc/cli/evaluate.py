@@ -39,7 +39,8 @@ def register(subparsers) -> None:
         "--dtype",
         default="float32",
         choices=["float32", "bfloat16", "float16"],
-        help="with --model: image-side precision (the head stays float32; default: %(default)s)",
+        help="with --model: precision of the image side (autocast); the scoring head, scores and logits stay float32 "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--limit",
@@ -114,8 +115,8 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     protocol = load_protocol(args.protocol)
     output_dir = Path(args.output) if args.output else evaluation.default_output_dir(protocol.name)
     if args.model is not None:
+        from ..core.scoring import parse_dtype, resolve_device
         from ..inference.factory import load_model
-        from ..inference.image_scoring import parse_dtype, resolve_device
 
         model = load_model(args.model, device=resolve_device(args.device))
         model.name_or_path = str(args.model)  # the report names the model as given
@@ -147,6 +148,8 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
             first_rows(scores_file.image_ids),
             first_rows(scores_file.unseen_scores),
             first_rows(scores_file.threshold_scores),
+            first_rows(scores_file.logits),
+            first_rows(scores_file.unseen_logits),
         )
     thresholds = None
     provenance = {"scores_file": str(args.scores), "limit": args.limit}

@@ -123,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..core.outputs import rank_labels
+    from ..core.scoring import parse_dtype, resolve_device
     from ..core.vocabulary import load_labelset
     from ..inference import tagging
     from ..inference.factory import load_model
-    from ..inference.image_scoring import parse_dtype, resolve_device
     from ..inference.pipeline import split_label_text
 
     label_names = split_label_text(args.labels) if args.labels is not None else load_labelset(args.labelset)["labels"]

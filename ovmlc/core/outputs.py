@@ -32,14 +32,23 @@ class MultiLabelOutput(ModelOutput):
 
 
 def rank_labels(
-    scores: np.ndarray, names: Sequence[str], top_k: int | None = None, thresholds: np.ndarray | None = None
+    scores: np.ndarray,
+    names: Sequence[str],
+    top_k: int | None = None,
+    thresholds: np.ndarray | None = None,
+    order_by: np.ndarray | None = None,
 ) -> list[list[tuple[str, float]]]:
-    """Per row of `scores [N, C]`: `[(label, score), ...]` sorted descending, thresholded, cut to `top_k`."""
+    """Per row of `scores [N, C]`: `[(label, score), ...]` sorted descending, thresholded, cut to `top_k`.
+
+    `order_by [N, C]` (the logits) sets the order instead of the scores: a float32 sigmoid saturates at 1.0 for large
+    logits, which would leave such labels in column order."""
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if order_by is not None and np.shape(order_by) != np.shape(scores):
+        raise ValueError(f"order_by has shape {np.shape(order_by)}; scores have {np.shape(scores)}")
     results = []
-    for row in scores:
-        order = np.argsort(-row, kind="stable")
+    for position, row in enumerate(scores):
+        order = np.argsort(-(row if order_by is None else order_by[position]), kind="stable")
         if thresholds is not None:
             order = order[row[order] >= thresholds[order]]
         if top_k is not None:

@@ -207,20 +207,15 @@ class LabelVocabulary:
         from .backbones import module_fingerprint, text_tower_modules
 
         if cache is None:
-            cache = LabelEmbeddingCache()
+            cache = LabelEmbeddingCache(max_labels=None)  # this call only
         if fingerprint is None:
             fingerprint = module_fingerprint(*text_tower_modules(clip))
-        table = cache.table(fingerprint, self.templates_key)
-        missing = [name for name in self.names if name not in table]
-        if missing:
-            table.update(self._encode_labels(clip, tokenizer, missing, batch_size, dtype, progress))
-        embeddings = torch.stack([table[name] for name in self.names])
-        if cache.max_labels is not None:
-            for name in self.names:  # least-recently-used order: the labels just asked for go last
-                table[name] = table.pop(name)
-        if missing:
-            cache.persist(fingerprint, self.templates_key)
-        return embeddings
+
+        def encode_missing(missing: list[str]) -> torch.Tensor:
+            encoded = self._encode_labels(clip, tokenizer, missing, batch_size, dtype, progress)
+            return torch.stack([encoded[name] for name in missing])  # [M, D]
+
+        return cache.lookup(fingerprint, self.templates_key, self.names, encode_missing)
 
     def _encode_labels(self, clip, tokenizer, labels, batch_size, dtype, progress) -> dict[str, torch.Tensor]:
         from .backbones import encode_prompts_plain, encode_prompts_sharing_prefix, supports_prefix_sharing

@@ -250,6 +250,36 @@ def average_precision(scores: Any, labels: Any, ties: str = "stable", no_positiv
     return ap
 
 
+def tie_fraction(scores: Any, labels: Any) -> float | None:
+    """Share of a label's (positive, negative) pairs whose scores are equal, pooled over the labels (columns).
+
+    Only those pairs' order in an AP ranking is decided by the tie policy rather than by the model (ties among
+    positives, or among negatives, change no AP). `sum_c tied_pairs_c / sum_c (n+_c * n-_c)` over annotated entries;
+    None when no label has both a positive and a negative. A float32 head gives ~0; scores rounded to bf16, or float32
+    sigmoids saturated at 1.0, give many ties (evaluation warns above 1%).
+    """
+    scores, labels = _scores_and_labels(scores, labels)
+    num_images, num_classes = scores.shape
+    is_positive, is_negative = labels == LABEL_POSITIVE, labels == LABEL_NEGATIVE
+    total = float((is_positive.sum(axis=0).astype(np.float64) * is_negative.sum(axis=0)).sum())
+    if total == 0:
+        return None
+    tied = 0.0
+    block = max(1, _BLOCK_ELEMENTS // max(num_images, 1))
+    for start in range(0, num_classes, block):
+        block_scores = np.ascontiguousarray(scores[:, start : start + block].T)  # [b, N]
+        order = np.argsort(block_scores, axis=1, kind="stable")
+        ranked = np.take_along_axis(block_scores, order, axis=1)  # [b, N] ascending per class
+        # Runs of equal scores within a class: a new run starts at each class's first entry and at each change.
+        new_run = np.ones_like(ranked, dtype=bool)
+        new_run[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+        run = np.cumsum(new_run.ravel()) - 1  # [b * N] run id
+        positives = np.take_along_axis(is_positive[:, start : start + block].T, order, axis=1).ravel()
+        negatives = np.take_along_axis(is_negative[:, start : start + block].T, order, axis=1).ravel()
+        tied += float(np.dot(np.bincount(run, weights=positives), np.bincount(run, weights=negatives)))
+    return tied / total
+
+
 def mean_average_precision(scores: Any, labels: Any, ties: str = "stable", no_positive: str = "zero") -> float:
     """mAP over all columns passed in (see `average_precision`); NaN when no class is left to average."""
     ap = average_precision(scores, labels, ties=ties, no_positive=no_positive)
@@ -743,6 +773,8 @@ def evaluate_protocol(
     thresholds: Any = None,
     unseen_scores: Any = None,
     threshold_scores: Any = None,
+    logits: Any = None,
+    unseen_logits: Any = None,
 ) -> dict[str, Any]:
     """Compute every number of a protocol preset on a score matrix.
 
@@ -760,10 +792,14 @@ def evaluate_protocol(
             on the scored label set (MKT normalises across labels): their ZSL protocol scores the unseen labels alone.
         threshold_scores: optional `[N, C]` scores the threshold metrics use instead, when the ranking `scores` are
             not the predicted scores thresholds apply to (CLIP zero-shot: plain cosine vs its reference prompt).
+        logits: optional `[N, C]` logits of `scores` (`scores = sigmoid(logits)`): the ranking metrics (AP, top-K)
+            then rank these, so a float32 sigmoid saturated at 1.0 creates no ties; the threshold metrics keep the
+            scores. `unseen_logits` `[N, C_unseen]` are the logits of `unseen_scores` (needed with both).
 
     Returns a JSON-ready dict: `protocol` (name), `description`, `citation`, `settings`, image/label counts, and
     `views[name]` with `mAP` (`mAP_per_class` too when the preset's AP is row-pooled), `WmAP` (when the preset
-    reports it), `top_k[str(K)]` (`precision`, `recall`, `f1`, `f1_upper_bound`, counts), optional `threshold`
+    reports it), `tie_fraction` (see `tie_fraction`, of the scores the view ranks), `top_k[str(K)]` (`precision`,
+    `recall`, `f1`, `f1_upper_bound`, counts), optional `threshold`
     (CP/CR/CF1/OP/OR/OF1) and `threshold_top_k[str(K)]`, image counts per image filter, and `per_label` rows. Every
     view repeats the protocol name. Views that cannot be computed (e.g. ZSL without unseen labels) are listed in
     `skipped_views` with the reason. Undefined numbers are None.
@@ -793,6 +829,19 @@ def evaluate_protocol(
         threshold_scores = to_score_matrix(threshold_scores, name="threshold_scores")
         if threshold_scores.shape != scores.shape:
             raise ValueError(f"`threshold_scores` has shape {threshold_scores.shape}; `scores` has {scores.shape}.")
+    zsl_logits = None  # [N, C]: `logits` with the unseen columns replaced by `unseen_logits`
+    if logits is not None:
+        logits = to_score_matrix(logits, name="logits")
+        if logits.shape != scores.shape:
+            raise ValueError(f"`logits` has shape {logits.shape}; `scores` has {scores.shape}.")
+        if (unseen_scores is None) != (unseen_logits is None):
+            raise ValueError("`unseen_logits` go with `unseen_scores` when `logits` are given: pass both or neither.")
+        if unseen_logits is not None:
+            unseen_logits = to_score_matrix(unseen_logits, name="unseen_logits")
+            if unseen_logits.shape != unseen_scores.shape:
+                raise ValueError(f"`unseen_logits` has shape {unseen_logits.shape}; expected {unseen_scores.shape}.")
+            zsl_logits = logits.astype(np.result_type(logits, unseen_logits))  # a copy
+            zsl_logits[:, unseen] = unseen_logits
 
     threshold_source = None
     threshold_vector = None
@@ -809,6 +858,7 @@ def evaluate_protocol(
         "num_images": num_images,
         "num_labels": num_labels,
         "num_unseen_labels": int(unseen.sum()),
+        "ranked_by": "scores" if logits is None else "logits",
         "views": {},
         "skipped_views": {},
     }
@@ -828,18 +878,23 @@ def evaluate_protocol(
             continue
         unseen_alone = zsl_scores is not None and view.labels == "unseen"
         view_thresholds = None if threshold_vector is None else threshold_vector[selection.label_indices]
+        view_scores = zsl_scores if unseen_alone else scores  # [N, C] sigmoid scores (predicted or ranking)
+        ranked, thresholded = view_scores, threshold_scores
+        if logits is not None:  # rank the logits; thresholds apply to the scores
+            ranked = zsl_logits if unseen_alone else logits
+            thresholded = view_scores if threshold_scores is None else threshold_scores
         report["views"][view.name] = _evaluate_view(
             protocol,
             view,
             selection,
-            zsl_scores if unseen_alone else scores,
+            ranked,
             labels,
             label_names,
             unseen,
             view_thresholds,
             threshold_source,
             num_images,
-            threshold_scores,
+            thresholded,
         )
         if unseen_alone:
             report["views"][view.name]["scored_labels"] = "unseen labels alone"
@@ -883,6 +938,7 @@ def _evaluate_view(
         "num_labels_dropped": selection.num_labels_in_set - num_labels,
         "num_labels_without_positives": int((num_positives == 0).sum()),
         "mAP": _number(_nanmean(ap)),
+        "tie_fraction": tie_fraction(scores, labels),
     }
     ap_per_class = None
     if protocol.ap_mode != "per_class":  # the true per-class AP next to the paper's number, for comparison

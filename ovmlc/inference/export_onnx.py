@@ -306,12 +306,12 @@ def export_onnx(
 @torch.no_grad()
 def parity_difference(model: Any, output_dir: Path, info: dict[str, Any], batch: int = 3) -> float:
     """Max |logit difference| between onnxruntime and PyTorch on random pixels (another batch size than traced)."""
-    from .image_scoring import score_pixel_batch
+    from ..core.scoring import Scorer
 
     tagger = OnnxTagger(output_dir, info=info)
     pixels = _example_pixels(model, batch) * 0.5 + 0.1
     labels = info.get("labels") or ["cat", "red car", "tree", "a photo"]
-    reference = score_pixel_batch(model, pixels, model.encode_labels(labels)).logits.numpy()  # [B, C]
+    reference = Scorer(model).score_batch(pixels, model.encode_labels(labels)).logits.numpy()  # [B, C]
     return float(np.abs(tagger.logits(pixels.numpy(), labels) - reference).max())
 
 

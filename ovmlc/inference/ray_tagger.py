@@ -28,7 +28,7 @@ import torch
 
 from ..core.images import load_image
 from ..core.outputs import rank_labels
-from .image_scoring import parse_dtype, resolve_device, score_pixel_batch
+from ..core.scoring import Scorer, parse_dtype, resolve_device
 
 
 class OVMLCTagger:
@@ -49,7 +49,7 @@ class OVMLCTagger:
         self.device = resolve_device(device)
         self.model = load_model(model, device=self.device) if isinstance(model, str) else model.to(self.device)
         self.model.eval()
-        self.image_dtype = parse_dtype(dtype)
+        self.scorer = Scorer(self.model, image_dtype=parse_dtype(dtype))
         vocabulary = self.model.vocabulary(list(labels))
         self.names = list(vocabulary.names)
         self.thresholds = self.model.resolve_thresholds(self.names, threshold)
@@ -61,8 +61,7 @@ class OVMLCTagger:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         images = [load_image(np.asarray(image), name=f"image #{index}") for index, image in enumerate(batch["image"])]
         pixel_values = self.model.processor(images=images, return_tensors="pt")["pixel_values"]  # [B, 3, H, W]
-        scores = score_pixel_batch(self.model, pixel_values, self.label_embeds, image_dtype=self.image_dtype)
-        scores = scores.scores.cpu().numpy()  # [B, C]
+        scores = self.scorer.score_batch(pixel_values, self.label_embeds).scores.cpu().numpy()  # [B, C]
         ranked = rank_labels(scores, self.names, top_k=self.top_k, thresholds=self.thresholds)
         output: dict[str, np.ndarray] = {}
         if "path" in batch:

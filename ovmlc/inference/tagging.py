@@ -42,7 +42,7 @@ import torch
 
 from ..core.images import load_image
 from ..core.outputs import rank_labels
-from .image_scoring import score_pixel_batch
+from ..core.scoring import Scorer
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 LIST_FILE_EXTENSIONS = frozenset({".txt", ".lst"})
@@ -241,14 +241,13 @@ def tag_batches(
     if batch_size < 1:
         raise TaggingError(f"batch size must be >= 1, got {batch_size}")
     dataset = PreprocessedImages(sources, model.processor, rows=rows, fast_decode=fast_decode)
+    scorer = Scorer(model, image_dtype=image_dtype)
     for batch in image_batches(dataset, batch_size, num_workers, pin_memory=model.device.type == "cuda"):
         failed = [(sources[position].key, message) for position, message in batch["failed"]]
         if batch["pixel_values"] is None:
             yield TaggedBatch([], np.zeros((0, label_embeds.shape[0]), dtype=np.float32), None, failed)
             continue
-        scored = score_pixel_batch(
-            model, batch["pixel_values"], label_embeds, image_dtype=image_dtype, return_label_maps=label_maps
-        )
+        scored = scorer.score_batch(batch["pixel_values"], label_embeds, return_label_maps=label_maps)
         if label_maps and scored.label_maps is None:
             raise TaggingError(f"{type(model).__name__} gives no label maps; drop --label-maps")
         yield TaggedBatch(
