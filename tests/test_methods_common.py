@@ -19,7 +19,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from helpers import random_images, save_hub_layout_clip
+from helpers import BLOCK_OVMLC, random_images, save_hub_layout_clip
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -267,20 +267,6 @@ def test_adapter_only_loading_is_strict(saved, tmp_path):
         ovmlc.load_model(missing)
     with pytest.raises(WeightsLayoutError, match=r"unexpected keys \['clip.logit_scale'\]"):
         ovmlc.load_model(unexpected)
-
-
-# A fresh interpreter in which `import ovmlc` fails, as for a Hub user who only has transformers: every folder must
-# load from its own flat code.
-BLOCK_OVMLC = """
-import importlib.abc, sys
-
-class BlockOVMLC(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "ovmlc" or name.startswith("ovmlc."):
-            raise ImportError(f"ovmlc is not installed here ({name})")
-
-sys.meta_path.insert(0, BlockOVMLC())
-"""
 
 
 def test_fresh_process_without_ovmlc_loads_every_folder_from_its_own_code(saved, tmp_path):

@@ -372,13 +372,15 @@ def export_model_code(
     resolver = _Resolver({model_module.package: model_module.path.parent})
     # A flat copy loaded by transformers lives in one folder per module closure (the config class in another than the
     # model class): take the config module that sits beside the model's module, as the model's own imports do.
-    beside = resolver.find(f"{model_module.package}.{roots[1].basename}")
+    beside = resolver.find(f"{model_module.package}.{roots[1].basename}") if model_module.package else None
     if beside is not None and not beside.is_package:
         roots[1] = beside
     own_top = __name__.partition(".")[0]
     internal_tops = {own_top, *(root.name.partition(".")[0] for root in roots)}
-    if pipeline_module and model_module.name.partition(".")[0] == pipeline_module.partition(".")[0]:
-        pipeline = resolver.find(pipeline_module)  # the installed package's pipeline
+    # This function runs from the model's own code: the installed package (its pipeline module is there), or a flat
+    # copy (module names `transformers_modules...`), whose pipeline file sits beside it or where the model came from.
+    if pipeline_module and own_top == pipeline_module.partition(".")[0]:
+        pipeline = resolver.find(pipeline_module)
         if pipeline is None:
             raise CodeExportError(f"cannot find the pipeline module {pipeline_module!r}")
         roots.append(pipeline)
