@@ -340,11 +340,11 @@ def _check_exported_file(file_name: str, text: str, exported: set[str]) -> None:
         for match in pattern.finditer(text):
             needed = f"{match.group(1)}.py"
             if needed not in exported:
-                line = text.count("\n", 0, match.start()) + 1
+                line = text.count("\n", 0, match.start(1)) + 1
                 raise CodeExportError(
-                    f"{file_name}:{line}: transformers reads `{match.group(0).strip()}` as a file this folder needs "
-                    f"({needed}), which the export does not hold (a docstring or comment line that looks like a "
-                    "relative import? reword it)"
+                    f"{file_name}:{line} (of the exported copy): transformers reads `{match.group(0).strip()}` as a "
+                    f"file this folder needs ({needed}), which the export does not hold (a docstring or comment line "
+                    "that looks like a relative import? reword it)"
                 )
 
 
@@ -393,7 +393,15 @@ def export_model_code(
                 "was loaded from; save from the installed ovmlc package instead"
             )
         roots.append(ModuleSource(f"{model_module.package}.{Path(pipeline_file).stem}", Path(path)))
-    exporter = _Exporter(roots, resolver, internal_tops)
+    return export_modules(roots, resolver.package_dirs, internal_tops)
+
+
+def export_modules(
+    roots: list[ModuleSource], package_dirs: dict[str, Path], internal_tops: Iterable[str]
+) -> ExportedCode:
+    """The flat code of `roots` and every module of the `internal_tops` packages they import (transitively).
+    `package_dirs` locates packages that are not imported (else `sys.modules` does)."""
+    exporter = _Exporter(list(roots), _Resolver(package_dirs), set(internal_tops))
     exporter.run()
     return exporter.render()
 
@@ -406,4 +414,5 @@ __all__ = [
     "ExportedCode",
     "ModuleSource",
     "export_model_code",
+    "export_modules",
 ]
