@@ -23,9 +23,11 @@ from huggingface_hub import CommitInfo, ModelCard, RepoUrl
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors import safe_open
 
-from ovmlc import CLIPZeroShotModel
+from ovmlc import CLIPZeroShotConfig, CLIPZeroShotModel
 from ovmlc.cli import main as cli_main
+from ovmlc.core.code_export import export_model_code
 from ovmlc.evaluation import ScoresFile, calibrate_thresholds, evaluate_scores, save_scores, write_thresholds
+from ovmlc.files import PIPELINE_MODULE
 from ovmlc.hub import HubFolderError, plan_model_upload, push_pretrained_model, validate_dataset_folder
 from ovmlc.hub.model_card import OVMLCModelCardData, build_model_card, write_model_card
 
@@ -62,12 +64,12 @@ TRAINER_STATE = {
     "hardware": {"device": "cpu", "num_processes": 1},
     "versions": {"ovmlc": "0.1.0", "torch": "2.13.0"},
 }
+# The self-contained remote code of CLIP zero-shot: its files, the shared modules they import, the pipeline.
+CODE_FILES = set(export_model_code(CLIPZeroShotModel, CLIPZeroShotConfig, PIPELINE_MODULE).files)
 EXPECTED_RUN_FILES = {
+    *CODE_FILES,
     "README.md",
     "config.json",
-    "configuration_clip_zeroshot.py",
-    "modeling_clip_zeroshot.py",
-    "pipeline.py",
     "model.safetensors",
     "label_embeddings.safetensors",
     "preprocessor_config.json",

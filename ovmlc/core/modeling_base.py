@@ -654,7 +654,9 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         since they were loaded from a Hub id at a known commit, else the whole model; `True` always the whole model;
         `False` adapter-only wherever possible (an error if nothing can be left out). See `weights_layout.py`."""
         is_main_process = kwargs.get("is_main_process", True)
-        code = self.export_code()  # before anything is written: code a Hub user could not run fails here
+        # Before anything is written: code a Hub user could not run fails here. A class never registered for remote
+        # code (`register_for_auto_class`, every method does) gets no code and no auto_map, as in transformers.
+        code = self.export_code() if self.is_remote_code() else None
         plan = self.weights_layout_plan(save_backbone)
         self._record_saved_config(plan)
         state_dict = kwargs.pop("state_dict", None)
@@ -670,7 +672,8 @@ class OVMLCPreTrainedModel(PreTrainedModel):
             from safetensors.torch import save_file
 
             save_file({}, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
-        code.write(save_directory)
+        if code is not None:
+            code.write(save_directory)
         self.save_peft_adapters(save_directory, plan)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(save_directory)
