@@ -26,7 +26,8 @@ def read_json_file(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ModelLoadError(f"{path}: not a JSON {what} (not UTF-8 text: {error.reason} at byte {error.start})") from error
+        problem = f"not UTF-8 text: {error.reason} at byte {error.start}"
+        raise ModelLoadError(f"{path}: not a JSON {what} ({problem})") from error
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
