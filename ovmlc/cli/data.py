@@ -50,6 +50,13 @@ def _add_common_prepare_arguments(parser: argparse.ArgumentParser, requires_root
         default="full",
         help="full: decode every image (catches truncated files); header: quicker header check",
     )
+    parser.add_argument(
+        "--exif-orientation",
+        choices=("apply", "raw"),
+        default="apply",
+        help="images with an EXIF orientation tag are stored without it: apply: turned upright (as ovmlc and "
+        "datasets show them); raw: the pixels as encoded",
+    )
     parser.add_argument("--num-workers", type=int, default=1, help="threads reading/verifying images (1)")
     parser.add_argument("--limit", type=int, default=None, help="read at most N images per source split (trial runs)")
     parser.add_argument("--max-shard-size", type=int, default=500, metavar="MB", help="parquet shard size (500 MB)")
@@ -100,6 +107,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         seed=args.seed,
         partial_ratio=args.partial_ratio,
         verify=args.verify_images,
+        exif_orientation=args.exif_orientation,
         num_workers=max(1, args.num_workers),
         limit=args.limit,
         overwrite=args.overwrite,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,44 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .checkpoint_files import is_url
+
 # A path, PIL image, numpy array (HWC/CHW), torch tensor or datasets' {"bytes", "path"} dict.
 ImageInput = Any
 
 
 class ImageLoadError(ValueError):
     """An input could not be read as an image; the message names the file or input index."""
+
+
+# Images with more pixels than this are refused before decoding (decompression bombs: a tiny PNG can declare
+# 100000 x 100000). Default: what Pillow itself refuses (twice its Image.MAX_IMAGE_PIXELS, ~179 megapixels).
+MAX_PIXELS_ENV = "OVMLC_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit: `$OVMLC_MAX_IMAGE_PIXELS` if set (an integer; "none" for no limit), else twice Pillow's
+    `Image.MAX_IMAGE_PIXELS` (None there: no limit). A limit above Pillow's also lifts Pillow's own check."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+    if text.lower() in ("none", "0"):
+        return None
+    try:
+        limit = int(text.replace("_", ""))
+    except ValueError:
+        raise ImageLoadError(f"{MAX_PIXELS_ENV}={text!r}: expected a number of pixels, or 'none'") from None
+    if limit < 0:
+        raise ImageLoadError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive number of pixels, or 'none'")
+    return limit
+
+
+def _too_many_pixels(label: str, declared: str | None, limit: int) -> ImageLoadError:
+    size = f"declares {declared} pixels, " if declared else "declares "
+    return ImageLoadError(
+        f"{label}: image {size}more than the limit of {limit:,} pixels (a decompression bomb?); not decoded. "
+        f"If the image is genuine, raise the limit: {MAX_PIXELS_ENV}=<pixels> (or 'none')"
+    )
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -76,6 +110,10 @@ def load_image(image: ImageInput, name: str | None = None, min_size: int | None 
         return load_image(image["path"], name, min_size=min_size)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if isinstance(image, str) and is_url(image) and not path.is_file():
+            raise ImageLoadError(
+                f"{image}: URLs are not fetched; download the image and give its local path (or pass a PIL image)"
+            )
         if not path.is_file():
             raise ImageLoadError(f"{path}: no such image file")
         return load_image_file(path, str(path), min_size=min_size)
@@ -84,23 +122,43 @@ def load_image(image: ImageInput, name: str | None = None, min_size: int | None 
 
 def load_image_file(source: Any, label: str, min_size: int | None = None) -> Image.Image:
     """Open and fully decode an image file (so truncated files fail here, not later), upright by its EXIF orientation.
+    Files above `max_image_pixels()` are refused from their header, before decoding.
 
     `min_size`: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 in the DCT domain while the shorter side stays
     >= `min_size` (several times faster for large photos; pixels differ slightly from a full decode + resize).
     """
+    limit = max_image_pixels()
+    if limit is not None and Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = -(-limit // 2)  # the user raised the limit: Pillow must not refuse below it
+    elif limit is None:
+        Image.MAX_IMAGE_PIXELS = None
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a grey half-image
     try:
-        with Image.open(source) as opened:
+        # Pillow warns between its limit and twice it; ovmlc's own limit decides, so its warning is noise here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(source)
+        with opened:
+            if limit is not None and opened.size[0] * opened.size[1] > limit:
+                width, height = opened.size
+                raise _too_many_pixels(label, f"{width}x{height} = {width * height:,}", limit)
             if min_size is not None and opened.format == "JPEG":
                 width, height = opened.size
                 shorter = max(1, min(width, height))
                 # draft() keeps both sides >= the requested size: ask for the size whose shorter side is min_size.
                 opened.draft("RGB", (-(-width * min_size // shorter), -(-height * min_size // shorter)))
-            opened.load()
+            with warnings.catch_warnings():  # animated GIF frames are checked again while decoding
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened.load()
             if opened.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # exif_transpose copies even when upright
                 return _to_rgb(ImageOps.exif_transpose(opened))
             return _to_rgb(opened)
+    except Image.DecompressionBombError as error:  # Pillow's own check ran first (before the size was known)
+        declared = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_many_pixels(label, f"{int(declared.group(1)):,}" if declared else None, limit or 0) from error
+    except ImageLoadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"{label}: cannot read image ({error})") from error
     finally:

@@ -16,7 +16,6 @@ reference to the base model they were built from).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -49,6 +48,7 @@ from .backbones import (
     resolve_backbone,
     text_tower_modules,
 )
+from .checkpoint_files import check_safetensors_file, missing_config_error, read_config_file
 from .code_export import ExportedCode, export_model_code
 from .hooks import registered_push_function, run_save_hooks
 from .images import ImageInput, load_images
@@ -463,11 +463,17 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         source = resolve_backbone(name)
         hub_kwargs = {key: kwargs[key] for key in FOLDER_HUB_KWARGS if kwargs.get(key) is not None}
         folder_config, commit = read_folder_config(source, hub_kwargs)
+        if not folder_config and kwargs.get("config") is None and Path(source).is_dir():
+            raise missing_config_error(source)  # not transformers' "Should have a `model_type` key"
         loading_info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
         if folder_config.get("weights_layout") == ADAPTER_ONLY:
             model = cls._from_adapter_only_folder(name, source, folder_config, commit, model_args, kwargs, hub_kwargs)
         else:
-            model, loading_info = super().from_pretrained(source, *model_args, output_loading_info=True, **kwargs)
+            try:
+                model, loading_info = super().from_pretrained(source, *model_args, output_loading_info=True, **kwargs)
+            except Exception:
+                _check_weight_files(source, hub_kwargs)  # a damaged file: an error naming it, not safetensors' own
+                raise
             stored = model._stored_keys(source, hub_kwargs)  # before post_load may attach adapters
             model.post_load()
             model.load_peft_adapters(source, hub_kwargs)
@@ -585,6 +591,10 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         """Prefill the label cache from a saved `label_embeddings.safetensors` (if it matches this model)."""
         from safetensors import safe_open
 
+        try:
+            check_safetensors_file(path)
+        except ValueError as error:
+            raise type(error)(f"{error}. It only caches label embeddings: deleting it is safe") from None
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         if metadata.get("fingerprint") != self.text_fingerprint() or "templates_key" not in metadata:
@@ -766,7 +776,7 @@ class OVMLCPreTrainedModel(PreTrainedModel):
 
 
 def read_folder_config(source: str, hub_kwargs: dict) -> tuple[dict[str, Any], str | None]:
-    """The folder's config.json (empty if none can be read; transformers then reports the problem) and its Hub
+    """The folder's config.json (empty if there is none; damaged: `ModelLoadError` naming it) and its Hub
     commit (None for a local folder)."""
     from transformers.utils import cached_file, extract_commit_hash
 
@@ -780,10 +790,10 @@ def read_folder_config(source: str, hub_kwargs: dict) -> tuple[dict[str, Any], s
     if path is None:
         return {}, None
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        config = read_config_file(path)  # damaged JSON: an error naming the file, the line and the problem
+    except OSError:
         return {}, None
-    return (config if isinstance(config, dict) else {}), extract_commit_hash(path, None)
+    return config, extract_commit_hash(path, None)
 
 
 def _weight_files(source: str, hub_kwargs: dict, name: str) -> list[str]:
@@ -800,11 +810,22 @@ def _weight_files(source: str, hub_kwargs: dict, name: str) -> list[str]:
     return [cached_file(source, shard, **hub_kwargs) for shard in shard_names(index)]
 
 
+def _check_weight_files(source: str, hub_kwargs: dict) -> None:
+    """Raise `ModelLoadError` naming the first damaged safetensors file of the folder, if any."""
+    try:
+        files = _weight_files(source, hub_kwargs, source)
+    except (WeightsLayoutError, OSError):
+        return
+    for path in files:
+        check_safetensors_file(path)
+
+
 def _load_weight_files(files: list[str]) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     weights: dict[str, torch.Tensor] = {}
     for path in files:
+        check_safetensors_file(path)
         weights.update(load_file(path))
     return weights
 

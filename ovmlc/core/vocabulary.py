@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,36 @@ from .label_cache import LabelEmbeddingCache
 PoolMode = Literal["raw", "normalized"]
 # Vocabularies with more prompts than this show a progress bar while encoding.
 PROGRESS_MIN_PROMPTS = 2048
+
+
+class LabelTruncatedWarning(UserWarning):
+    """Label prompts longer than the text tower's context are cut: labels differing only after the cut score alike."""
+
+
+def warn_truncated_labels(tokenizer, labels: Sequence[str], templates: Sequence[str], limit: int) -> list[str]:
+    """Warn (`LabelTruncatedWarning`, naming them and the limit) about labels whose prompt under the longest template
+    has more than `limit` tokens, so the text tower sees only its start; returns those labels."""
+    longest = max(templates, key=lambda template: len(tokenizer(template.format(""))["input_ids"]))
+    # A token covers at least one character: prompts up to `limit - 2` characters (+ BOS, EOS) cannot be cut, so
+    # usual labels cost no tokenizing, and cached labels are checked too.
+    labels = [label for label in labels if len(longest.format(label)) > limit - 2]
+    if not labels:
+        return []
+    prompts = [longest.format(label) for label in labels]
+    # one token past the limit tells a cut prompt (and keeps transformers' "longer than the maximum" log quiet)
+    lengths = [len(ids) for ids in tokenizer(prompts, truncation=True, max_length=limit + 1)["input_ids"]]
+    cut = [label for label, length in zip(labels, lengths) if length > limit]
+    if cut:
+        shown = ", ".join(repr(label[:60] + ("..." if len(label) > 60 else "")) for label in cut[:5])
+        more = f" and {len(cut) - 5} more" if len(cut) > 5 else ""
+        warnings.warn(
+            f"{len(cut)} label(s) are longer than the text tower's context of {limit} tokens (with the prompt "
+            f"template) and are cut there: {shown}{more}. Labels that differ only after the cut get identical scores; "
+            "shorten them.",
+            LabelTruncatedWarning,
+            stacklevel=2,
+        )
+    return cut
 
 
 def list_templates() -> list[str]:
@@ -214,10 +245,13 @@ class LabelVocabulary:
 
         Only labels missing from `cache` are encoded. `dtype=torch.bfloat16` runs the text tower under autocast
         (~2x faster on CPU). The tokens a template puts before every label are encoded once (`prefix_sharing`), the
-        rest sorted by length and padded to the longest in each batch, not to 77.
+        rest sorted by length and padded to the longest in each batch, not to 77. Labels whose prompts exceed the
+        text tower's context are cut there: `LabelTruncatedWarning` names them.
         """
-        from .backbones import module_fingerprint, text_tower_modules
+        from .backbones import module_fingerprint, text_context_length, text_tower_modules
 
+        limit = min(int(getattr(tokenizer, "model_max_length", 77) or 77), text_context_length(clip))
+        warn_truncated_labels(tokenizer, self.names, self.templates, limit)
         if cache is None:
             cache = LabelEmbeddingCache(max_labels=None)  # this call only
         if fingerprint is None:

@@ -76,6 +76,7 @@ class PrepareOptions:
     seed: int = 0
     partial_ratio: float | None = None  # kept proportion of annotated train/validation entries (DualCoOp's setting)
     verify: str = "full"
+    exif_orientation: str = "apply"  # "raw": keep tagged images' pixels as encoded (image_files.EXIF_ORIENTATION_MODES)
     num_workers: int = 1
     limit: int | None = None  # at most this many source records per source split (quick trials)
     overwrite: bool = False
@@ -188,7 +189,7 @@ class _RowBuilder:
 
 
 def _encode_all(
-    items: Iterable[tuple[str, SourceRecord, dict[str, Any]]], verify: str, num_workers: int
+    items: Iterable[tuple[str, SourceRecord, dict[str, Any]]], verify: str, num_workers: int, exif_orientation: str
 ) -> Iterator[tuple[str, SourceRecord, dict[str, Any], dict[str, Any] | SkippedImage]]:
     """Adds the image storage (or a SkippedImage) to each (split, record, row), in input order.
 
@@ -199,7 +200,7 @@ def _encode_all(
         split, record, row = item
         where = str(record.image) if isinstance(record.image, (str, os.PathLike)) else str(record.image_id)
         try:
-            return split, record, row, encode_image(record.image, where, verify)
+            return split, record, row, encode_image(record.image, where, verify, exif_orientation)
         except SkippedImage as skipped:
             return split, record, row, skipped
 
@@ -315,7 +316,9 @@ def prepare_canonical(
                         continue
                     yield split, record, row
 
-            for split, _record, row, image in _encode_all(annotated_rows(), options.verify, options.num_workers):
+            for split, _record, row, image in _encode_all(
+                annotated_rows(), options.verify, options.num_workers, options.exif_orientation
+            ):
                 progress.update(1)
                 if isinstance(image, SkippedImage):
                     skip(f"{image.reason} image", str(image.where))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from ..core.backbones import DEFAULT_BACKBONE, BackboneNotFoundError, resolve_backbone
+from ..core.checkpoint_files import is_url, missing_config_error, read_config_file, url_error
 from ..core.modeling_base import OVMLCPreTrainedModel
 from ..files import CONFIG_FILE
 
@@ -16,7 +16,9 @@ from ..files import CONFIG_FILE
 def _model_type(name_or_path: str, revision: str | None) -> str | None:
     config_file = Path(name_or_path, CONFIG_FILE)
     if config_file.is_file():
-        return json.loads(config_file.read_text()).get("model_type")
+        return read_config_file(config_file).get("model_type")
+    if Path(name_or_path).is_dir():
+        raise missing_config_error(name_or_path)
     from transformers import AutoConfig
 
     try:
@@ -38,6 +40,8 @@ def load_model(
     from .. import methods  # noqa: F401 - registers every method with AutoModel
     from ..methods.clip_zeroshot import CLIPZeroShotModel
 
+    if is_url(str(name_or_path)) and not Path(name_or_path).exists():
+        raise url_error(str(name_or_path))
     resolved = resolve_backbone(name_or_path)
     # "org/name" is a Hub id; absolute, relative ("./x") and nested ("a/b/c") paths can only be local folders.
     looks_local = resolved.startswith((os.path.sep, ".", "~")) or resolved.count("/") > 1

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.checkpoint_files import is_url
 from ..core.images import load_image
 from ..core.outputs import rank_labels
 from ..core.scoring import Scorer
@@ -117,6 +118,8 @@ def discover_image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
             found = [path for path in found if _is_image_file(path)]
             if not found:
                 raise TaggingError(f"{text}: the pattern matches no image file")
+        elif is_url(text):
+            raise TaggingError(f"{text}: URLs are not fetched; download the images and give their local paths")
         else:
             raise TaggingError(f"{text}: no such file or folder")
         paths += found
