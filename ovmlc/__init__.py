@@ -8,6 +8,7 @@ from .factory import load_model
 from .images import ImageLoadError, load_image
 from .methods.clip_zeroshot import CLIPZeroShotConfig, CLIPZeroShotModel
 from .methods.clipft import CLIPFTConfig, CLIPFTModel
+from .methods.lamm import LAMMConfig, LAMMModel
 from .methods.mkt import MKTConfig, MKTModel
 from .methods.qks import QKSConfig, QKSModel
 from .modeling_base import PIPELINE_TASK, MultiLabelOutput, OVMLCConfig, OVMLCPreTrainedModel
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 METHODS = {
     "clip_zeroshot": (CLIPZeroShotConfig, CLIPZeroShotModel),
     "clipft": (CLIPFTConfig, CLIPFTModel),
+    "lamm": (LAMMConfig, LAMMModel),
     "mkt": (MKTConfig, MKTModel),
     "qks": (QKSConfig, QKSModel),
 }
@@ -38,6 +40,8 @@ __all__ = [
     "CLIPZeroShotConfig",
     "CLIPZeroShotModel",
     "ImageLoadError",
+    "LAMMConfig",
+    "LAMMModel",
     "LabelVocabulary",
     "METHODS",
     "MKTConfig",

@@ -47,6 +47,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .single_label_metrics import TASK_SINGLE_LABEL, SingleLabelProtocol, evaluate_single_label
+from .single_label_metrics import protocol_from_dict as single_label_protocol_from_dict
+
 LABEL_POSITIVE = 1
 LABEL_UNANNOTATED = 0
 LABEL_NEGATIVE = -1
@@ -470,8 +473,9 @@ def list_protocols() -> list[str]:
 
 
 def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationProtocol:
-    """Load a preset by name (`"nus-wide-biam"`) or from a YAML file with the same fields."""
-    if isinstance(name_or_path, EvaluationProtocol):
+    """Load a preset by name (`"nus-wide-biam"`) or from a YAML file with the same fields. A file with
+    `task: single-label` gives an `ovmlc.single_label_metrics.SingleLabelProtocol` (accuracy presets)."""
+    if isinstance(name_or_path, (EvaluationProtocol, SingleLabelProtocol)):
         return name_or_path
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
@@ -486,7 +490,10 @@ def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationPr
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ValueError(f"Protocol file {path} is not valid YAML: {error}") from None
-    protocol = _protocol_from_dict(data, source=str(path))
+    if isinstance(data, Mapping) and data.get("task") == TASK_SINGLE_LABEL:  # top-1/top-5 accuracy presets
+        protocol = single_label_protocol_from_dict(data, source=str(path))
+    else:
+        protocol = _protocol_from_dict(data, source=str(path))
     if path.parent == PROTOCOLS_DIR and protocol.name != path.stem:
         raise ValueError(
             f"Protocol file {path}: `name` is {protocol.name!r} but presets must be named after their file."
@@ -654,6 +661,8 @@ def evaluate_protocol(
     the reason. Undefined numbers are None.
     """
     protocol = load_protocol(protocol)
+    if isinstance(protocol, SingleLabelProtocol):
+        return evaluate_single_label(scores, labels, label_names, unseen, protocol, unseen_scores=unseen_scores)
     scores, labels = _scores_and_labels(scores, labels)
     label_names = [str(name) for name in label_names]
     unseen = np.asarray(_to_numpy(unseen)).astype(bool).reshape(-1)

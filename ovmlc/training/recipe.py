@@ -48,6 +48,10 @@ class DatasetSection:
     train_labels: str = "seen"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # Few-shot training (single-label data): `shots` images per training label, drawn from the train split by
+    # `ovmlc.data.few_shot` with `shots_seed` (default: training.seed, as CoOp/LAMM draw their shots per run seed).
+    shots: int | None = None
+    shots_seed: int | None = None
 
 
 @dataclass
@@ -70,6 +74,9 @@ class ScheduleSection:
     step_size: int = 1
     gamma: float = 0.1
     metric: str | None = None
+    # Learning rate held during the warm-up steps instead of the linear ramp (Dassl's "constant" warm-up: CoOp/LAMM
+    # run their first epoch at 1e-5); None = linear warm-up.
+    warmup_constant_lr: float | None = None
     mode: Literal["max", "min"] = "max"
     patience: int = 1
     factor: float = 0.1
@@ -383,6 +390,7 @@ def _check_semantics(recipe: Recipe) -> None:
         "training.early_stopping_patience": training.early_stopping_patience,
         "dataset.max_train_samples": recipe.dataset.max_train_samples,
         "dataset.max_eval_samples": recipe.dataset.max_eval_samples,
+        "dataset.shots": recipe.dataset.shots,
     }.items():
         if value is not None and value < 1:
             raise fail(f"{key} must be >= 1 or null, got {value}")
@@ -392,6 +400,10 @@ def _check_semantics(recipe: Recipe) -> None:
         raise fail(f"training.eval_every must be >= 1 steps, got {training.eval_every}")
     if len(recipe.optimizer.betas) != 2:
         raise fail(f"optimizer.betas must be two numbers, got {recipe.optimizer.betas}")
+    if recipe.schedule.warmup_constant_lr is not None and recipe.schedule.warmup_constant_lr <= 0:
+        raise fail(f"schedule.warmup_constant_lr must be > 0 or null, got {recipe.schedule.warmup_constant_lr}")
+    if recipe.dataset.shots_seed is not None and recipe.dataset.shots is None:
+        raise fail("dataset.shots_seed is set but dataset.shots is not (the seed of the few-shot draw)")
     if recipe.schedule.name == "plateau" and (recipe.schedule.warmup_ratio or recipe.schedule.warmup_steps):
         raise fail("schedule.name 'plateau' does not support warm-up; set schedule.warmup_ratio: 0")
     if recipe.layer_decay is not None and not 0 < recipe.layer_decay <= 1:

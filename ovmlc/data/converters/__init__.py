@@ -53,16 +53,20 @@ for _converter in (
 
 
 def _register_synthetic() -> None:
-    # The synthetic world lives in its own module (issue 6); register its converter when it provides one.
-    try:
-        module = importlib.import_module("ovmlc.data.synthetic")
-    except ModuleNotFoundError as error:
-        if error.name == "ovmlc.data.synthetic":
-            return
-        raise
-    converter_class = getattr(module, "SyntheticConverter", None)
-    if converter_class is not None and "synthetic" not in CONVERTERS:
-        register_converter(converter_class())
+    # The synthetic worlds live in their own modules (issue 6); register their converters when they provide them.
+    for module_name, class_name, source in (
+        ("ovmlc.data.synthetic", "SyntheticConverter", "synthetic"),
+        ("ovmlc.data.synthetic_single", "SyntheticSingleObjectConverter", "synthetic-single"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue
+            raise
+        converter_class = getattr(module, class_name, None)
+        if converter_class is not None and source not in CONVERTERS:
+            register_converter(converter_class())
 
 
 _register_synthetic()
