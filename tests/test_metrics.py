@@ -26,7 +26,7 @@ from ovmlc.metrics import (
     weighted_mean_average_precision,
 )
 
-PRESETS = ["coco-48-17", "nus-wide-biam", "nus-wide-qks", "openimages-biam", "synthetic", "voc2007"]
+PRESETS = ["coco-48-17", "nus-wide-biam", "nus-wide-qks", "openimages-biam", "single-label", "synthetic", "voc2007"]
 
 
 def random_problem(seed: int, num_images: int = 60, num_labels: int = 12, unannotated: float = 0.0, ties: bool = False):
