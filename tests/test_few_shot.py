@@ -253,3 +253,27 @@ def test_few_shot_recipe_errors(tmp_path, single_label_dataset):
     path = recipe(multi_label, dataset={"path": str(multi_label), "source": "test-colours", "shots": 1})
     with pytest.raises(TrainingError, match=r"dataset.shots: .*exactly one label per image"):
         train(path)
+
+
+def test_class_folders_converter(tmp_path, capsys):
+    """ImageNet layout: train/<wnid>/ and val/<wnid>/ (val becomes test), CoOp's classnames.txt for the names."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "raw"
+    for split, count in (("train", 4), ("val", 2)):
+        for wnid in ("n01", "n02"):
+            folder = raw / split / wnid
+            folder.mkdir(parents=True)
+            for index in range(count):
+                PILImage.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{index}.JPEG")
+    names = tmp_path / "classnames.txt"
+    names.write_text("n01 tench\nn02 great white shark\n")
+    out = tmp_path / "out"
+    common = ["data", "prepare", "class-folders", "--root", str(raw), "--no-progress", "--val-fraction", "0.25"]
+    assert cli_main([*common, "--out", str(out), "--class-names", str(names)]) == 0
+    dataset = load_canonical(out)
+    assert dataset_label_names(dataset["test"]) == ["great white shark", "tench"]
+    assert (len(dataset["train"]), len(dataset["validation"]), len(dataset["test"])) == (6, 2, 4)
+    assert len(few_shot_subset(dataset["train"], ["tench", "great white shark"], 2, seed=1)) == 4
+    names.write_text("n01 tench\n")
+    assert cli_main([*common, "--out", str(tmp_path / "bad"), "--class-names", str(names)]) == 2
+    assert "no class name for the folder(s) ['n02']" in capsys.readouterr().err

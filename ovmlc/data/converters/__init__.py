@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ovmlc.data.converters.base import Converter, SourceFormatError
+from ovmlc.data.converters.class_folders import ClassFoldersConverter
 from ovmlc.data.converters.coco import CocoConverter
 from ovmlc.data.converters.hub import HubConverter
 from ovmlc.data.converters.nus_wide import NusWideConverter
@@ -48,6 +49,7 @@ for _converter in (
     TableConverter("jsonl", "your images listed in a JSON-lines table (path, labels[, negative_labels, split])"),
     HubConverter("hub", "any Hub dataset id with an image column and a label column"),
     HubConverter("parquet", "a local parquet dataset (folder or file) with an image column and a label column"),
+    ClassFoldersConverter(),
 ):
     register_converter(_converter)
 
