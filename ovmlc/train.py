@@ -260,8 +260,8 @@ def build_schedule_lambda(
     gamma: float,
     warmup_multiplier: float | None = None,
 ):
-    """Learning-rate multiplier per optimizer step: warm-up (linear, or held at `warmup_multiplier`), then cosine /
-    linear / constant / step decay."""
+    """Learning-rate multiplier per optimizer step: warm-up (linear, or constant at `warmup_multiplier`, Dassl's
+    "constant" warm-up used by CoOp/DualCoOp), then cosine / linear / constant / step decay."""
 
     def multiplier(step: int) -> float:
         if warmup_steps and step < warmup_steps:
@@ -430,25 +430,6 @@ class Trainer:
         self.validation_columns = [self.labels.evaluation.index(name) for name in self.labels.validation]
         self._check_metrics()
 
-    def _few_shot_train_split(self, split):
-        """`dataset.shots` images per training label (single-label data), drawn with `dataset.shots_seed`."""
-        from .data import CanonicalSchemaError
-        from .data.few_shot import few_shot_subset
-
-        dataset = self.recipe.dataset
-        seed = dataset.shots_seed if dataset.shots_seed is not None else self.recipe.training.seed
-        try:
-            subset = few_shot_subset(
-                split, self.labels.train, dataset.shots, seed, where=f"dataset {dataset.path} ({dataset.train_split})"
-            )
-        except CanonicalSchemaError as error:
-            raise TrainingError(f"recipe {self.recipe.source}: dataset.shots: {error}") from None
-        self.print(
-            f"ovmlc train: {dataset.shots}-shot training set (seed {seed}): {len(subset)} images of "
-            f"{len(self.labels.train)} labels"
-        )
-        return subset
-
     def _check_metrics(self) -> None:
         """Fail before training when the protocol or a validation metric the recipe names does not exist."""
         from .metrics import evaluate_protocol, load_protocol
@@ -473,6 +454,25 @@ class Trainer:
                 metric_at(report, path)
             except TrainingError as error:
                 raise RecipeError(f"recipe {recipe.source}: {key}: {error}") from None
+
+    def _few_shot_train_split(self, split):
+        """`dataset.shots` images per training label (single-label data), drawn with `dataset.shots_seed`."""
+        from .data import CanonicalSchemaError
+        from .data.few_shot import few_shot_subset
+
+        dataset = self.recipe.dataset
+        seed = dataset.shots_seed if dataset.shots_seed is not None else self.recipe.training.seed
+        try:
+            subset = few_shot_subset(
+                split, self.labels.train, dataset.shots, seed, where=f"dataset {dataset.path} ({dataset.train_split})"
+            )
+        except CanonicalSchemaError as error:
+            raise TrainingError(f"recipe {self.recipe.source}: dataset.shots: {error}") from None
+        self.print(
+            f"ovmlc train: {dataset.shots}-shot training set (seed {seed}): {len(subset)} images of "
+            f"{len(self.labels.train)} labels"
+        )
+        return subset
 
     def _build_model(self) -> None:
         from . import METHODS
@@ -501,7 +501,8 @@ class Trainer:
                 )
             model = model_class.from_pretrained(recipe.init_from, dtype=torch.float32, **method_kwargs)
         else:
-            # Methods with per-label parameters (class-specific prompts, label tokens) size them at construction.
+            # The training labels are known before the model exists: methods with per-label parameters (class-specific
+            # prompts, a linear probe) size them from `seen_labels` at construction.
             model = model_class.from_clip(
                 recipe.backbone, dtype=torch.float32, seen_labels=list(self.labels.train), **method_kwargs
             )
@@ -708,7 +709,7 @@ class Trainer:
                 schedule.min_lr_ratio,
                 schedule.step_size * steps_per_epoch,
                 schedule.gamma,
-                None if schedule.warmup_constant_lr is None else schedule.warmup_constant_lr / recipe.optimizer.lr,
+                warmup_multiplier=None if schedule.warmup_lr is None else schedule.warmup_lr / recipe.optimizer.lr,
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
             self.scheduler = self.accelerator.prepare(scheduler)

@@ -213,7 +213,7 @@ def test_trainer_runs_single_label_few_shot_lamm(tmp_path, single_label_dataset,
                  "train_labels": "all"},
         protocol="single-label", freeze=[],
         optimizer={"name": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 5.0e-4},
-        schedule={"name": "cosine", "warmup_steps": 2, "warmup_constant_lr": 1.0e-5},
+        schedule={"name": "cosine", "warmup_steps": 2, "warmup_lr": 1.0e-5},
         training={"epochs": 3, "batch_size": 4, "eval_every": None, "selection_metric": "all/top1", "log_every": 1},
     )  # fmt: skip
     output = train(recipe)
@@ -245,7 +245,7 @@ def test_few_shot_recipe_errors(tmp_path, single_label_dataset):
     for sections, message in (
         ({"dataset": {**base, "shots": 0}}, "dataset.shots must be >= 1"),
         ({"dataset": {**base, "shots_seed": 3}}, "dataset.shots_seed is set but dataset.shots is not"),
-        ({"schedule": {"name": "cosine", "warmup_constant_lr": 0.0}}, "schedule.warmup_constant_lr must be > 0"),
+        ({"schedule": {"name": "cosine", "warmup_ratio": 0.1, "warmup_lr": 0.0}}, "schedule.warmup_lr must be > 0"),
     ):
         with pytest.raises(RecipeError, match=message):
             load_recipe(recipe(single_label_dataset["dataset"], **sections))

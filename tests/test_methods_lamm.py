@@ -135,7 +135,7 @@ def test_what_trains(clip_dir, kwargs, trainable):
         "head",
     }
     assert model.uses_frozen_image_features and not model.scores_depend_on_label_set
-    assert model.image_feature_settings() == {}
+    assert model.image_feature_settings() == {"head": "coop"}  # shots, losses, prompts: one feature cache
 
 
 def test_starts_at_clips_zero_shot_prompt_and_temperature(clip_dir, pixels):
@@ -377,3 +377,38 @@ def test_save_load_round_trip(clip_dir, pixels, tmp_path):
         "prompt_learner.ctx",
         "prompt_learner.label_tokens",
     }
+
+
+# ---------------------------------------------------------------------- pluggable heads
+class PairHead(ovmlc.methods.lamm.LAMMHead):
+    """A two-prompt-set head in the shape of DualCoOp's (negative, positive prompts; logit = pos - neg)."""
+
+    num_prompt_sets = 2
+
+    def image_features(self, clip, pixel_values):
+        return {"dense_embeds": super().image_features(clip, pixel_values)["patch_embeds"]}
+
+    def forward(self, image_features, label_embeds, return_label_maps=False):
+        regions = F.normalize(image_features["dense_embeds"], dim=-1).mean(dim=1)  # [B, D]
+        prompts = F.normalize(label_embeds, dim=-1)  # [C, 2, D]
+        return 10 * (regions @ prompts[:, 1].T - regions @ prompts[:, 0].T), None
+
+
+def test_a_registered_head_with_two_prompt_sets_trains(clip_dir, pixels):
+    from ovmlc.methods.lamm import LAMM_HEADS, register_lamm_head
+
+    register_lamm_head("pair", PairHead)
+    try:
+        with pytest.raises(ValueError, match="num_prompt_sets=1 but head 'pair' scores 2"):
+            build(clip_dir, head="pair")
+        model = build(clip_dir, head="pair", prompt_learning={"num_prompt_sets": 2, "ctx_random_init": True})
+        assert set(model.encode_image_features(pixels)) == {"dense_embeds"}
+        model.train()
+        outputs = model(pixel_values=pixels, label_names=SEEN, labels=one_hot([[0, 1], [2], [1], [0], [2], [1]]))
+        assert outputs.logits.shape == (6, 3) and model.encode_labels(SEEN).shape == (3, 2, 16)
+        outputs.loss.backward()
+        assert model.prompt_learner.label_tokens.grad.abs().sum() > 0
+        with pytest.raises(ValueError, match="already registered"):
+            register_lamm_head("pair", PairHead)
+    finally:
+        LAMM_HEADS.pop("pair")

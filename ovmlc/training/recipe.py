@@ -46,12 +46,12 @@ class DatasetSection:
     validation_split: str = "validation"
     test_split: str = "test"
     train_labels: str = "seen"
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
     # Few-shot training (single-label data): `shots` images per training label, drawn from the train split by
     # `ovmlc.data.few_shot` with `shots_seed` (default: training.seed, as CoOp/LAMM draw their shots per run seed).
     shots: int | None = None
     shots_seed: int | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
 
 
 @dataclass
@@ -70,13 +70,11 @@ class ScheduleSection:
     name: Literal["cosine", "linear", "constant", "step", "plateau"] = "constant"
     warmup_ratio: float = 0.0
     warmup_steps: int | None = None
+    warmup_lr: float | None = None
     min_lr_ratio: float = 0.0
     step_size: int = 1
     gamma: float = 0.1
     metric: str | None = None
-    # Learning rate held during the warm-up steps instead of the linear ramp (Dassl's "constant" warm-up: CoOp/LAMM
-    # run their first epoch at 1e-5); None = linear warm-up.
-    warmup_constant_lr: float | None = None
     mode: Literal["max", "min"] = "max"
     patience: int = 1
     factor: float = 0.1
@@ -394,18 +392,21 @@ def _check_semantics(recipe: Recipe) -> None:
     }.items():
         if value is not None and value < 1:
             raise fail(f"{key} must be >= 1 or null, got {value}")
+    if recipe.dataset.shots_seed is not None and recipe.dataset.shots is None:
+        raise fail("dataset.shots_seed is set but dataset.shots is not (the seed of the few-shot draw)")
     if isinstance(training.eval_every, str) and training.eval_every != "epoch":
         raise fail(f"training.eval_every must be 'epoch', a number of steps or null, got {training.eval_every!r}")
     if isinstance(training.eval_every, int) and training.eval_every < 1:
         raise fail(f"training.eval_every must be >= 1 steps, got {training.eval_every}")
     if len(recipe.optimizer.betas) != 2:
         raise fail(f"optimizer.betas must be two numbers, got {recipe.optimizer.betas}")
-    if recipe.schedule.warmup_constant_lr is not None and recipe.schedule.warmup_constant_lr <= 0:
-        raise fail(f"schedule.warmup_constant_lr must be > 0 or null, got {recipe.schedule.warmup_constant_lr}")
-    if recipe.dataset.shots_seed is not None and recipe.dataset.shots is None:
-        raise fail("dataset.shots_seed is set but dataset.shots is not (the seed of the few-shot draw)")
     if recipe.schedule.name == "plateau" and (recipe.schedule.warmup_ratio or recipe.schedule.warmup_steps):
         raise fail("schedule.name 'plateau' does not support warm-up; set schedule.warmup_ratio: 0")
+    if recipe.schedule.warmup_lr is not None:
+        if not recipe.schedule.warmup_lr > 0:
+            raise fail(f"schedule.warmup_lr must be > 0 or null, got {recipe.schedule.warmup_lr}")
+        if not (recipe.schedule.warmup_ratio or recipe.schedule.warmup_steps):
+            raise fail("schedule.warmup_lr sets the learning rate of the warm-up: give warmup_ratio or warmup_steps")
     if recipe.layer_decay is not None and not 0 < recipe.layer_decay <= 1:
         raise fail(f"layer_decay must be in (0, 1] or null, got {recipe.layer_decay}")
     if training.selection_metric.count("/") < 1:

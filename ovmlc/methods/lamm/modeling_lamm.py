@@ -65,6 +65,15 @@ class LAMMHead(nn.Module):
     def initialize(self, config: LAMMConfig, clip) -> None:
         """Set the initial values of the head's tensors (called by the model's `_init_weights`)."""
 
+    def image_features(self, clip, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the head scores, from the frozen CLIP (the model's `encode_image_features`, cacheable): by default
+        the global and patch embeddings in the joint space."""
+        return clip_image_features(clip, pixel_values)
+
+    def image_feature_settings(self) -> dict:
+        """Settings `image_features` depends on besides the CLIP weights (the feature-cache key)."""
+        return {}
+
     def forward(
         self, image_features: dict[str, torch.Tensor], label_embeds: torch.Tensor, return_label_maps: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -196,18 +205,18 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
 
     # ------------------------------------------------------------------ image side
     def image_feature_settings(self) -> dict:
-        """The config settings `encode_image_features` depends on (the trainer's feature-cache key): none besides
-        the CLIP vision weights, so shots, losses and prompt settings share one cache."""
-        return {}
+        """The config settings `encode_image_features` depends on (the trainer's feature-cache key): the head's
+        (none for `coop`), so shots, losses and prompt settings share one cache."""
+        return {"head": self.config.head, **self.head.image_feature_settings()}
 
     def encode_image_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():  # frozen image tower
-            return clip_image_features(self.clip, pixel_values.to(self.dtype))
+            return self.head.image_features(self.clip, pixel_values.to(self.dtype))
 
     # ------------------------------------------------------------------ scoring and losses
     def score(self, image_features, label_embeds, return_label_maps=False) -> LAMMOutput:
         logits, label_maps = self.head(image_features, label_embeds, return_label_maps)
-        return LAMMOutput(logits=logits, label_maps=label_maps, image_embeds=image_features["image_embeds"])
+        return LAMMOutput(logits=logits, label_maps=label_maps, image_embeds=image_features.get("image_embeds"))
 
     def compute_loss(self, outputs, labels, label_mask, image_features) -> torch.Tensor:
         """The task loss: cross-entropy over the softmax (single-label) or ASL / masked BCE over sigmoid scores."""
