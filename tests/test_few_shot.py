@@ -227,7 +227,9 @@ def test_trainer_runs_single_label_few_shot_lamm(tmp_path, single_label_dataset,
     config = json.loads((output / "config.json").read_text())
     assert config["shots"] == 2  # filled from dataset.shots: lambda_1 = 1/2
     assert config["prompt_learning"]["class_names"] == CLASSES  # label tokens sized from the training labels
-    assert "all" in (output / "eval" / "results.md").read_text()
+    assert "| All classes | 4 | 12 |" in (output / "eval" / "results.md").read_text()
+    card = (output / "README.md").read_text()
+    assert "type: accuracy" in card and "top-1 accuracy (single-label)" in card  # model-index entry
 
 
 def test_few_shot_recipe_errors(tmp_path, single_label_dataset):
