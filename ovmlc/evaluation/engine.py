@@ -674,7 +674,12 @@ def write_report(
     """Write `metrics.json`, `results.md`, `per_label_ap.csv` and (with `plots`) the PNG plots; returns their paths.
 
     The precision-recall plot needs the scores (`scores_file` and `protocol`); the other files only need `report`.
+    Single-label reports (`task: single-label`) get their own table and per-class CSV, without plots.
     """
+    if report.get("task") == "single-label":
+        from .single_label import write_report_files
+
+        return write_report_files(report, output_dir)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {

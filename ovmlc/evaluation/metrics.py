@@ -58,6 +58,8 @@ import numpy as np
 
 from ..resources import PROTOCOLS_DIR
 from ..yaml_schema import INTERNAL, Check, KeyedBy, PositiveInt, SchemaError, from_data, read_yaml
+from .single_label import TASK_SINGLE_LABEL, SingleLabelProtocol, evaluate_single_label
+from .single_label import protocol_from_dict as single_label_protocol_from_dict
 
 LABEL_POSITIVE = 1
 LABEL_UNANNOTATED = 0
@@ -648,10 +650,13 @@ def list_protocols() -> list[str]:
     return sorted(path.stem for path in PROTOCOLS_DIR.glob("*.yaml"))
 
 
-def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationProtocol:
+def load_protocol(
+    name_or_path: str | Path | EvaluationProtocol | SingleLabelProtocol,
+) -> EvaluationProtocol | SingleLabelProtocol:
     """Load a preset by name (`"nus-wide-biam"`) or from a YAML file with the same fields; `ProtocolError` (a
-    `ValueError`) names the file and the key."""
-    if isinstance(name_or_path, EvaluationProtocol):
+    `ValueError`) names the file and the key. A file with `task: single-label` gives a
+    `ovmlc.evaluation.single_label.SingleLabelProtocol` (accuracy presets)."""
+    if isinstance(name_or_path, (EvaluationProtocol, SingleLabelProtocol)):
         return name_or_path
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
@@ -662,7 +667,11 @@ def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationPr
                 f"Available presets: {', '.join(list_protocols())}."
             )
         path = preset
-    protocol = protocol_from_dict(read_yaml(path, error=ProtocolError), source=str(path))
+    data = read_yaml(path, error=ProtocolError)
+    if isinstance(data, Mapping) and data.get("task") == TASK_SINGLE_LABEL:  # top-1/top-5 accuracy presets
+        protocol = single_label_protocol_from_dict(data, source=str(path), error=ProtocolError)
+    else:
+        protocol = protocol_from_dict(data, source=str(path))
     if path.parent == PROTOCOLS_DIR and protocol.name != path.stem:
         raise ProtocolError(
             f"expected {path.stem!r} (a preset is named after its file), got {protocol.name!r}", source=path, key="name"
@@ -805,6 +814,16 @@ def evaluate_protocol(
     `skipped_views` with the reason. Undefined numbers are None.
     """
     protocol = load_protocol(protocol)
+    if isinstance(protocol, SingleLabelProtocol):
+        # Ranked by the logits when given: the same argmax as the scores, without the ties of a saturated sigmoid.
+        return evaluate_single_label(
+            scores if logits is None else logits,
+            labels,
+            label_names,
+            unseen,
+            protocol,
+            unseen_scores=unseen_scores if unseen_logits is None else unseen_logits,
+        )
     scores, labels = _scores_and_labels(scores, labels)
     if protocol.unannotated == "negative":
         labels = np.where(labels == LABEL_UNANNOTATED, LABEL_NEGATIVE, labels).astype(np.int8)
