@@ -15,8 +15,13 @@ from ovmlc.data import CanonicalSchemaError, dataset_label_names, label_matrix, 
 from ovmlc.data.few_shot import few_shot_indices, few_shot_subset, single_label_classes
 from ovmlc.data.synthetic import SHAPE_NAMES
 from ovmlc.data.synthetic_single import generate_single_object_world
-from ovmlc.evaluation.metrics import evaluate_protocol, list_protocols, load_protocol
-from ovmlc.evaluation.single_label import SingleLabelProtocol, top_k_correct
+from ovmlc.evaluation.metrics import (
+    SingleLabelProtocol,
+    evaluate_protocol,
+    list_protocols,
+    load_protocol,
+    top_k_correct,
+)
 from ovmlc.training.trainer import build_schedule_lambda, train
 
 CLASSES = ["red", "green", "blue", "white"]
@@ -161,7 +166,12 @@ def test_single_label_protocol_edge_cases(tmp_path):
         "name: bad\ntask: single-label\ndescription: x\ncitation: y\ntop_k: [1]\n"
         "views: {all: {labels: all, image_filter: all}}\n"
     )
-    with pytest.raises(ValueError, match="bad.yaml: view `all` must be a mapping with only `labels`"):
+    with pytest.raises(ValueError, match="bad.yaml: views.all: unknown key 'image_filter' \\(valid keys: labels\\)"):
+        load_protocol(bad)
+    bad.write_text(
+        "name: bad\ntask: single-label\ndescription: x\ncitation: y\ntop_k: [1]\nviews: {base_new: {labels: all}}\n"
+    )
+    with pytest.raises(ValueError, match="bad.yaml: views.base_new: 'base_new' is computed from the seen and unseen"):
         load_protocol(bad)
 
 
@@ -245,9 +255,16 @@ def test_few_shot_recipe_errors(tmp_path, single_label_dataset):
 
     base = {"path": str(single_label_dataset["dataset"]), "source": "test-single"}
     for sections, message in (
-        ({"dataset": {**base, "shots": 0}}, "dataset.shots must be >= 1"),
-        ({"dataset": {**base, "shots_seed": 3}}, "dataset.shots_seed is set but dataset.shots is not"),
-        ({"schedule": {"name": "cosine", "warmup_ratio": 0.1, "warmup_lr": 0.0}}, "schedule.warmup_lr must be > 0"),
+        ({"dataset": {**base, "shots": 0}}, "r.yaml: dataset.shots: expected an integer >= 1 or null, got 0"),
+        ({"dataset": {**base, "shots_seed": 3}}, "r.yaml: dataset.shots_seed: is set but dataset.shots is not"),
+        (
+            {"schedule": {"name": "cosine", "warmup_ratio": 0.1, "warmup_lr": 0.0}},
+            "r.yaml: schedule.warmup_lr: expected a finite number > 0 or null, got 0.0",
+        ),
+        (
+            {"schedule": {"name": "cosine", "warmup_lr": 1e-5}},
+            "r.yaml: schedule.warmup_lr: sets the learning rate of the warm-up: give warmup_ratio or warmup_steps",
+        ),
     ):
         with pytest.raises(RecipeError, match=message):
             load_recipe(recipe(single_label_dataset["dataset"], **sections))

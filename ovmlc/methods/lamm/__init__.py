@@ -76,8 +76,8 @@ CARD = MethodCard(
     ),
 )
 
-# Tiny, fast settings for tests and docs (the common method suite builds the model with these kwargs); the
-# single-label task is covered too.
+# Tiny, fast settings for tests and docs (the common method suite builds the model with these kwargs and feeds it
+# multi-label batches, so the single-label task is covered by tests/test_methods_lamm.py and tests/test_few_shot.py).
 EXAMPLE_CONFIG = {
     "seen_labels": ["cat", "red car", "dotted background"],
     "prompt_learning": {"ctx_init": "a photo of a"},
@@ -91,7 +91,7 @@ register_method(
         model_class=LAMMModel,
         card=CARD,
         example_config=EXAMPLE_CONFIG,
-        variant_configs=({"task": "single_label"}, {"train_context": True}),
+        variant_configs=({"train_context": True},),  # CoOp + LAMM
     )
 )
 
