@@ -116,6 +116,7 @@ def test_bench_onnx_prints_accuracy_and_speed_tables(tmp_path):
         assert re.search(rf"^\| synthetic CLIP \| {runtime} \| [\d.]+ \| [\d.]+x \|$", out, re.M), out
 
 
+@pytest.mark.slow
 def test_bench_lamm_synthetic_runs_every_table_through_the_trainer(tmp_path, monkeypatch):
     sys.path.insert(0, str(BENCHMARKS))
     try:
