@@ -21,7 +21,7 @@ PAPER = Paper(
     url="https://arxiv.org/abs/2312.08212",
     bibtex=(
         "@inproceedings{gao2024lamm,\n"
-        "  title = {{LAMM}: Label Alignment for Multi-Modal Prompt Learning},\n"
+        "  title = {LAMM: Label Alignment for Multi-Modal Prompt Learning},\n"
         "  author = {Gao, Jingsheng and Ruan, Jiacheng and Xiang, Suncheng and Yu, Zefang and Ji, Ke and "
         "Xie, Mingye and Liu, Ting and Fu, Yuzhuo},\n"
         "  booktitle = {AAAI Conference on Artificial Intelligence},\n"
