@@ -114,3 +114,36 @@ def test_bench_onnx_prints_accuracy_and_speed_tables(tmp_path):
     assert abs(float(rows["onnxruntime fp32"]) - float(rows["PyTorch fp32"])) < 0.01  # same scores, same mAP
     for runtime in ("PyTorch fp32", "onnxruntime fp32", "onnxruntime int8"):
         assert re.search(rf"^\| synthetic CLIP \| {runtime} \| [\d.]+ \| [\d.]+x \|$", out, re.M), out
+
+
+@pytest.mark.slow
+def test_bench_lamm_synthetic_runs_every_table_through_the_trainer(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_lamm_synthetic as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from ovmlc.cli import main as cli_main
+
+    monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "cache"))
+    world = bench.WORLDS["shapes-64"]
+    data = tmp_path / "data"
+    tiny = ["--num-train", "48", "--num-val", "24", "--num-test", "48", "--no-progress"]
+    for name, (converter, arguments) in (("multi-label", world.multi_label), *(
+        (f"single-{style}", spec) for style, spec in world.single_label.items()
+    )):  # fmt: skip
+        command = ["data", "prepare", converter, "--root", converter, "--out", str(data / name), *arguments, *tiny]
+        assert cli_main(command) == 0
+    quick = ["training.epochs=1", "training.batch_size=16", "training.eval_batch_size=48"]
+    runs = bench.few_shot_runs(
+        world, data, tmp_path / "runs", ["small"], {"small": [1, 2]}, [0], ["clip-zs", "coop", "lamm"], quick, print
+    )
+    runs += bench.multi_label_runs(world, data, tmp_path / "runs", [0], ["clip-zs", "lamm"], quick, print)
+    runs += bench.merge_runs(world, data, tmp_path / "runs", [0], shots=1, extra=quick, log=print)
+    few_shot = bench.few_shot_table(runs, "small")
+    assert few_shot.splitlines()[0] == "| method | 1-shot | 2-shot |" and "| LAMM |" in few_shot
+    assert "| CLIP zero-shot |" in bench.multi_label_table(runs)
+    numbers = {(run.method, run.seed): run.numbers for run in runs if run.table == "merge"}
+    assert numbers[("lamm-merged", 0)]["base_top1"] == numbers[("lamm-round1", 0)]["base_top1"]
+    assert numbers[("lamm-merged", 0)]["new_top1"] == numbers[("lamm-round2", 0)]["new_top1"]
+    assert "| LAMM merged (round 1 + round 2) |" in bench.merge_table(runs)

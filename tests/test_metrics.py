@@ -34,6 +34,7 @@ PRESETS = [
     "nus-wide-qks",
     "openimages-biam",
     "openimages-qks",
+    "single-label",
     "synthetic",
     "voc2007",
     "voc2007-dualcoop",

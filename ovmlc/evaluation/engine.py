@@ -61,6 +61,8 @@ from ..files import (
 from .metrics import (
     LABEL_POSITIVE,
     LABEL_UNANNOTATED,
+    SINGLE_LABEL_HARMONIC_MEAN_VIEW,
+    TASK_SINGLE_LABEL,
     EvaluationProtocol,
     average_precision,
     load_protocol,
@@ -674,7 +676,10 @@ def write_report(
     """Write `metrics.json`, `results.md`, `per_label_ap.csv` and (with `plots`) the PNG plots; returns their paths.
 
     The precision-recall plot needs the scores (`scores_file` and `protocol`); the other files only need `report`.
+    Single-label reports (`task: single-label`) get their own table and per-class CSV, without plots.
     """
+    if report.get("task") == TASK_SINGLE_LABEL:
+        return write_single_label_report_files(report, output_dir)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {
@@ -1107,4 +1112,81 @@ def _write_score_plots(
         )
         written["score_histograms_plot"] = output_dir / PLOT_FILE_NAMES["score_histograms"]
         figure.savefig(written["score_histograms_plot"], dpi=110)
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report files of single-label reports (`task: single-label`, see `metrics.evaluate_single_label`)
+# ----------------------------------------------------------------------------------------------------------------------
+
+SINGLE_LABEL_VIEW_TITLES = {
+    "all": "All classes",
+    "base": "Base",
+    "new": "New",
+    SINGLE_LABEL_HARMONIC_MEAN_VIEW: "Harmonic mean (base, new)",
+}
+
+
+def _percent_2(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def render_single_label_markdown(report: Mapping[str, Any]) -> str:
+    """A paper-style table (views x top-1, top-5, mean per-class accuracy, mAP), in percent."""
+    provenance = report.get("provenance", {})
+    lines = [f"# Evaluation results: protocol `{report['protocol']}` (single-label)", ""]
+    for key in ("model", "dataset", "split", "scores_file", "limit", "created"):
+        if provenance.get(key) is not None:
+            lines.append(f"- {key.replace('_', ' ')}: `{provenance[key]}`")
+    lines += [
+        f"- protocol `{report['protocol']}`: {report['description']}",
+        f"- definitions from: {report['citation']}",
+        "",
+        "All numbers in %. Each view ranks only its own classes, on the images of those classes.",
+        "",
+        "| View | Classes | Images | Top-1 | Top-5 | Mean per-class acc. | mAP |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, view in report["views"].items():
+        if name == SINGLE_LABEL_HARMONIC_MEAN_VIEW:
+            continue
+        numbers = (view["top1"], view["top5"], view["mean_per_class_accuracy"], view["mAP"])
+        lines.append(
+            f"| {SINGLE_LABEL_VIEW_TITLES.get(name, name)} | {view['num_labels']} | {view['num_images']} | "
+            + " | ".join(_percent_2(number) for number in numbers)
+            + " |"
+        )
+    block = report["views"].get(SINGLE_LABEL_HARMONIC_MEAN_VIEW)
+    if block:
+        lines += [
+            "",
+            f"Harmonic mean of {block['base_view']} and {block['new_view']}: "
+            f"top-1 H = {_percent_2(block.get('top1'))}, top-5 H = {_percent_2(block.get('top5'))}.",
+        ]
+    for name, reason in report.get("skipped_views", {}).items():
+        lines.append(f"- {SINGLE_LABEL_VIEW_TITLES.get(name, name)}: skipped ({reason})")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_single_label_report_files(report: Mapping[str, Any], output_dir: str | Path) -> dict[str, Path]:
+    """`metrics.json`, `results.md` and `per_label_ap.csv` (per class: accuracy, images, AP) of a single-label
+    report."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = {
+        "metrics": output_dir / METRICS_FILE_NAME,
+        "results": output_dir / RESULTS_FILE_NAME,
+        "per_label": output_dir / PER_LABEL_FILE_NAME,
+    }
+    written["metrics"].write_text(json.dumps(_json_ready(report), indent=2) + "\n", encoding="utf-8")
+    written["results"].write_text(render_single_label_markdown(report), encoding="utf-8")
+    columns = ["protocol", "view", "label", "unseen", "accuracy", "num_images", "ap"]
+    with written["per_label"].open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for view_name, view in report["views"].items():
+            for row in view.get("per_label", []):
+                values = {"protocol": report["protocol"], "view": view_name, **row}
+                writer.writerow({key: "" if values.get(key) is None else values[key] for key in columns})
     return written

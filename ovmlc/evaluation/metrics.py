@@ -648,10 +648,13 @@ def list_protocols() -> list[str]:
     return sorted(path.stem for path in PROTOCOLS_DIR.glob("*.yaml"))
 
 
-def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationProtocol:
+def load_protocol(
+    name_or_path: str | Path | EvaluationProtocol | SingleLabelProtocol,
+) -> EvaluationProtocol | SingleLabelProtocol:
     """Load a preset by name (`"nus-wide-biam"`) or from a YAML file with the same fields; `ProtocolError` (a
-    `ValueError`) names the file and the key."""
-    if isinstance(name_or_path, EvaluationProtocol):
+    `ValueError`) names the file and the key. A file with `task: single-label` gives a
+    `SingleLabelProtocol` (accuracy presets, see "Single-label protocols" below)."""
+    if isinstance(name_or_path, (EvaluationProtocol, SingleLabelProtocol)):
         return name_or_path
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
@@ -662,7 +665,11 @@ def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationPr
                 f"Available presets: {', '.join(list_protocols())}."
             )
         path = preset
-    protocol = protocol_from_dict(read_yaml(path, error=ProtocolError), source=str(path))
+    data = read_yaml(path, error=ProtocolError)
+    if isinstance(data, Mapping) and data.get("task") == TASK_SINGLE_LABEL:  # top-1/top-5 accuracy presets
+        protocol = single_label_protocol_from_dict(data, source=str(path), error=ProtocolError)
+    else:
+        protocol = protocol_from_dict(data, source=str(path))
     if path.parent == PROTOCOLS_DIR and protocol.name != path.stem:
         raise ProtocolError(
             f"expected {path.stem!r} (a preset is named after its file), got {protocol.name!r}", source=path, key="name"
@@ -805,6 +812,16 @@ def evaluate_protocol(
     `skipped_views` with the reason. Undefined numbers are None.
     """
     protocol = load_protocol(protocol)
+    if isinstance(protocol, SingleLabelProtocol):
+        # Ranked by the logits when given: the same argmax as the scores, without the ties of a saturated sigmoid.
+        return evaluate_single_label(
+            scores if logits is None else logits,
+            labels,
+            label_names,
+            unseen,
+            protocol,
+            unseen_scores=unseen_scores if unseen_logits is None else unseen_logits,
+        )
     scores, labels = _scores_and_labels(scores, labels)
     if protocol.unannotated == "negative":
         labels = np.where(labels == LABEL_UNANNOTATED, LABEL_NEGATIVE, labels).astype(np.int8)
@@ -1008,4 +1025,244 @@ def _evaluate_view(
                 row[key] = _number(per_label_thresholds[f"per_class_{key}"][position])
         rows.append(row)
     result["per_label"] = rows
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Single-label protocols
+# ----------------------------------------------------------------------------------------------------------------------
+# Single-label classification metrics (CoOp / CoCoOp / LAMM few-shot protocols): top-K accuracy, per-class
+# accuracy, and the base/new harmonic mean of base-to-new generalisation.
+#
+# A single-label protocol is a YAML preset with `task: single-label` (e.g.
+# `ovmlc/evaluation/protocols/single-label.yaml`); it is loaded and dispatched by `load_protocol` / `evaluate_protocol`,
+# so `ovmlc evaluate --protocol single-label` and the trainer use it like any multi-label preset.
+# Inputs are those of the multi-label metrics: scores `[N, C]` (any monotone score; argmax over the view's columns is
+# the prediction) and labels `[N, C]` in {1, 0, -1}, where every image must have exactly one positive.
+#
+# Each view (`labels: all | seen | unseen`) ranks only its own columns and keeps only the images whose label is among
+# them: with a base-to-new split ("seen" = base classes, "unseen" = new classes) the base view is the C_base-way task on
+# base images and the new view the C_new-way task on new images (CoCoOp's protocol), and the `base_new` block holds the
+# harmonic mean H = 2 B N / (B + N) of their accuracies. Ties among scores go to the earlier column (as `top_k_mask`).
+#
+# Numbers per view: `top1`, `top5` (accuracy, in [0, 1]), `top_k[str(K)]["accuracy"]`, `mean_per_class_accuracy`
+# (the mean of per-class top-1 recall, classes without images left out), `mAP` (per-class AP of the scores over the
+# view's images, as in the multi-label metrics), and `per_label` rows (`accuracy`, `num_images`, `ap`).
+
+TASK_SINGLE_LABEL = "single-label"
+SINGLE_LABEL_HARMONIC_MEAN_VIEW = "base_new"
+
+
+@dataclass(frozen=True)
+class SingleLabelView:
+    """One view: its label set ranks only its own columns, on the images of those labels."""
+
+    name: str  # in a protocol file: the key of the view under `views`
+    labels: Literal["unseen", "seen", "all"]  # "seen" = base classes, "unseen" = new classes
+
+
+@dataclass(frozen=True)
+class SingleLabelProtocol:
+    """A single-label evaluation preset (see the module docstring); the fields are the file's keys."""
+
+    name: str
+    task: Literal["single-label"]
+    description: str
+    citation: str
+    top_k: Annotated[tuple[PositiveInt, ...], Check(len, "a non-empty list of positive integers")]
+    views: Annotated[tuple[SingleLabelView, ...], KeyedBy("name"), Check(len, "a non-empty mapping of views")]
+    source: str = field(default="", metadata=INTERNAL)
+
+    def __post_init__(self) -> None:
+        if any(view.name == SINGLE_LABEL_HARMONIC_MEAN_VIEW for view in self.views):
+            raise SchemaError(
+                f"{SINGLE_LABEL_HARMONIC_MEAN_VIEW!r} is computed from the seen and unseen views; do not define it",
+                key=f"views.{SINGLE_LABEL_HARMONIC_MEAN_VIEW}",
+            )
+
+    @property
+    def ties(self) -> str:
+        return "stable"
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "task": TASK_SINGLE_LABEL,
+            "top_k": list(self.top_k),
+            "ties": self.ties,
+            "views": {view.name: {"labels": view.labels} for view in self.views},
+        }
+
+
+def single_label_protocol_from_dict(
+    data: Mapping[str, Any], source: str = "<protocol>", error: type[SchemaError] = SchemaError
+) -> SingleLabelProtocol:
+    """Validate a `task: single-label` preset through the one YAML validator (errors name the file and the key)."""
+    protocol = from_data(SingleLabelProtocol, data, source=source, error=error)
+    # Folded YAML text keeps line breaks; the report shows one paragraph.
+    return dataclasses.replace(
+        protocol,
+        description=" ".join(protocol.description.split()),
+        citation=" ".join(protocol.citation.split()),
+        source=source,
+    )
+
+
+def single_label_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The class index `[N]` of each row of `labels [N, C]` and the rows `[N]` (bool) that have a positive among these
+    columns (images of labels outside them cannot be evaluated and are left out); several positives are an error."""
+    positives = labels == 1
+    counts = positives.sum(axis=1)
+    bad = np.flatnonzero(counts > 1)
+    if bad.size:
+        raise ValueError(
+            f"single-label evaluation needs exactly one positive label per image; {bad.size} image(s) have more "
+            f"(first: image {int(bad[0])} with {int(counts[bad[0]])})"
+        )
+    return positives.argmax(axis=1), counts == 1
+
+
+def top_k_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """`[N]` bool: the target is among the `k` best-scored columns (ties: the earlier column ranks first)."""
+    target_scores = scores[np.arange(len(targets)), targets][:, None]  # [N, 1]
+    columns = np.arange(scores.shape[1])[None, :]
+    above = (scores > target_scores) | ((scores == target_scores) & (columns < targets[:, None]))  # [N, C]
+    return above.sum(axis=1) < k
+
+
+def evaluate_single_label(
+    scores: Any,
+    labels: Any,
+    label_names: Sequence[str],
+    unseen: Any,
+    protocol: SingleLabelProtocol,
+    unseen_scores: Any = None,
+) -> dict[str, Any]:
+    """Every number of a single-label protocol (see the module docstring); JSON-ready, undefined numbers None.
+
+    Images without a positive among the given columns (e.g. new-class images when only base labels are scored) are
+    left out (`num_images_without_label`). `unseen_scores [N, C_unseen]` (the unseen labels scored on their own, for
+    models whose scores depend on the scored label set) replace the unseen columns in the views over unseen labels.
+    """
+    scores = to_score_matrix(scores)
+    labels = to_label_matrix(labels)
+    if scores.shape != labels.shape:
+        raise ValueError(f"`scores` has shape {scores.shape} but `labels` has shape {labels.shape}.")
+    label_names = [str(name) for name in label_names]
+    unseen = np.asarray(unseen).astype(bool).reshape(-1)
+    num_images, num_labels = scores.shape
+    if len(label_names) != num_labels or unseen.shape[0] != num_labels:
+        raise ValueError(f"{len(label_names)} label names / {unseen.shape[0]} unseen flags for {num_labels} columns.")
+    targets, has_label = single_label_targets(labels)
+    unseen_view_scores = scores
+    if unseen_scores is not None:
+        unseen_scores = to_score_matrix(unseen_scores, name="unseen_scores")
+        if unseen_scores.shape != (num_images, int(unseen.sum())):
+            raise ValueError(
+                f"`unseen_scores` has shape {unseen_scores.shape}; expected {(num_images, int(unseen.sum()))}."
+            )
+        unseen_view_scores = scores.astype(np.result_type(scores, unseen_scores))
+        unseen_view_scores[:, unseen] = unseen_scores
+    report: dict[str, Any] = {
+        "protocol": protocol.name,
+        "task": TASK_SINGLE_LABEL,
+        "description": protocol.description,
+        "citation": protocol.citation,
+        "settings": protocol.settings(),
+        "num_images": num_images,
+        "num_labels": num_labels,
+        "num_unseen_labels": int(unseen.sum()),
+        "num_images_without_label": int((~has_label).sum()),
+        "views": {},
+        "skipped_views": {},
+    }
+    for view in protocol.views:
+        columns = {"all": np.ones(num_labels, bool), "seen": ~unseen, "unseen": unseen}[view.labels]
+        if view.labels != "all" and not unseen.any():
+            report["skipped_views"][view.name] = "no base/new (seen/unseen) split"
+            continue
+        column_index = np.flatnonzero(columns)
+        rows = np.flatnonzero(columns[targets] & has_label)
+        if column_index.size == 0 or rows.size == 0:
+            report["skipped_views"][view.name] = f"no {view.labels} labels or no image of them"
+            continue
+        position = np.full(num_labels, -1)
+        position[column_index] = np.arange(column_index.size)
+        view_scores = unseen_view_scores if view.labels == "unseen" else scores
+        report["views"][view.name] = _evaluate_single_label_view(
+            protocol,
+            view,
+            view_scores[np.ix_(rows, column_index)],  # [n, c]
+            position[targets[rows]],  # [n] class index within the view
+            labels[np.ix_(rows, column_index)],
+            [label_names[c] for c in column_index],
+            unseen[column_index],
+            num_images,
+        )
+    seen_views = [view.name for view in protocol.views if view.labels == "seen" and view.name in report["views"]]
+    unseen_views = [view.name for view in protocol.views if view.labels == "unseen" and view.name in report["views"]]
+    if seen_views and unseen_views:
+        base, new = report["views"][seen_views[0]], report["views"][unseen_views[0]]
+        block = {"base_view": seen_views[0], "new_view": unseen_views[0]}
+        for key in ("top1", "top5", "mean_per_class_accuracy"):
+            if base.get(key) is not None and new.get(key) is not None:
+                block[key] = _harmonic_mean(base[key], new[key])
+        report["views"][SINGLE_LABEL_HARMONIC_MEAN_VIEW] = block
+    return report
+
+
+def _harmonic_mean(first: float, second: float) -> float:
+    return 0.0 if first + second == 0 else 2 * first * second / (first + second)
+
+
+def _evaluate_single_label_view(
+    protocol: SingleLabelProtocol,
+    view: SingleLabelView,
+    scores: np.ndarray,
+    targets: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    unseen: np.ndarray,
+    total_images: int,
+) -> dict[str, Any]:
+    num_images, num_labels = scores.shape
+    result: dict[str, Any] = {
+        "protocol": protocol.name,
+        "labels": view.labels,
+        "num_images": num_images,
+        "num_images_dropped": total_images - num_images,
+        "num_labels": num_labels,
+        "top_k": {},
+    }
+    correct_top1 = None
+    for k in protocol.top_k:
+        if k > num_labels:
+            result["top_k"][str(k)] = {"accuracy": None, "note": f"K={k} exceeds the {num_labels} labels of this view"}
+            continue
+        correct = top_k_correct(scores, targets, k)
+        result["top_k"][str(k)] = {"accuracy": float(correct.mean()), "num_correct": int(correct.sum())}
+        if k == 1:
+            correct_top1 = correct
+    for k in (1, 5):
+        block = result["top_k"].get(str(k))
+        result[f"top{k}"] = None if block is None else block["accuracy"]
+    if correct_top1 is None:
+        correct_top1 = top_k_correct(scores, targets, 1)
+    per_class_images = np.bincount(targets, minlength=num_labels)
+    per_class_correct = np.bincount(targets, weights=correct_top1, minlength=num_labels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class_accuracy = per_class_correct / per_class_images  # NaN for classes without images
+    kept = per_class_images > 0
+    result["mean_per_class_accuracy"] = float(per_class_accuracy[kept].mean()) if kept.any() else None
+    ap = average_precision(scores, labels, ties=protocol.ties, no_positive="exclude")
+    result["mAP"] = _number(np.nanmean(ap)) if (~np.isnan(ap)).any() else None
+    result["per_label"] = [
+        {
+            "label": name,
+            "unseen": bool(unseen[position]),
+            "accuracy": _number(per_class_accuracy[position]),
+            "num_images": int(per_class_images[position]),
+            "ap": _number(ap[position]),
+        }
+        for position, name in enumerate(names)
+    ]
     return result

@@ -403,6 +403,8 @@ class OVMLCModelCardData:
         for view, numbers in self.metrics["views"].items():
             title = VIEW_TITLES.get(view, view)
             entries = [("mAP", "mAP", None, numbers.get("mAP"))]
+            if numbers.get("top1") is not None:  # single-label protocols
+                entries.append(("accuracy", "top-1 accuracy", None, numbers["top1"]))
             if numbers.get("WmAP") is not None:
                 entries.append(("WmAP", "WmAP", None, numbers["WmAP"]))
             for k, top_k in (numbers.get("top_k") or {}).items():
@@ -652,6 +654,8 @@ class OVMLCModelCardData:
             filters = "; ".join(
                 f"{VIEW_TITLES.get(name, name)}: image filter `{view.get('image_filter')}`, class filter "
                 f"`{view.get('class_filter')}`"
+                if "image_filter" in view
+                else f"{VIEW_TITLES.get(name, name)}: {view.get('labels')} classes on their images"  # single-label
                 for name, view in views.items()
             )
             items.append(

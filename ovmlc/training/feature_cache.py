@@ -57,10 +57,14 @@ def default_feature_cache_dir() -> Path:
 
 
 def image_side_fingerprint(model: torch.nn.Module) -> str:
-    """Digest of the image-side weights, the method class and its config (minus label bookkeeping)."""
-    config = model.config.to_dict()
-    for name in _NON_IMAGE_CONFIG_FIELDS:
-        config.pop(name, None)
+    """Digest of the image-side weights, the method class and its config (minus label bookkeeping; only what
+    `model.image_feature_settings()` returns when the method says which settings its image features depend on)."""
+    if hasattr(model, "image_feature_settings"):
+        config = dict(model.image_feature_settings())
+    else:
+        config = model.config.to_dict()
+        for name in _NON_IMAGE_CONFIG_FIELDS:
+            config.pop(name, None)
     extra = type(model).__name__ + json.dumps(config, sort_keys=True, default=str)
     return module_fingerprint(*model.image_side_modules(), extra=extra)
 

@@ -72,8 +72,16 @@ class DatasetSection:
     validation_split: str = "validation"
     test_split: str = "test"
     train_labels: str = "seen"
+    # Few-shot training (single-label data): `shots` images per training label, drawn from the train split by
+    # `ovmlc.data.few_shot` with `shots_seed` (default: training.seed, as CoOp/LAMM draw their shots per run seed).
+    shots: PositiveInt | None = None
+    shots_seed: Seed | None = None
     max_train_samples: PositiveInt | None = None
     max_eval_samples: PositiveInt | None = None
+
+    def __post_init__(self) -> None:
+        if self.shots_seed is not None and self.shots is None:
+            raise SchemaError("is set but dataset.shots is not (the seed of the few-shot draw)", key="shots_seed")
 
 
 @dataclass
@@ -94,6 +102,7 @@ class ScheduleSection:
     name: Literal["cosine", "linear", "constant", "step", "plateau"] = "constant"
     warmup_ratio: UnitFloat = 0.0
     warmup_steps: NonNegativeInt | None = None
+    warmup_lr: PositiveFloat | None = None  # constant warm-up at this learning rate (Dassl's "constant", CoOp/LAMM)
     min_lr_ratio: UnitFloat = 0.0
     step_size: PositiveInt = 1
     gamma: PositiveFloat = 0.1
@@ -110,6 +119,10 @@ class ScheduleSection:
                         f"must be 0 or null with schedule 'plateau' (it has no warm-up), got {getattr(self, name)}",
                         key=name,
                     )
+        if self.warmup_lr is not None and not (self.warmup_ratio or self.warmup_steps):
+            raise SchemaError(
+                "sets the learning rate of the warm-up: give warmup_ratio or warmup_steps too", key="warmup_lr"
+            )
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -197,6 +198,9 @@ def summarize_report(report: dict[str, Any]) -> dict[str, float]:
     for view, result in report.get("views", {}).items():
         if result.get("mAP") is not None:
             summary[f"{view}/mAP"] = result["mAP"]
+        for key in ("top1", "top5"):  # single-label protocols: accuracy
+            if result.get(key) is not None:
+                summary[f"{view}/{key}"] = result[key]
         for k, block in result.get("top_k", {}).items():
             if block.get("f1") is not None:
                 summary[f"{view}/F1@{k}"] = block["f1"]
@@ -247,13 +251,20 @@ def environment_info(accelerator) -> dict[str, Any]:
 
 
 def build_schedule_lambda(
-    name: str, warmup_steps: int, total_steps: int, min_lr_ratio: float, step_every: int, gamma: float
+    name: str,
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: float,
+    step_every: int,
+    gamma: float,
+    warmup_multiplier: float | None = None,
 ):
-    """Learning-rate multiplier per optimizer step: linear warm-up, then cosine / linear / constant / step decay."""
+    """Learning-rate multiplier per optimizer step: warm-up (linear, or constant at `warmup_multiplier`, Dassl's
+    "constant" warm-up used by CoOp/DualCoOp), then cosine / linear / constant / step decay."""
 
     def multiplier(step: int) -> float:
         if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return warmup_multiplier if warmup_multiplier is not None else (step + 1) / warmup_steps
         if name == "constant":
             return 1.0
         if name == "step":
@@ -404,6 +415,8 @@ class Trainer:
         }
         if self.trains:
             self.splits["train"] = limited(recipe.dataset.train_split, recipe.dataset.max_train_samples)
+            if recipe.dataset.shots is not None:
+                self.splits["train"] = self._few_shot_train_split(self.splits["train"])
         for name, split in self.splits.items():
             if len(split) == 0:
                 raise TrainingError(f"dataset {recipe.dataset.path}: the {name} split is empty")
@@ -442,6 +455,25 @@ class Trainer:
             except TrainingError as error:
                 raise RecipeError(f"recipe {recipe.source}: {key}: {error}") from None
 
+    def _few_shot_train_split(self, split):
+        """`dataset.shots` images per training label (single-label data), drawn with `dataset.shots_seed`."""
+        from ..data import CanonicalSchemaError
+        from ..data.few_shot import few_shot_subset
+
+        dataset = self.recipe.dataset
+        seed = dataset.shots_seed if dataset.shots_seed is not None else self.recipe.training.seed
+        try:
+            subset = few_shot_subset(
+                split, self.labels.train, dataset.shots, seed, where=f"dataset {dataset.path} ({dataset.train_split})"
+            )
+        except CanonicalSchemaError as error:
+            raise TrainingError(f"recipe {self.recipe.source}: dataset.shots: {error}") from None
+        self.print(
+            f"ovmlc train: {dataset.shots}-shot training set (seed {seed}): {len(subset)} images of "
+            f"{len(self.labels.train)} labels"
+        )
+        return subset
+
     def _build_model(self) -> None:
         from .. import methods  # noqa: F401 - registers the built-in methods
         from ..core.registry import get_method, list_methods
@@ -455,6 +487,9 @@ class Trainer:
         spec = get_method(recipe.method)
         config_class, model_class = spec.config_class, spec.model_class
         method_kwargs = validate_method_config(recipe, config_class)
+        config_fields = {field.name for field in dataclasses.fields(config_class)}
+        if recipe.dataset.shots is not None and "shots" in config_fields and "shots" not in method_kwargs:
+            method_kwargs["shots"] = recipe.dataset.shots  # e.g. LAMM's 1/shots loss weight
         if recipe.init_from:
             init_config = Path(recipe.init_from) / CONFIG_FILE
             if not init_config.is_file():
@@ -469,7 +504,11 @@ class Trainer:
                 )
             model = model_class.from_pretrained(recipe.init_from, dtype=torch.float32, **method_kwargs)
         else:
-            model = model_class.from_clip(recipe.backbone, dtype=torch.float32, **method_kwargs)
+            # The training labels are known before the model exists: methods with per-label parameters (class-specific
+            # prompts, a linear probe) size them from `seen_labels` at construction.
+            model = model_class.from_clip(
+                recipe.backbone, dtype=torch.float32, seen_labels=list(self.labels.train), **method_kwargs
+            )
         for pattern in recipe.freeze:
             matched = [parameter for name, parameter in model.named_parameters() if re.search(pattern, name)]
             if not matched:
@@ -670,6 +709,7 @@ class Trainer:
                 schedule.min_lr_ratio,
                 schedule.step_size * steps_per_epoch,
                 schedule.gamma,
+                warmup_multiplier=None if schedule.warmup_lr is None else schedule.warmup_lr / recipe.optimizer.lr,
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
             self.scheduler = self.accelerator.prepare(scheduler)
@@ -994,7 +1034,9 @@ class Trainer:
         if self.is_main:
             self._write_model_card()
             summary = summarize_report(test_report)
-            shown = ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items() if key.endswith("mAP"))
+            shown = ", ".join(
+                f"{key} {100 * value:.2f}" for key, value in summary.items() if key.endswith(("mAP", "/top1"))
+            )
             self.print(f"ovmlc train: test ({recipe.protocol}): {shown}; model and report written to {self.output_dir}")
         self.accelerator.wait_for_everyone()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ovmlc.data.converters.base import Converter, SourceFormatError
+from ovmlc.data.converters.class_folders import ClassFoldersConverter
 from ovmlc.data.converters.coco import CocoConverter
 from ovmlc.data.converters.hub import HubConverter
 from ovmlc.data.converters.nus_wide import NusWideConverter
@@ -48,21 +49,26 @@ for _converter in (
     TableConverter("jsonl", "your images listed in a JSON-lines table (path, labels[, negative_labels, split])"),
     HubConverter("hub", "any Hub dataset id with an image column and a label column"),
     HubConverter("parquet", "a local parquet dataset (folder or file) with an image column and a label column"),
+    ClassFoldersConverter(),
 ):
     register_converter(_converter)
 
 
 def _register_synthetic() -> None:
-    # The synthetic world lives in its own module (issue 6); register its converter when it provides one.
-    try:
-        module = importlib.import_module("ovmlc.data.synthetic")
-    except ModuleNotFoundError as error:
-        if error.name == "ovmlc.data.synthetic":
-            return
-        raise
-    converter_class = getattr(module, "SyntheticConverter", None)
-    if converter_class is not None and "synthetic" not in CONVERTERS:
-        register_converter(converter_class())
+    # The synthetic worlds live in their own modules (issue 6); register their converters when they provide them.
+    for module_name, class_name, source in (
+        ("ovmlc.data.synthetic", "SyntheticConverter", "synthetic"),
+        ("ovmlc.data.synthetic_single", "SyntheticSingleObjectConverter", "synthetic-single"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue
+            raise
+        converter_class = getattr(module, class_name, None)
+        if converter_class is not None and source not in CONVERTERS:
+            register_converter(converter_class())
 
 
 _register_synthetic()

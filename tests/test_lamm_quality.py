@@ -1,0 +1,171 @@
+"""LAMM's claims on the synthetic shapes world with the shipped offline CLIP, through the real trainer, training seeds
+0, 1, 2 (markers `slow`, `quality`: `pytest -m quality tests/test_lamm_quality.py`, about 30 min on 2 shared cores).
+
+The runs are those of `benchmarks/bench_lamm_synthetic.py` (same recipes, datasets and seeds; shots cut to 1, 4 and
+16 for the `small` style and to 16 for `standard`; no CoOp + LAMM few-shot rows); docs/methods.md ("LAMM on the
+synthetic world") has the measured tables the margins come from. Every seed must satisfy each claim (no lucky run);
+paired claims compare runs of the same seed, which draw the same shots. What does not hold on this world is a strict
+expected failure with the measured numbers, never a loosened margin.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ovmlc.core.backbones import SYNTHETIC_CLIP_PATH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_lamm_synthetic as bench  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.quality,
+    pytest.mark.skipif(
+        not (SYNTHETIC_CLIP_PATH / "model.safetensors").is_file(), reason="the shipped synthetic CLIP is missing"
+    ),
+]
+SEEDS = (0, 1, 2)
+WORLD = bench.WORLDS["shapes-64"]
+SMALL_SHOTS = (1, 4, 16)
+# Margins (top-1 / mAP points), each below the smallest per-seed difference measured over seeds 0-2 (docs/methods.md).
+LAMM_OVER_COOP_SMALL = {1: 0.5, 4: 1.5, 16: 0.3}  # paired LAMM - CoOp, small style (measured min 0.92, 2.25, 0.59)
+LAMM_OVER_ZERO_SHOT_SMALL = 2.0  # LAMM - zero-shot at 4 and 16 shots, small style (measured min 2.91, 3.00)
+HIERARCHICAL_LOSS_GAIN_16 = 0.5  # paired LAMM - LAMM w/o hierarchical loss at 16 shots, small (measured min 0.75)
+SEEN_MAP_GAIN = 0.3  # multi-label: LAMM alone - zero-shot and CoOp+LAMM - CoOp, seen mAP (measured min 0.63, 0.66)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lamm-data")
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lamm-runs")
+
+
+@pytest.fixture(scope="module")
+def few_shot(data_dir, work_dir):
+    runs = bench.few_shot_runs(
+        WORLD, data_dir, work_dir, ["small", "standard"], {"small": SMALL_SHOTS, "standard": (16,)}, SEEDS,
+        ("clip-zs", "coop", "lamm", "lamm-nohl"), log=print,
+    )  # fmt: skip
+
+    def top1(style, method, shots):
+        return {
+            run.seed: run.numbers["all_top1"]
+            for run in runs
+            if run.setting["style"] == style and run.method == method and run.setting["shots"] == shots
+        }
+
+    return top1
+
+
+@pytest.fixture(scope="module")
+def multi_label(data_dir, work_dir):
+    runs = bench.multi_label_runs(WORLD, data_dir, work_dir, SEEDS, ("clip-zs", "coop", "lamm", "coop-lamm"), log=print)
+    return {
+        method: [run for run in runs if run.method == method] for method in ("clip-zs", "coop", "lamm", "coop-lamm")
+    }
+
+
+@pytest.fixture(scope="module")
+def merge(data_dir, work_dir):
+    runs = bench.merge_runs(WORLD, data_dir, work_dir, SEEDS, shots=16, log=print)
+    return {(run.method, run.seed): run.numbers for run in runs}
+
+
+# ---------------------------------------------------------------------- single-label few-shot
+@pytest.mark.parametrize("shots", SMALL_SHOTS)
+def test_lamm_beats_coop_under_a_domain_shift(few_shot, shots):
+    lamm, coop = few_shot("small", "lamm", shots), few_shot("small", "coop", shots)
+    for seed in SEEDS:
+        assert lamm[seed] >= coop[seed] + LAMM_OVER_COOP_SMALL[shots], (shots, seed, lamm, coop)
+
+
+@pytest.mark.parametrize("shots", (4, 16))
+def test_lamm_beats_zero_shot_under_a_domain_shift(few_shot, shots):
+    zero_shot = few_shot("small", "clip-zs", shots)[0]
+    for seed, value in few_shot("small", "lamm", shots).items():
+        assert value >= zero_shot + LAMM_OVER_ZERO_SHOT_SMALL, (shots, seed, value, zero_shot)
+
+
+def test_hierarchical_loss_helps_at_16_shots(few_shot):
+    lamm, ablated = few_shot("small", "lamm", 16), few_shot("small", "lamm-nohl", 16)
+    for seed in SEEDS:
+        assert lamm[seed] >= ablated[seed] + HIERARCHICAL_LOSS_GAIN_16, (seed, lamm, ablated)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds, small style): the paper's 'the hierarchical loss matters most with the "
+    "fewest shots' does not hold here; at 1 shot LAMM and its ablation differ by -0.13 / +1.34 / +0.87 (seeds 0-2): "
+    "24 classes x 1 shot is one SGD step per epoch, 50 steps in all, too few for the label tokens to overfit",
+)
+def test_hierarchical_loss_helps_at_1_shot(few_shot):
+    lamm, ablated = few_shot("small", "lamm", 1), few_shot("small", "lamm-nohl", 1)
+    for seed in SEEDS:
+        assert lamm[seed] > ablated[seed], (seed, lamm, ablated)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds, small style): the gain over CoOp peaks at 4 shots in the mean (1.2 / "
+    "2.5 / 1.7 points at 1 / 4 / 16 shots), not at the fewest shots, and not for every seed (seed 1: 2.29 at 4 shots "
+    "< 2.54 at 16)",
+)
+def test_gain_over_coop_is_largest_at_few_shots(few_shot):
+    lamm = {shots: few_shot("small", "lamm", shots) for shots in SMALL_SHOTS}
+    coop = {shots: few_shot("small", "coop", shots) for shots in SMALL_SHOTS}
+    for seed in SEEDS:
+        gain = {shots: lamm[shots][seed] - coop[shots][seed] for shots in SMALL_SHOTS}
+        assert gain[1] >= gain[4] >= gain[16], (seed, gain)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds): on single objects drawn as in the CLIP's pretraining, zero-shot top-1 "
+    "is 97.1, above a logistic-regression probe on all 100 images per class (96.5): the remaining errors (circle / "
+    "hexagon / pentagon) are not separable in the frozen image features, so learned label tokens can only overfit the "
+    "shots (LAMM 16-shot 96.1 < CoOp 97.0, whose 4 context vectors barely move)",
+)
+def test_lamm_beats_coop_where_zero_shot_is_at_the_ceiling(few_shot):
+    lamm, coop = few_shot("standard", "lamm", 16), few_shot("standard", "coop", 16)
+    for seed in SEEDS:
+        assert lamm[seed] >= coop[seed], (seed, lamm, coop)
+
+
+# ---------------------------------------------------------------------- multi-label
+def test_lamm_alone_keeps_unseen_labels_exactly_and_fits_seen_ones(multi_label):
+    zero_shot = multi_label["clip-zs"][0].numbers
+    for run in multi_label["lamm"]:
+        # Unseen labels keep CLIP's prompt; a shared scale and bias cannot change their per-label ranking.
+        assert run.numbers["zsl_map"] == pytest.approx(zero_shot["zsl_map"], abs=1e-6), run
+        assert run.numbers["seen_map"] >= zero_shot["seen_map"] + SEEN_MAP_GAIN, (run, zero_shot)
+
+
+def test_label_tokens_add_to_coop_on_seen_labels(multi_label):
+    coop = {run.seed: run.numbers for run in multi_label["coop"]}
+    for run in multi_label["coop-lamm"]:
+        assert run.numbers["seen_map"] >= coop[run.seed]["seen_map"] + SEEN_MAP_GAIN, (run, coop[run.seed])
+
+
+# ---------------------------------------------------------------------- class-incremental
+def test_merging_rounds_keeps_each_rounds_accuracy(merge):
+    for seed in SEEDS:
+        merged, first, second = (merge[(name, seed)] for name in ("lamm-merged", "lamm-round1", "lamm-round2"))
+        assert merged["base_top1"] == first["base_top1"] and merged["new_top1"] == second["new_top1"], seed
+        assert first["base_top1"] > second["base_top1"]  # round 1 learned the base classes (round 2 is zero-shot there)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds, 16-shot, small style): CoOp continued on the new classes changes its "
+    "base-class top-1 by -0.67 / -0.45 / +0.06: at the paper's lr its 4 context vectors barely move (CoOp stays "
+    "within 2.2 points of zero-shot in the few-shot table), so there is little to forget on this world",
+)
+def test_coop_continued_on_new_classes_forgets_base_classes(merge):
+    for seed in SEEDS:
+        first, second = merge[("coop-round1", seed)], merge[("coop-round2", seed)]
+        assert second["base_top1"] < first["base_top1"] - 0.2, (seed, first, second)
