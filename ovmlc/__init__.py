@@ -8,6 +8,10 @@ from .factory import load_model
 from .images import ImageLoadError, load_image
 from .methods.clip_zeroshot import CLIPZeroShotConfig, CLIPZeroShotModel
 from .methods.clipft import CLIPFTConfig, CLIPFTModel
+from .methods.coop import CoOpConfig, CoOpModel
+from .methods.dualcoop import DualCoOpConfig, DualCoOpModel
+from .methods.dualcooppp import DualCoOpPPConfig, DualCoOpPPModel
+from .methods.linear_probe import LinearProbeConfig, LinearProbeModel
 from .methods.mkt import MKTConfig, MKTModel
 from .methods.qks import QKSConfig, QKSModel
 from .modeling_base import PIPELINE_TASK, MultiLabelOutput, OVMLCConfig, OVMLCPreTrainedModel
@@ -22,6 +26,10 @@ METHODS = {
     "clipft": (CLIPFTConfig, CLIPFTModel),
     "mkt": (MKTConfig, MKTModel),
     "qks": (QKSConfig, QKSModel),
+    "coop": (CoOpConfig, CoOpModel),
+    "dualcoop": (DualCoOpConfig, DualCoOpModel),
+    "dualcooppp": (DualCoOpPPConfig, DualCoOpPPModel),
+    "linear_probe": (LinearProbeConfig, LinearProbeModel),
 }
 
 for _config_class, _model_class in METHODS.values():
@@ -37,8 +45,16 @@ __all__ = [
     "CLIPFTModel",
     "CLIPZeroShotConfig",
     "CLIPZeroShotModel",
+    "CoOpConfig",
+    "CoOpModel",
+    "DualCoOpConfig",
+    "DualCoOpModel",
+    "DualCoOpPPConfig",
+    "DualCoOpPPModel",
     "ImageLoadError",
     "LabelVocabulary",
+    "LinearProbeConfig",
+    "LinearProbeModel",
     "METHODS",
     "MKTConfig",
     "MKTModel",

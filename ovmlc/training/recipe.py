@@ -48,6 +48,8 @@ class DatasetSection:
     train_labels: str = "seen"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    partial_label: float | None = None
+    partial_label_seed: int = 0
 
 
 @dataclass
@@ -66,6 +68,7 @@ class ScheduleSection:
     name: Literal["cosine", "linear", "constant", "step", "plateau"] = "constant"
     warmup_ratio: float = 0.0
     warmup_steps: int | None = None
+    warmup_lr: float | None = None
     min_lr_ratio: float = 0.0
     step_size: int = 1
     gamma: float = 0.1
@@ -394,6 +397,14 @@ def _check_semantics(recipe: Recipe) -> None:
         raise fail(f"optimizer.betas must be two numbers, got {recipe.optimizer.betas}")
     if recipe.schedule.name == "plateau" and (recipe.schedule.warmup_ratio or recipe.schedule.warmup_steps):
         raise fail("schedule.name 'plateau' does not support warm-up; set schedule.warmup_ratio: 0")
+    if recipe.schedule.warmup_lr is not None:
+        if not recipe.schedule.warmup_lr > 0:
+            raise fail(f"schedule.warmup_lr must be > 0 or null, got {recipe.schedule.warmup_lr}")
+        if not (recipe.schedule.warmup_ratio or recipe.schedule.warmup_steps):
+            raise fail("schedule.warmup_lr sets the learning rate of the warm-up: give warmup_ratio or warmup_steps")
+    partial = recipe.dataset.partial_label
+    if partial is not None and not 0.0 < partial < 1.0:
+        raise fail(f"dataset.partial_label must be in (0, 1) (the kept share of annotated labels) or null: {partial}")
     if recipe.layer_decay is not None and not 0 < recipe.layer_decay <= 1:
         raise fail(f"layer_decay must be in (0, 1] or null, got {recipe.layer_decay}")
     if training.selection_metric.count("/") < 1:

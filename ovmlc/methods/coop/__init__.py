@@ -1,0 +1,4 @@
+from .configuration_coop import CoOpConfig
+from .modeling_coop import CoOpModel
+
+__all__ = ["CoOpConfig", "CoOpModel"]
