@@ -92,3 +92,41 @@ def test_bench_methods_synthetic_trains_through_the_recipes_and_tabulates(tmp_pa
     assert re.fullmatch(r"\| MKT stage 1 \|( \d+\.\d ± \d+\.\d \|){5} 2 \| \d+ s \|", table[3]), table[3]
     streams = bench.stream_lines(results)
     assert len(streams) == 2 and streams[0].startswith("MKT stage 1, ZSL mAP by stream: global ")
+
+
+@pytest.mark.slow
+def test_bench_methods_synthetic_partial_label_table(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_methods_synthetic as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from ovmlc.cli import main as cli_main
+
+    data = tmp_path / "data"
+    sizes = ["--num-train", "64", "--num-val", "16", "--num-test", "48", "--no-progress"]
+    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), *sizes]) == 0
+    short = ["training.epochs=1", "training.eval_batch_size=32"]
+    results = bench.run_benchmark(
+        ["dualcoop-value", "linear-probe"],
+        [0],
+        data,
+        tmp_path / "runs",
+        overrides={"dualcoop-value": short, "linear-probe": short},
+        log=lambda text: None,
+        partial_labels=[0.3, 0.9],
+    )
+    assert [(result.method, result.partial_label) for result in results] == [
+        ("dualcoop-value", 0.3),
+        ("dualcoop-value", 0.9),
+        ("linear-probe", 0.3),
+        ("linear-probe", 0.9),
+    ]
+    from ovmlc.training.recipe import load_recipe
+
+    recipe = load_recipe(Path(results[0].output_dir) / "recipe.yaml")
+    assert recipe.dataset.partial_label == 0.3 and recipe.method_config["dense_features"] == "value"
+    assert all(0.0 <= result.seen_map <= 100.0 and result.extra["train_loop_seconds"] > 0 for result in results)
+    table = bench.partial_label_table(results)
+    assert table.splitlines()[0].startswith("| method | P = 30 % | P = 90 % | mean | runs |")
+    assert "| DualCoOp (value-path tokens) |" in table and "| Linear probe |" in table
