@@ -393,3 +393,23 @@ def test_scores_reject_features_and_embeddings_of_another_method(clip_dir, pixel
         dualcoop.score(dualcoop.encode_image_features(pixels), torch.zeros(2, 16))
     with pytest.raises(ValueError, match="image_embeds"):
         build(clip_dir, "coop").score({"dense_embeds": torch.zeros(1, 17, 16)}, torch.zeros(2, 16))
+
+
+@pytest.mark.parametrize("package", ["coop", "dualcoop", "dualcooppp", "linear_probe"])
+def test_method_card_and_example_config(clip_dir, pixels, package):
+    """One structured card per method (the registry's MethodCard / Paper fields) and tiny settings that build."""
+    import importlib
+
+    module = importlib.import_module(f"ovmlc.methods.{package}")
+    card = module.METHOD_CARD
+    assert set(card) == {"name", "summary", "papers", "notes"} and card["summary"] and card["notes"]
+    for paper in card["papers"]:
+        assert set(paper) == {"title", "authors", "venue", "year", "url", "bibtex"}
+        assert paper["bibtex"].startswith("@") and paper["bibtex"].count("{") == paper["bibtex"].count("}")
+        assert paper["title"] in paper["bibtex"]
+    config_class, model_class = ovmlc.METHODS[package]
+    model = model_class.from_clip(str(clip_dir), **module.EXAMPLE_CONFIG)
+    model.set_label_cache(None)
+    with torch.no_grad():
+        assert model.eval()(pixel_values=pixels, label_names=LABELS).logits.shape == (5, len(LABELS))
+    assert isinstance(model.config, config_class)

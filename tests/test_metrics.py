@@ -26,7 +26,7 @@ from ovmlc.metrics import (
     weighted_mean_average_precision,
 )
 
-PRESETS = ["coco-48-17", "nus-wide-biam", "nus-wide-qks", "openimages-biam", "synthetic", "voc2007"]
+PRESETS = ["coco-48-17", "coco-80", "nus-wide-biam", "nus-wide-qks", "openimages-biam", "synthetic", "voc2007"]
 
 
 def random_problem(seed: int, num_images: int = 60, num_labels: int = 12, unannotated: float = 0.0, ties: bool = False):
@@ -268,7 +268,7 @@ def test_presets_are_listed_and_load():
 
 
 def test_unknown_protocol_lists_presets():
-    with pytest.raises(ValueError, match="Available presets: coco-48-17, nus-wide-biam"):
+    with pytest.raises(ValueError, match="Available presets: coco-48-17, coco-80, nus-wide-biam"):
         load_protocol("nus-wide")
 
 
