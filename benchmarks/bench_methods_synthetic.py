@@ -77,6 +77,11 @@ METHODS: dict[str, MethodRun] = {
         ("dualcoop-synthetic.yaml",),
         ("method_config.include_global_token=false",),
     ),
+    "dualcoop-global": MethodRun(
+        "DualCoOp (global embedding only, no region aggregation)",
+        ("dualcoop-synthetic.yaml",),
+        ("method_config.dense_features=global",),
+    ),
     "dualcooppp": MethodRun("DualCoOp++ (plain tokens)", ("dualcooppp-synthetic.yaml",)),
     "linear-probe": MethodRun("Linear probe", ("linear-probe-synthetic.yaml",)),
 }

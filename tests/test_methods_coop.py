@@ -183,12 +183,23 @@ def test_dualcoop_scores_label_maps_and_global_token(clip_dir, pixels):
     torch.testing.assert_close(maps.flatten(2).sum(-1), torch.ones(5, len(LABELS)))
 
 
-def test_patch_variant_uses_the_plain_tokens(clip_dir, pixels):
+def test_patch_and_global_variants(clip_dir, pixels):
     model = build(clip_dir, dense_features="patch")
     with torch.no_grad():
-        torch.testing.assert_close(
-            model.encode_image_features(pixels)["dense_embeds"], dense_image_tokens(model.clip, pixels, False)
-        )
+        plain = dense_image_tokens(model.clip, pixels, False)
+        torch.testing.assert_close(model.encode_image_features(pixels)["dense_embeds"], plain)
+    # The paper's "global feature" ablation: one region, weight 1, no maps.
+    model = build(clip_dir, dense_features="global").eval()
+    with torch.no_grad():
+        features = model.encode_image_features(pixels)
+        label_embeds = model.encode_labels(LABELS)
+        output = model.score(features, label_embeds, return_label_maps=True)
+    torch.testing.assert_close(features["dense_embeds"], plain[:, :1])
+    cosine = torch.einsum("bd,csd->bsc", F.normalize(plain[:, 0], dim=-1), F.normalize(label_embeds, dim=-1))
+    torch.testing.assert_close(output.logits, 100 * (cosine[:, POSITIVE] - cosine[:, NEGATIVE]), atol=1e-4, rtol=1e-5)
+    assert output.label_maps is None
+    with pytest.raises(ValueError, match="include_global_token"):
+        DualCoOpConfig(dense_features="global", include_global_token=False)
 
 
 def test_coop_head_is_scaled_cosine_plus_bias(clip_dir, pixels):

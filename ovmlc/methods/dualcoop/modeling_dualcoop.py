@@ -92,11 +92,10 @@ class DualCoOpModel(CoOpFamilyModel):
     num_prompt_sets = 2
 
     def encode_image_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        kind = self.config.dense_features
         with torch.no_grad():
-            dense = dense_image_tokens(
-                self.clip, pixel_values.to(self.dtype), value_path=self.config.dense_features == "value"
-            )
-        return {"dense_embeds": dense}  # [B, 1 + N, D]
+            dense = dense_image_tokens(self.clip, pixel_values.to(self.dtype), value_path=kind == "value")
+        return {"dense_embeds": dense[:, :1] if kind == "global" else dense}  # [B, 1 + N, D] ([B, 1, D]: global)
 
     def region_embeds(self, image_features: dict[str, torch.Tensor]) -> torch.Tensor:
         if "dense_embeds" not in image_features:
@@ -115,8 +114,13 @@ class DualCoOpModel(CoOpFamilyModel):
             float(self.config.region_logit_scale),
             float(self.config.aggregated_logit_scale),
         )
-        label_maps = spatial_label_maps(weights, self.config.include_global_token) if return_label_maps else None
-        return MultiLabelOutput(logits=logits, label_maps=label_maps)
+        return MultiLabelOutput(logits=logits, label_maps=self.label_maps(weights) if return_label_maps else None)
+
+    def label_maps(self, weights: torch.Tensor) -> torch.Tensor | None:
+        """`[B, C, h, w]` from the aggregation weights `[B, C, R]` (None for the global embedding alone)."""
+        if self.config.dense_features == "global":
+            return None
+        return spatial_label_maps(weights, self.config.include_global_token)
 
 
 DualCoOpConfig.register_for_auto_class()

@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from ovmlc.methods.dualcoop.modeling_dualcoop import DualCoOpModel, region_aggregated_logits, spatial_label_maps
+from ovmlc.methods.dualcoop.modeling_dualcoop import DualCoOpModel, region_aggregated_logits
 from ovmlc.modeling_base import MultiLabelOutput
 
 from .configuration_dualcooppp import DualCoOpPPConfig
@@ -72,8 +72,7 @@ class DualCoOpPPModel(DualCoOpModel):
             float(config.aggregated_logit_scale),
             wta_temperature=float(config.wta_temperature) if competing else None,
         )
-        label_maps = spatial_label_maps(weights, config.include_global_token) if return_label_maps else None
-        return MultiLabelOutput(logits=logits, label_maps=label_maps)
+        return MultiLabelOutput(logits=logits, label_maps=self.label_maps(weights) if return_label_maps else None)
 
 
 DualCoOpPPConfig.register_for_auto_class()
