@@ -91,6 +91,8 @@ DEFAULT_PARTIAL_METHODS = ("dualcoop", "dualcooppp", "coop", "clipft-lora", "lin
 METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
 # Trained outputs of this process: (recipe, dataset, seed, output, overrides) → (folder, wall seconds).
 _TRAINED: dict[tuple, tuple[Path, float]] = {}
+# Written next to each trained model: the wall time of its `train()` call (for `--reuse-runs`).
+WALL_SECONDS_FILE = "bench_wall_seconds.json"
 
 
 @dataclass
@@ -190,9 +192,11 @@ def train_recipes(
     work_dir: Path,
     overrides: Sequence[str] = (),
     last_overrides: Sequence[str] = (),
+    reuse: bool = False,
 ) -> tuple[Path, float]:
     """Run a chain of recipes (each later one starts from the previous output; `last_overrides` apply to the last one
-    only); returns the last output folder and the summed wall time."""
+    only); returns the last output folder and the summed wall time. `reuse`: a folder that already holds a finished
+    run with the same resolved recipe is not trained again (its recorded wall time counts)."""
     from ovmlc.train import train
 
     output, seconds, previous = None, 0.0, None
@@ -217,12 +221,36 @@ def train_recipes(
         ]
         if previous is not None:
             run_overrides.append(f"init_from={previous}")
+        if reuse and finished_run_seconds(output, RECIPES / recipe, run_overrides) is not None:
+            _TRAINED[key] = (output, finished_run_seconds(output, RECIPES / recipe, run_overrides))
+            seconds += _TRAINED[key][1]
+            previous = output
+            continue
         started = time.perf_counter()
         train(RECIPES / recipe, run_overrides, overwrite=True)
         _TRAINED[key] = (output, time.perf_counter() - started)
+        (output / WALL_SECONDS_FILE).write_text(json.dumps({"seconds": _TRAINED[key][1]}))
         seconds += _TRAINED[key][1]
         previous = output
     return output, seconds
+
+
+def finished_run_seconds(output: Path, recipe: Path, overrides: Sequence[str]) -> float | None:
+    """The wall time of a finished run in `output` trained with this recipe and overrides, or None (not there, not
+    finished, or another recipe). Runs from before the wall-time file count their training loop + cache build."""
+    from ovmlc.training.recipe import load_recipe
+
+    state_file, recipe_file = output / "trainer_state.json", output / "recipe.yaml"
+    if not state_file.is_file() or not recipe_file.is_file():
+        return None
+    expected = load_recipe(recipe, overrides).to_dict()
+    if load_recipe(recipe_file).to_dict() != expected:
+        return None
+    wall_file = output / WALL_SECONDS_FILE
+    if wall_file.is_file():
+        return float(json.loads(wall_file.read_text())["seconds"])
+    state = json.loads(state_file.read_text())
+    return float(state["train_seconds"]) + float(state.get("feature_cache_build_seconds") or 0.0)
 
 
 def run_method(
@@ -233,6 +261,7 @@ def run_method(
     backbone: str | None = None,
     overrides: Sequence[str] = (),
     partial_label: float | None = None,
+    reuse: bool = False,
 ) -> RunResult:
     """Train (or, for CLIP zero-shot, load) one row's model for one seed and score it. `backbone` replaces the
     recipes' backbone (None: the recipes' own, `synthetic`); `partial_label` trains on that share of the annotations."""
@@ -246,7 +275,7 @@ def run_method(
         return RunResult(key, seed, time.perf_counter() - started, **numbers, partial_label=partial_label)
     common = [*overrides] + ([f"backbone={backbone}"] if backbone else [])
     last = [*method.overrides] + ([f"dataset.partial_label={partial_label}"] if partial_label is not None else [])
-    output, seconds = train_recipes(method.recipes, dataset_path, seed, work_dir, common, last)
+    output, seconds = train_recipes(method.recipes, dataset_path, seed, work_dir, common, last, reuse=reuse)
     model = ovmlc.load_model(str(output))
     result = RunResult(
         key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output), partial_label=partial_label
@@ -267,9 +296,12 @@ def run_benchmark(
     log=print,
     backbone: str | None = None,
     partial_labels: Sequence[float | None] = (None,),
+    reuse: bool = False,
+    on_result=None,
 ) -> list[RunResult]:
     """Train and evaluate every method for every seed (CLIP zero-shot once: it has no randomness), for each of
-    `partial_labels` (None: every annotation)."""
+    `partial_labels` (None: every annotation). `reuse`: keep finished runs of the same recipe in `work_dir`;
+    `on_result(results)` is called after each run (e.g. to save them)."""
     dataset_path = ensure_dataset(dataset_path)
     work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ovmlc-bench-methods-"))
     results = []
@@ -286,6 +318,7 @@ def run_benchmark(
                     backbone=backbone,
                     overrides=(overrides or {}).get(key, ()),
                     partial_label=partial_label,
+                    reuse=reuse,
                 )
                 share = "" if partial_label is None else f" (P = {partial_label:g})"
                 log(
@@ -294,6 +327,8 @@ def run_benchmark(
                     + f" ({result.train_seconds:.0f} s)"
                 )
                 results.append(result)
+                if on_result is not None:
+                    on_result(results)
     return results
 
 
@@ -431,6 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--partial-methods", nargs="+", default=list(DEFAULT_PARTIAL_METHODS), choices=list(METHODS))
     parser.add_argument("--backbone", default=None, help="CLIP for every recipe and the zero-shot row (another world)")
     parser.add_argument("--dense-diagnostics", action="store_true", help="untrained region aggregation per variant")
+    parser.add_argument(
+        "--reuse-runs", action="store_true", help="keep finished runs of the same recipe in --work-dir (resume a sweep)"
+    )
     parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
     parser.add_argument(
@@ -445,16 +483,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
-    results = run_benchmark(args.methods, args.seeds, args.data, args.work_dir, log=log, backbone=args.backbone)
+    done: list[RunResult] = []
+
+    def save(results: Sequence[RunResult]) -> None:  # after every run: a killed sweep keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps([asdict(result) for result in [*done, *results]], indent=1))
+
+    settings = {"log": log, "backbone": args.backbone, "reuse": args.reuse_runs, "on_result": save}
+    done += run_benchmark(args.methods, args.seeds, args.data, args.work_dir, **settings)
+    results = done
     if args.partial_labels:
-        results += run_benchmark(
-            args.partial_methods,
-            args.seeds,
-            args.data,
-            args.work_dir,
-            log=log,
-            backbone=args.backbone,
-            partial_labels=args.partial_labels,
+        results = done + run_benchmark(
+            args.partial_methods, args.seeds, args.data, args.work_dir, partial_labels=args.partial_labels, **settings
         )
     total = time.perf_counter() - started
     print(

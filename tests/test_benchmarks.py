@@ -130,3 +130,13 @@ def test_bench_methods_synthetic_partial_label_table(tmp_path):
     table = bench.partial_label_table(results)
     assert table.splitlines()[0].startswith("| method | P = 30 % | P = 90 % | mean | runs |")
     assert "| DualCoOp (value-path tokens) |" in table and "| Linear probe |" in table
+    # --reuse-runs: a finished run with the same recipe is scored again, not retrained (a resumed sweep).
+    bench._TRAINED.clear()
+    state_file = Path(results[0].output_dir) / "trainer_state.json"
+    before = state_file.stat().st_mtime_ns
+    again = bench.run_benchmark(
+        ["dualcoop-value"], [0], data, tmp_path / "runs", overrides={"dualcoop-value": short}, log=lambda text: None,
+        partial_labels=[0.3], reuse=True,
+    )  # fmt: skip
+    assert state_file.stat().st_mtime_ns == before
+    assert (again[0].seen_map, again[0].train_seconds) == (results[0].seen_map, results[0].train_seconds)
