@@ -42,4 +42,44 @@ MKT = Paper(
 }""",
 )
 
-__all__ = ["CLIP", "MKT"]
+COOP = Paper(
+    title="Learning to Prompt for Vision-Language Models",
+    authors="Kaiyang Zhou and Jingkang Yang and Chen Change Loy and Ziwei Liu",
+    venue="International Journal of Computer Vision (IJCV)",
+    year=2022,
+    url="https://arxiv.org/abs/2109.01134",
+    bibtex=(
+        "@article{zhou2022coop,\n"
+        "  title = {Learning to Prompt for Vision-Language Models},\n"
+        "  author = {Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n"
+        "  journal = {International Journal of Computer Vision},\n"
+        "  volume = {130},\n"
+        "  number = {9},\n"
+        "  pages = {2337--2348},\n"
+        "  year = {2022},\n"
+        "  doi = {10.1007/s11263-022-01653-1},\n"
+        "  eprint = {2109.01134},\n"
+        "  archivePrefix = {arXiv}\n"
+        "}"
+    ),
+)
+
+DUALCOOP = Paper(
+    title="DualCoOp: Fast Adaptation to Multi-Label Recognition with Limited Annotations",
+    authors="Ximeng Sun and Ping Hu and Kate Saenko",
+    venue="Advances in Neural Information Processing Systems (NeurIPS)",
+    year=2022,
+    url="https://arxiv.org/abs/2206.09541",
+    bibtex=(
+        "@inproceedings{sun2022dualcoop,\n"
+        "  title = {DualCoOp: Fast Adaptation to Multi-Label Recognition with Limited Annotations},\n"
+        "  author = {Sun, Ximeng and Hu, Ping and Saenko, Kate},\n"
+        "  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},\n"
+        "  year = {2022},\n"
+        "  eprint = {2206.09541},\n"
+        "  archivePrefix = {arXiv}\n"
+        "}"
+    ),
+)
+
+__all__ = ["CLIP", "COOP", "DUALCOOP", "MKT"]

@@ -74,6 +74,10 @@ class DatasetSection:
     train_labels: str = "seen"
     max_train_samples: PositiveInt | None = None
     max_eval_samples: PositiveInt | None = None
+    # Partial-label training: keep each annotated training-label entry of train/validation with this probability
+    # (seeded per image by partial_label_seed, the draws of `ovmlc data prepare --partial-ratio`); test stays full.
+    partial_label: Annotated[float, Bounds(gt=0, lt=1)] | None = None
+    partial_label_seed: Seed = 0
 
 
 @dataclass
@@ -94,6 +98,7 @@ class ScheduleSection:
     name: Literal["cosine", "linear", "constant", "step", "plateau"] = "constant"
     warmup_ratio: UnitFloat = 0.0
     warmup_steps: NonNegativeInt | None = None
+    warmup_lr: PositiveFloat | None = None  # constant warm-up at this learning rate (Dassl's "constant", CoOp/LAMM)
     min_lr_ratio: UnitFloat = 0.0
     step_size: PositiveInt = 1
     gamma: PositiveFloat = 0.1
@@ -110,6 +115,10 @@ class ScheduleSection:
                         f"must be 0 or null with schedule 'plateau' (it has no warm-up), got {getattr(self, name)}",
                         key=name,
                     )
+        if self.warmup_lr is not None and not (self.warmup_ratio or self.warmup_steps):
+            raise SchemaError(
+                "sets the learning rate of the warm-up: give warmup_ratio or warmup_steps too", key="warmup_lr"
+            )
 
 
 @dataclass

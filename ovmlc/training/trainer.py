@@ -247,13 +247,20 @@ def environment_info(accelerator) -> dict[str, Any]:
 
 
 def build_schedule_lambda(
-    name: str, warmup_steps: int, total_steps: int, min_lr_ratio: float, step_every: int, gamma: float
+    name: str,
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: float,
+    step_every: int,
+    gamma: float,
+    warmup_multiplier: float | None = None,
 ):
-    """Learning-rate multiplier per optimizer step: linear warm-up, then cosine / linear / constant / step decay."""
+    """Learning-rate multiplier per optimizer step: warm-up (linear, or constant at `warmup_multiplier`, Dassl's
+    "constant" warm-up used by CoOp/DualCoOp), then cosine / linear / constant / step decay."""
 
     def multiplier(step: int) -> float:
         if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return warmup_multiplier if warmup_multiplier is not None else (step + 1) / warmup_steps
         if name == "constant":
             return 1.0
         if name == "step":
@@ -414,8 +421,42 @@ class Trainer:
         }
         if "train" in self.splits:
             self.label_rows["train"] = label_matrix(self.splits["train"], self.labels.train)
+        if recipe.dataset.partial_label is not None:
+            self._mask_partial_labels()
         self.validation_columns = [self.labels.evaluation.index(name) for name in self.labels.validation]
         self._check_metrics()
+
+    def _mask_partial_labels(self) -> None:
+        """`dataset.partial_label: P`: keep each annotated training-label entry of train and validation with
+        probability P (seeded per image by `dataset.partial_label_seed`, the draws of `ovmlc data prepare
+        --partial-ratio`); the test split stays fully annotated."""
+        from ..data import dataset_label_names, read_card_metadata
+        from ..data.splits import mask_partial_label_rows
+
+        recipe = self.recipe
+        try:
+            stored = read_card_metadata(recipe.dataset.path).get("partial_label_proportion")
+        except (OSError, ValueError):
+            stored = None
+        if stored is not None:
+            raise RecipeError(
+                f"recipe {recipe.source}: dataset {recipe.dataset.path} already keeps only {stored} of its labels "
+                f"(prepared with --partial-ratio); dataset.partial_label would mask it twice: set it to null"
+            )
+        proportion, seed = recipe.dataset.partial_label, recipe.dataset.partial_label_seed
+        for name in ("train", "validation"):
+            split = self.splits.get(name)
+            if split is None:
+                continue
+            if "image_id" not in split.column_names:
+                raise TrainingError(f"dataset {recipe.dataset.path}: dataset.partial_label needs an image_id column")
+            ids_of = {label: index for index, label in enumerate(dataset_label_names(split))}
+            names = self.labels.train if name == "train" else self.labels.evaluation
+            columns = [names.index(label) for label in self.labels.train]
+            rows = self.label_rows[name]
+            rows[:, columns] = mask_partial_label_rows(
+                rows[:, columns], split["image_id"], [ids_of[label] for label in self.labels.train], proportion, seed
+            )
 
     def _check_metrics(self) -> None:
         """Fail before training when the protocol or a validation metric the recipe names does not exist."""
@@ -469,7 +510,11 @@ class Trainer:
                 )
             model = model_class.from_pretrained(recipe.init_from, dtype=torch.float32, **method_kwargs)
         else:
-            model = model_class.from_clip(recipe.backbone, dtype=torch.float32, **method_kwargs)
+            # The training labels are known before the model exists: methods with per-label parameters (class-specific
+            # prompts, a linear probe) size them from `seen_labels` at construction.
+            model = model_class.from_clip(
+                recipe.backbone, dtype=torch.float32, seen_labels=list(self.labels.train), **method_kwargs
+            )
         for pattern in recipe.freeze:
             matched = [parameter for name, parameter in model.named_parameters() if re.search(pattern, name)]
             if not matched:
@@ -670,6 +715,7 @@ class Trainer:
                 schedule.min_lr_ratio,
                 schedule.step_size * steps_per_epoch,
                 schedule.gamma,
+                warmup_multiplier=None if schedule.warmup_lr is None else schedule.warmup_lr / recipe.optimizer.lr,
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
             self.scheduler = self.accelerator.prepare(scheduler)
