@@ -1,4 +1,5 @@
-"""Method quality on the synthetic shapes world (CPU): CLIP zero-shot vs CLIP-FT vs MKT vs QKS.
+"""Method quality on the synthetic shapes world (CPU): CLIP zero-shot vs CLIP-FT vs MKT vs QKS vs the prompt-learning
+family (CoOp, DualCoOp, DualCoOp++), plus DualCoOp's partial-label setting.
 
 Every trained method runs through the real trainer (`ovmlc.train`) with its recipe in `hub_configs/*-synthetic.yaml`
 (training seed overridden per run), then the best-on-validation model is scored on the test split:
@@ -15,13 +16,24 @@ the reference prompt it predicts with.
 Prints a markdown table (mean ± sd over seeds, percent) with the training wall time per run (MKT stage 1 + 2: both
 stages; stage 1 is trained once and shared with the stage-1 row), then MKT's ZSL mAP per stream.
 
+`--partial-labels 0.1 0.3 0.5 0.7 0.9` adds DualCoOp's partial-label table: each `--partial-methods` recipe trained
+with `dataset.partial_label=P` (a seeded share P of the training annotations kept, train and validation; the test
+split stays complete) and scored by the mAP of the seen labels on all test images, with the training-loop time per run.
+`--dense-diagnostics` prints the untrained region-aggregation mAP of each dense-feature variant (literal prompt).
+
     ovmlc data prepare synthetic --root synthetic --out data/synthetic
     python benchmarks/bench_methods_synthetic.py --data data/synthetic --seeds 0 1 2
+    python benchmarks/bench_methods_synthetic.py --methods clip-zs coop dualcoop dualcoop-value dualcooppp \
+        --partial-labels 0.1 0.3 0.5 0.7 0.9
+
+Another world (e.g. the `shapes-clutter` world of issue 18): prepare its dataset, then pass `--data DIR` and, when it
+ships its own CLIP, `--backbone NAME` (every recipe and the zero-shot row use it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -43,10 +55,12 @@ RECIPES = REPO / "hub_configs"
 
 @dataclass(frozen=True)
 class MethodRun:
-    """One table row: a recipe (or a chain of recipes, e.g. MKT stage 1 then 2), or plain CLIP zero-shot."""
+    """One table row: a recipe (or a chain of recipes, e.g. MKT stage 1 then 2) with recipe overrides applied to the
+    last one, or plain CLIP zero-shot."""
 
     name: str
     recipes: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
 
 
 METHODS: dict[str, MethodRun] = {
@@ -56,11 +70,32 @@ METHODS: dict[str, MethodRun] = {
     "mkt-stage1": MethodRun("MKT stage 1", ("mkt-synthetic-stage1.yaml",)),
     "mkt": MethodRun("MKT (stage 1 + 2)", ("mkt-synthetic-stage1.yaml", "mkt-synthetic-stage2.yaml")),
     "qks": MethodRun("QKS", ("qks-synthetic.yaml",)),
+    "coop": MethodRun("CoOp", ("coop-synthetic.yaml",)),
+    "dualcoop": MethodRun("DualCoOp (plain tokens)", ("dualcoop-synthetic.yaml",)),
+    "dualcoop-value": MethodRun(
+        "DualCoOp (value-path tokens)", ("dualcoop-synthetic.yaml",), ("method_config.dense_features=value",)
+    ),
+    "dualcoop-no-global": MethodRun(
+        "DualCoOp (plain tokens, no global token)",
+        ("dualcoop-synthetic.yaml",),
+        ("method_config.include_global_token=false",),
+    ),
+    "dualcoop-global": MethodRun(
+        "DualCoOp (global embedding only, no region aggregation)",
+        ("dualcoop-synthetic.yaml",),
+        ("method_config.dense_features=global",),
+    ),
+    "dualcooppp": MethodRun("DualCoOp++ (plain tokens)", ("dualcooppp-synthetic.yaml",)),
+    "linear-probe": MethodRun("Linear probe", ("linear-probe-synthetic.yaml",)),
 }
 DEFAULT_METHODS = ("clip-zs", "clipft", "clipft-lora", "mkt-stage1", "mkt", "qks")
+PROMPT_METHODS = ("coop", "dualcoop", "dualcoop-value", "dualcooppp")
+DEFAULT_PARTIAL_METHODS = ("dualcoop", "dualcooppp", "coop", "clipft-lora", "linear-probe")
 METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
 # Trained outputs of this process: (recipe, dataset, seed, output, overrides) → (folder, wall seconds).
 _TRAINED: dict[tuple, tuple[Path, float]] = {}
+# Written next to each trained model: the wall time of its `train()` call (for `--reuse-runs`).
+WALL_SECONDS_FILE = "bench_wall_seconds.json"
 
 
 @dataclass
@@ -75,6 +110,7 @@ class RunResult:
     seen_map: float
     output_dir: str | None = None
     extra: dict = field(default_factory=dict)
+    partial_label: float | None = None
 
 
 def ensure_dataset(path: str | os.PathLike) -> Path:
@@ -165,15 +201,24 @@ def mkt_stream_zsl(model, dataset_path: str | os.PathLike, batch_size: int = 256
 
 
 def train_recipes(
-    recipes: Sequence[str], dataset_path: Path, seed: int, work_dir: Path, overrides: Sequence[str] = ()
+    recipes: Sequence[str],
+    dataset_path: Path,
+    seed: int,
+    work_dir: Path,
+    overrides: Sequence[str] = (),
+    last_overrides: Sequence[str] = (),
+    reuse: bool = False,
 ) -> tuple[Path, float]:
-    """Run a chain of recipes (each later one starts from the previous output); returns the last output folder and
-    the summed wall time."""
+    """Run a chain of recipes (each later one starts from the previous output; `last_overrides` apply to the last one
+    only); returns the last output folder and the summed wall time. `reuse`: a folder that already holds a finished
+    run with the same resolved recipe is not trained again (its recorded wall time counts)."""
     from ovmlc.training.trainer import train
 
     output, seconds, previous = None, 0.0, None
-    for recipe in recipes:
-        output = work_dir / f"{Path(recipe).stem}-seed{seed}"
+    for position, recipe in enumerate(recipes):
+        extra = tuple(last_overrides) if position == len(recipes) - 1 else ()
+        tag = "-" + hashlib.sha256("\n".join(extra).encode()).hexdigest()[:8] if extra else ""
+        output = work_dir / f"{Path(recipe).stem}{tag}-seed{seed}"
         key = (recipe, str(dataset_path), seed, str(output), tuple(overrides))
         if key in _TRAINED:  # e.g. MKT stage 1, shared by the "mkt-stage1" and "mkt" rows
             output, recipe_seconds = _TRAINED[key]
@@ -187,31 +232,71 @@ def train_recipes(
             "tracker=none",
             "hub.repo_id=null",
             *overrides,
+            *extra,
         ]
         if previous is not None:
             run_overrides.append(f"init_from={previous}")
+        if reuse and finished_run_seconds(output, RECIPES / recipe, run_overrides) is not None:
+            _TRAINED[key] = (output, finished_run_seconds(output, RECIPES / recipe, run_overrides))
+            seconds += _TRAINED[key][1]
+            previous = output
+            continue
         started = time.perf_counter()
         train(RECIPES / recipe, run_overrides, overwrite=True)
         _TRAINED[key] = (output, time.perf_counter() - started)
+        (output / WALL_SECONDS_FILE).write_text(json.dumps({"seconds": _TRAINED[key][1]}))
         seconds += _TRAINED[key][1]
         previous = output
     return output, seconds
 
 
+def finished_run_seconds(output: Path, recipe: Path, overrides: Sequence[str]) -> float | None:
+    """The wall time of a finished run in `output` trained with this recipe and overrides, or None (not there, not
+    finished, or another recipe). Runs from before the wall-time file count their training loop + cache build."""
+    from ovmlc.training.recipe import load_recipe
+
+    state_file, recipe_file = output / "trainer_state.json", output / "recipe.yaml"
+    if not state_file.is_file() or not recipe_file.is_file():
+        return None
+    expected = load_recipe(recipe, overrides).to_dict()
+    if load_recipe(recipe_file).to_dict() != expected:
+        return None
+    wall_file = output / WALL_SECONDS_FILE
+    if wall_file.is_file():
+        return float(json.loads(wall_file.read_text())["seconds"])
+    state = json.loads(state_file.read_text())
+    return float(state["train_seconds"]) + float(state.get("feature_cache_build_seconds") or 0.0)
+
+
 def run_method(
-    key: str, dataset_path: Path, seed: int, work_dir: Path, backbone: str = "synthetic", overrides: Sequence[str] = ()
+    key: str,
+    dataset_path: Path,
+    seed: int,
+    work_dir: Path,
+    backbone: str | None = None,
+    overrides: Sequence[str] = (),
+    partial_label: float | None = None,
+    reuse: bool = False,
 ) -> RunResult:
+    """Train (or, for CLIP zero-shot, load) one row's model for one seed and score it. `backbone` replaces the
+    recipes' backbone (None: the recipes' own, `synthetic`); `partial_label` trains on that share of the annotations."""
     import ovmlc
 
     method = METHODS[key]
     if not method.recipes:
         started = time.perf_counter()
-        model = ovmlc.CLIPZeroShotModel.from_clip(backbone)
+        model = ovmlc.CLIPZeroShotModel.from_clip(backbone or "synthetic")
         numbers = evaluate_model(model, dataset_path)
-        return RunResult(key, seed, time.perf_counter() - started, **numbers)
-    output, seconds = train_recipes(method.recipes, dataset_path, seed, work_dir, overrides)
+        return RunResult(key, seed, time.perf_counter() - started, **numbers, partial_label=partial_label)
+    common = [*overrides] + ([f"backbone={backbone}"] if backbone else [])
+    last = [*method.overrides] + ([f"dataset.partial_label={partial_label}"] if partial_label is not None else [])
+    output, seconds = train_recipes(method.recipes, dataset_path, seed, work_dir, common, last, reuse=reuse)
     model = ovmlc.load_model(str(output))
-    result = RunResult(key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output))
+    result = RunResult(
+        key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output), partial_label=partial_label
+    )
+    state = json.loads((Path(output) / "trainer_state.json").read_text())
+    result.extra["train_loop_seconds"] = float(state["train_seconds"])  # the training loop only (no cache, eval)
     if isinstance(model, ovmlc.MKTModel):
         result.extra.update(mkt_stream_zsl(model, dataset_path))
     return result
@@ -224,30 +309,125 @@ def run_benchmark(
     work_dir: str | os.PathLike | None = None,
     overrides: dict[str, Sequence[str]] | None = None,
     log=print,
+    backbone: str | None = None,
+    partial_labels: Sequence[float | None] = (None,),
+    reuse: bool = False,
+    on_result=None,
 ) -> list[RunResult]:
-    """Train and evaluate every method for every seed (CLIP zero-shot once: it has no randomness)."""
+    """Train and evaluate every method for every seed (CLIP zero-shot once: it has no randomness), for each of
+    `partial_labels` (None: every annotation). `reuse`: keep finished runs of the same recipe in `work_dir`;
+    `on_result(results)` is called after each run (e.g. to save them)."""
     dataset_path = ensure_dataset(dataset_path)
     work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ovmlc-bench-methods-"))
     results = []
     for key in methods:
         if key not in METHODS:
             raise ValueError(f"unknown method {key!r}; available: {', '.join(METHODS)}")
-        for seed in seeds[:1] if not METHODS[key].recipes else seeds:
-            result = run_method(key, dataset_path, seed, work_dir, overrides=(overrides or {}).get(key, ()))
-            log(
-                f"{METHODS[key].name} seed {seed}: "
-                + ", ".join(f"{name} {getattr(result, name):.1f}" for name in METRICS)
-                + f" ({result.train_seconds:.0f} s)"
-            )
-            results.append(result)
+        for partial_label in partial_labels if METHODS[key].recipes else partial_labels[:1]:
+            for seed in seeds[:1] if not METHODS[key].recipes else seeds:
+                result = run_method(
+                    key,
+                    dataset_path,
+                    seed,
+                    work_dir,
+                    backbone=backbone,
+                    overrides=(overrides or {}).get(key, ()),
+                    partial_label=partial_label,
+                    reuse=reuse,
+                )
+                share = "" if partial_label is None else f" (P = {partial_label:g})"
+                log(
+                    f"{METHODS[key].name}{share} seed {seed}: "
+                    + ", ".join(f"{name} {getattr(result, name):.1f}" for name in METRICS)
+                    + f" ({result.train_seconds:.0f} s)"
+                )
+                results.append(result)
+                if on_result is not None:
+                    on_result(results)
     return results
+
+
+def partial_label_table(results: Sequence[RunResult]) -> str:
+    """DualCoOp's partial-label table: seen-label mAP (all test images, full annotation) per method and kept share P
+    (mean ± sd over seeds), and the mean training-loop time per run."""
+    shares = sorted({result.partial_label for result in results if result.partial_label is not None})
+    keys = list(dict.fromkeys(result.method for result in results if result.partial_label is not None))
+    header = (
+        "| method | " + " | ".join(f"P = {100 * share:g} %" for share in shares) + " | mean | runs | train loop / run |"
+    )
+    lines = [header, "| --- |" + " ---: |" * (len(shares) + 3)]
+    for key in keys:
+        cells, means, seconds, runs = [], [], [], 0
+        for share in shares:
+            rows = [result for result in results if result.method == key and result.partial_label == share]
+            values = np.array([row.seen_map for row in rows])
+            sd = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
+            cells.append(f"{values.mean():.1f}{sd}" if len(values) else "—")
+            means.append(values.mean())
+            seconds += [row.extra.get("train_loop_seconds", row.train_seconds) for row in rows]
+            runs += len(rows)
+        time_cell = f"{np.mean(seconds):.0f} s" if METHODS[key].recipes else "—"
+        lines.append(
+            f"| {METHODS[key].name} | " + " | ".join(cells) + f" | {np.mean(means):.1f} | {runs} | {time_cell} |"
+        )
+    return "\n".join(lines)
+
+
+def dense_feature_zero_shot(
+    dataset_path: str | os.PathLike, backbone: str = "synthetic", batch_size: int = 250
+) -> dict[str, dict[str, float]]:
+    """Untrained region aggregation (DualCoOp's head with the literal prompt "a photo of a {}." as the weighting and
+    scoring prompt) per dense-feature variant: ZSL / GZSL / seen mAP (percent). Shows how text-aligned each kind of
+    region is before any prompt learning."""
+    import torch
+    import torch.nn.functional as F
+
+    from ovmlc import data as ovmlc_data
+    from ovmlc.core.backbones import dense_image_tokens, load_clip_backbone
+    from ovmlc.core.vocabulary import LabelVocabulary
+    from ovmlc.evaluation.metrics import evaluate_protocol
+
+    clip_backbone = load_clip_backbone(backbone)
+    clip = clip_backbone.model
+    seen, unseen = ovmlc_data.read_label_split(dataset_path)
+    names = [*seen, *unseen]
+    is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
+    test = ovmlc_data.load_canonical(dataset_path, split="test")
+    labels = ovmlc_data.label_matrix(test, names)
+    text = LabelVocabulary(names, templates="single").encode(clip, clip_backbone.tokenizer)  # [C, D]
+    tokens = {"plain": [], "value": []}
+    with torch.inference_mode():
+        for start in range(0, len(test), batch_size):
+            images = test[start : start + batch_size]["image"]
+            pixels = clip_backbone.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            tokens["plain"].append(dense_image_tokens(clip, pixels, value_path=False))
+            tokens["value"].append(dense_image_tokens(clip, pixels, value_path=True))
+    text = F.normalize(text, dim=-1)
+    numbers = {}
+    for kind, parts in tokens.items():
+        regions = F.normalize(torch.cat(parts), dim=-1)  # [N, 1 + P, D]
+        for variant, selected in (("global + patches", regions), ("patches only", regions[:, 1:])):
+            similarity = 20 * torch.einsum("nrd,cd->ncr", selected, text)  # [N, C, R]
+            scores = 5 * (similarity.softmax(dim=-1) * similarity).sum(dim=-1)  # [N, C]
+            report = evaluate_protocol(scores.numpy(), labels, names, is_unseen, "synthetic")
+            numbers[f"{kind} tokens, {variant}"] = {
+                view: 100 * report["views"][view]["mAP"] for view in ("zsl", "gzsl", "seen")
+            }
+    global_scores = torch.cat(tokens["plain"])[:, 0]
+    report = evaluate_protocol(
+        (F.normalize(global_scores, dim=-1) @ text.T).numpy(), labels, names, is_unseen, "synthetic"
+    )
+    numbers["global embedding alone (CLIP zero-shot)"] = {
+        view: 100 * report["views"][view]["mAP"] for view in ("zsl", "gzsl", "seen")
+    }
+    return numbers
 
 
 def summarize(results: Sequence[RunResult]) -> dict[str, dict[str, tuple[float, float]]]:
     """`{method: {metric: (mean, sd)}}` over seeds (sd 0 for a single run), plus `train_seconds`."""
     summary: dict[str, dict[str, tuple[float, float]]] = {}
-    for key in dict.fromkeys(result.method for result in results):
-        rows = [result for result in results if result.method == key]
+    for key in dict.fromkeys(result.method for result in results if result.partial_label is None):
+        rows = [result for result in results if result.method == key and result.partial_label is None]
         summary[key] = {}
         for name in (*METRICS, "train_seconds"):
             values = np.array([getattr(row, name) for row in rows], dtype=np.float64)
@@ -290,6 +470,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default="data/synthetic", help="canonical synthetic dataset (prepared if missing)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (0 1 2)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--partial-labels",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="P",
+        help="also run the partial-label table for these kept shares (e.g. 0.1 0.3 0.5 0.7 0.9)",
+    )
+    parser.add_argument("--partial-methods", nargs="+", default=list(DEFAULT_PARTIAL_METHODS), choices=list(METHODS))
+    parser.add_argument("--backbone", default=None, help="CLIP for every recipe and the zero-shot row (another world)")
+    parser.add_argument("--dense-diagnostics", action="store_true", help="untrained region aggregation per variant")
+    parser.add_argument(
+        "--reuse-runs", action="store_true", help="keep finished runs of the same recipe in --work-dir (resume a sweep)"
+    )
     parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
     parser.add_argument(
@@ -303,9 +497,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    results = run_benchmark(
-        args.methods, args.seeds, args.data, args.work_dir, log=lambda text: print(text, file=sys.stderr)
-    )
+    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    done: list[RunResult] = []
+
+    def save(results: Sequence[RunResult]) -> None:  # after every run: a killed sweep keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps([asdict(result) for result in [*done, *results]], indent=1))
+
+    settings = {"log": log, "backbone": args.backbone, "reuse": args.reuse_runs, "on_result": save}
+    done += run_benchmark(args.methods, args.seeds, args.data, args.work_dir, **settings)
+    results = done
+    if args.partial_labels:
+        results = done + run_benchmark(
+            args.partial_methods, args.seeds, args.data, args.work_dir, partial_labels=args.partial_labels, **settings
+        )
     total = time.perf_counter() - started
     print(
         f"Synthetic shapes world ({args.data}, test split), seeds {' '.join(map(str, args.seeds))}; percent, "
@@ -314,6 +519,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(results))
     for line in stream_lines(results):
         print(f"\n{line}")
+    if args.partial_labels:
+        print(
+            "\nPartial labels (seen-label mAP, all test images, full test annotation; each run keeps a seeded share P "
+            "of the training and validation annotations):\n"
+        )
+        print(partial_label_table(results))
+    if args.dense_diagnostics:
+        print("\nUntrained region aggregation (literal prompt), mAP ZSL / GZSL / seen:\n")
+        for name, numbers in dense_feature_zero_shot(args.data, args.backbone or "synthetic").items():
+            print(f"- {name}: " + " / ".join(f"{numbers[view]:.1f}" for view in ("zsl", "gzsl", "seen")))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(result) for result in results], indent=1))
     return 0

@@ -147,3 +147,51 @@ def test_bench_lamm_synthetic_runs_every_table_through_the_trainer(tmp_path, mon
     assert numbers[("lamm-merged", 0)]["base_top1"] == numbers[("lamm-round1", 0)]["base_top1"]
     assert numbers[("lamm-merged", 0)]["new_top1"] == numbers[("lamm-round2", 0)]["new_top1"]
     assert "| LAMM merged (round 1 + round 2) |" in bench.merge_table(runs)
+
+
+@pytest.mark.slow
+def test_bench_methods_synthetic_partial_label_table(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_methods_synthetic as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from ovmlc.cli import main as cli_main
+
+    data = tmp_path / "data"
+    sizes = ["--num-train", "64", "--num-val", "16", "--num-test", "48", "--no-progress"]
+    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), *sizes]) == 0
+    short = ["training.epochs=1", "training.eval_batch_size=32"]
+    results = bench.run_benchmark(
+        ["dualcoop-value", "linear-probe"],
+        [0],
+        data,
+        tmp_path / "runs",
+        overrides={"dualcoop-value": short, "linear-probe": short},
+        log=lambda text: None,
+        partial_labels=[0.3, 0.9],
+    )
+    assert [(result.method, result.partial_label) for result in results] == [
+        ("dualcoop-value", 0.3),
+        ("dualcoop-value", 0.9),
+        ("linear-probe", 0.3),
+        ("linear-probe", 0.9),
+    ]
+    from ovmlc.training.recipe import load_recipe
+
+    recipe = load_recipe(Path(results[0].output_dir) / "recipe.yaml")
+    assert recipe.dataset.partial_label == 0.3 and recipe.method_config["dense_features"] == "value"
+    assert all(0.0 <= result.seen_map <= 100.0 and result.extra["train_loop_seconds"] > 0 for result in results)
+    table = bench.partial_label_table(results)
+    assert table.splitlines()[0].startswith("| method | P = 30 % | P = 90 % | mean | runs |")
+    assert "| DualCoOp (value-path tokens) |" in table and "| Linear probe |" in table
+    # --reuse-runs: a finished run with the same recipe is scored again, not retrained (a resumed sweep).
+    bench._TRAINED.clear()
+    state_file = Path(results[0].output_dir) / "trainer_state.json"
+    before = state_file.stat().st_mtime_ns
+    again = bench.run_benchmark(
+        ["dualcoop-value"], [0], data, tmp_path / "runs", overrides={"dualcoop-value": short}, log=lambda text: None,
+        partial_labels=[0.3], reuse=True,
+    )  # fmt: skip
+    assert state_file.stat().st_mtime_ns == before
+    assert (again[0].seen_map, again[0].train_seconds) == (results[0].seen_map, results[0].train_seconds)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ovmlc.cli import main
@@ -143,3 +144,64 @@ def test_coco_unknown_category_is_an_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "999" in error and "instances_val2014.json" in error
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------- partial labels: dualcoop-size-rows
+def test_size_row_masking_keeps_more_than_p_and_flips_positives():
+    """Hiding (size row, label) entries independently keeps 1 - (1 - P)^3 of the entries and turns a positive whose
+    own row is hidden (while another row stays) into a negative."""
+    from ovmlc.data.converters.coco import size_row_partial_labels
+
+    labels = list(range(20))
+    annotated = flipped = total = 0
+    for index in range(3000):
+        sized = {(index % 3, 0), (2, 1)}  # label 0 small/medium/large by image, label 1 large
+        positives, negatives = size_row_partial_labels(f"img-{index}", sized, labels, 0.5, seed=0)
+        assert not set(positives) & set(negatives) and set(positives) <= {0, 1}
+        annotated += len(positives) + len(negatives)
+        flipped += (0 in negatives) + (1 in negatives)
+        total += len(labels)
+    assert abs(annotated / total - 0.875) < 0.01
+    assert abs(flipped / 6000 - 0.5 * 0.75) < 0.03  # own row hidden (0.5) and another row kept (1 - 0.25)
+    again = size_row_partial_labels("img-7", {(0, 0)}, labels, 0.5, seed=0)
+    assert again == size_row_partial_labels("img-7", {(0, 0)}, labels, 0.5, seed=0)
+
+
+def test_prepare_coco_dualcoop_size_rows_mode(tmp_path, capsys):
+    root = tmp_path / "raw"
+    build_coco(root)
+    # Instance areas per image (COCO's `area`): rows small < 32², medium < 96², large.
+    sizes = {1: [2000.0, 40.0, 50.0], 2: [10.0, 10.0], 3: [9.0], 4: [10.0], 5: [10.0], 7: [20000.0], 8: [100.0, 5000.0]}
+    sizes[9] = [50.0]
+    data = json.loads((root / "annotations" / "instances_train2014.json").read_text())
+    for annotation in data["annotations"]:
+        annotation["area"] = sizes[annotation["image_id"]][annotation["id"] % 1000]
+    (root / "annotations" / "instances_train2014.json").write_text(json.dumps(data))
+    out = tmp_path / "coco-rows"
+    argv = ["data", "prepare", "coco", "--root", str(root), "--out", str(out), "--no-progress", "--val-fraction", "0"]
+    assert main([*argv, "--partial-label-mode", "dualcoop-size-rows"]) == 2
+    assert "needs --partial-ratio" in capsys.readouterr().err
+    code = main([*argv, "--partial-ratio", "0.5", "--partial-label-mode", "dualcoop-size-rows"])
+    assert code == 0, capsys.readouterr()
+    block = read_card_metadata(out)
+    assert block["annotation"] == "partial" and block["partial_label_mode"] == "dualcoop-size-rows"
+    assert block["partial_label_proportion"] == 0.5
+    seen, unseen = read_label_split(out)
+    dataset = load_canonical(out)
+    from ovmlc.data.converters.coco import size_row_partial_labels
+
+    train = label_matrix(dataset["train"], seen)
+    category = {name: CATEGORY_ID[name] for name in COCO80}
+    label_ids = sorted(category[name] for name in seen + unseen)
+    rows = {1: {(1, 1), (0, 3), (0, 1)}, 7: {(2, 18)}, 8: {(0, 19), (1, 8)}, 9: {(0, 14)}}  # (size row, category id)
+    for row, image_id in enumerate(dataset["train"]["image_id"]):
+        positives, negatives = size_row_partial_labels(image_id, rows[int(image_id)], label_ids, 0.5, seed=0)
+        names = {cid: name for name, cid in category.items()}
+        expected = np.zeros(len(seen), dtype=np.int8)
+        for cid in positives:
+            expected[seen.index(names[cid])] = 1
+        for cid in negatives:
+            if names[cid] in seen:
+                expected[seen.index(names[cid])] = -1
+        np.testing.assert_array_equal(train[row], expected)  # the converter's mask, not re-masked by the driver
+    assert (label_matrix(dataset["test"], seen + unseen) != 0).all()  # the test split stays fully annotated

@@ -787,6 +787,44 @@ def test_adapter_only_sizes_on_a_b16_shaped_backbone(online, fake_hub, tmp_path)
     ]
 
 
+def test_prompt_family_adapter_only_on_a_b16_shaped_backbone(online, fake_hub, tmp_path):
+    """Issue 19's size target with the real methods: CoOp, DualCoOp and DualCoOp++ with 16-vector contexts (512 wide)
+    built on a Hub-id backbone save only their prompts (and CoOp's bias), <= 100 KB each, and load back to the same
+    logits."""
+    import torch
+    from helpers import b16_shaped_clip, tiny_image_processor
+
+    from ovmlc import CoOpModel, DualCoOpModel, DualCoOpPPModel
+
+    backbone = tmp_path / "clip-b16-shaped"
+    clip, tokenizer = b16_shaped_clip()
+    clip.save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    tiny_image_processor(image_size=224).save_pretrained(backbone)
+    backbone_id = "org/clip-b16-shaped-prompts"
+    _push_folder(backbone_id, backbone)
+    pixel_values = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    sizes = {}
+    for model_class, prompt_sets, keys in (
+        (CoOpModel, 1, {"prompt_learner.ctx", "logit_head.bias"}),
+        (DualCoOpModel, 2, {"prompt_learner.ctx"}),
+        (DualCoOpPPModel, 3, {"prompt_learner.ctx"}),
+    ):
+        model = _perturbed(model_class.from_clip(backbone_id, prompt_learning={"n_ctx": 16}))
+        assert tuple(model.prompt_learner.ctx.shape) == (prompt_sets, 16, 512)
+        folder = tmp_path / model_class.__name__
+        model.save_pretrained(folder)
+        sizes[model_class.__name__] = (folder / "model.safetensors").stat().st_size
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+            assert set(handle.keys()) == keys
+        loaded = model_class.from_pretrained(folder)
+        with torch.no_grad():
+            expected = model(pixel_values=pixel_values, label_names=SEEN).logits
+            torch.testing.assert_close(loaded(pixel_values=pixel_values, label_names=SEEN).logits, expected)
+    print(sizes)
+    assert all(size <= 100_000 for size in sizes.values()), sizes
+
+
 def _mock_hub_api():
     """`HfApi.create_repo` / `create_commit` replaced; returns (patches, captured operations)."""
     captured = {}

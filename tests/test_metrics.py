@@ -29,6 +29,7 @@ from ovmlc.evaluation.metrics import (
 
 PRESETS = [
     "coco-48-17",
+    "coco-80",
     "generic",
     "nus-wide-biam",
     "nus-wide-qks",
@@ -289,7 +290,7 @@ def test_presets_are_listed_and_load():
 
 
 def test_unknown_protocol_lists_presets():
-    with pytest.raises(ValueError, match="Available presets: coco-48-17, generic, nus-wide-biam"):
+    with pytest.raises(ValueError, match="Available presets: coco-48-17, coco-80, generic, nus-wide-biam"):
         load_protocol("nus-wide")
 
 

@@ -196,6 +196,38 @@ def text_pool_positions(clip: CLIPModel, eos_index: torch.Tensor, sequence_lengt
     return eos_index
 
 
+def dense_image_tokens(clip: CLIPModel, pixel_values: torch.Tensor, value_path: bool = True) -> torch.Tensor:
+    """Every vision token in the joint space, `[B, 1 + N, D]` (the CLS / global token first, then the patch grid),
+    through the final LayerNorm and the projection.
+
+    `value_path=True` is MaskCLIP's dense ViT feature (Zhou et al., ECCV 2022): the last block's attention is
+    bypassed, each token takes its own value (`out_proj(v_proj(LN1(x)))`, no query/key mixing), then keeps the
+    block's residual and MLP. It is the ViT counterpart of DualCoOp's ResNet features (the attention pool's value
+    path). `value_path=False` gives the plain output tokens (what `image_features` returns, CLS included).
+    Images of another size than the checkpoint's get interpolated position embeddings (e.g. 448 px on a 224 ViT).
+    """
+    vision = clip.vision_model
+    interpolate = tuple(pixel_values.shape[-2:]) != (clip.config.vision_config.image_size,) * 2
+    hidden_states = vision.pre_layrnorm(vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate))
+    layers = vision.encoder.layers
+    for layer in layers[: len(layers) - 1 if value_path else len(layers)]:
+        hidden_states = layer(hidden_states, None)
+    if value_path:
+        last = layers[-1]
+        values = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden_states)))  # [B, 1 + N, H_v]
+        hidden_states = hidden_states + values
+        hidden_states = hidden_states + last.mlp(last.layer_norm2(hidden_states))
+    return clip.visual_projection(vision.post_layernorm(hidden_states))  # [B, 1 + N, D]
+
+
+def token_grid_size(num_patches: int) -> tuple[int, int]:
+    """(h, w) of a square patch grid holding `num_patches` tokens (e.g. 196 → (14, 14)); any input size works."""
+    side = int(round(num_patches**0.5))
+    if side * side != num_patches:
+        raise ValueError(f"{num_patches} patch tokens do not form a square grid (non-square input images?)")
+    return side, side
+
+
 # ---------------------------------------------------------------------------- label-cache fill: shared prompt prefix
 # Label prompts through CLIP's text tower, without recomputing the template's shared start for every label.
 #

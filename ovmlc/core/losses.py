@@ -33,12 +33,18 @@ def asymmetric_loss(
     clip: float = 0.0,
     eps: float = 1e-8,
     focal_weight_grad: bool = False,
+    reduction: str = "batch_mean",
 ) -> torch.Tensor:
-    """Asymmetric loss (Ridnik et al., ICCV 2021), summed over annotated entries and divided by B.
+    """Asymmetric loss (Ridnik et al., ICCV 2021), summed over annotated entries and divided by B
+    (`reduction="batch_mean"`) or only summed (`reduction="sum"`, DualCoOp's code).
 
     `clip` shifts negative probabilities down (probability margin); the focal weights carry no gradient by
-    default, as in the optimised reference implementation.
+    default, as in the optimised reference implementation. On `logits = pos - neg` of a two-way (negative, positive)
+    softmax, `sigmoid(logits)` is the softmax's positive probability, so this is also DualCoOp's ASL on the 2-way
+    softmax.
     """
+    if reduction not in ("batch_mean", "sum"):
+        raise ValueError(f"asymmetric_loss reduction must be 'batch_mean' or 'sum', got {reduction!r}")
     labels = labels.to(logits.dtype)
     mask = _mask(labels, label_mask)
     prob = torch.sigmoid(logits)
@@ -52,7 +58,8 @@ def asymmetric_loss(
             gamma = gamma_pos * labels + gamma_neg * (1 - labels)
             weight = torch.pow(1 - pt, gamma)
         loss = loss * weight
-    return -(loss * mask).sum() / logits.shape[0]
+    total = -(loss * mask).sum()
+    return total if reduction == "sum" else total / logits.shape[0]
 
 
 def ranking_loss(

@@ -68,6 +68,8 @@ class SourcePlan:
     pretty_name: str | None = None
     license_name: str | None = None
     root: str | os.PathLike | None = None  # skipped files are reported relative to it (no local paths in the card)
+    # The converter masked the training records itself (COCO dualcoop-size-rows): --partial-ratio is only recorded.
+    partial_labels_applied: bool = False
 
 
 @dataclass
@@ -144,6 +146,7 @@ class _RowBuilder:
         self.annotation = annotation
         self.has_captions = plan.has_captions
         self.source = plan.source
+        self.masks_partial_labels = options.partial_ratio is not None and not plan.partial_labels_applied
 
     def _ids(self, names: Iterable[str], record: SourceRecord, column: str) -> list[int]:
         ids = []
@@ -168,7 +171,7 @@ class _RowBuilder:
                 negatives = [i for i in negatives if i in self.train_id_set]
         if negatives is not None:
             negatives = sorted(set(negatives) - set(positives))  # a positive wins over a contradictory negative
-        if training and self.options.partial_ratio is not None:
+        if training and self.masks_partial_labels:
             annotated = self.train_ids.tolist() if negatives is None else sorted(set(positives) | set(negatives))
             keep = partial_keep_mask(record.image_id, len(annotated), self.options.partial_ratio, self.options.seed)
             kept = {label for label, is_kept in zip(annotated, keep) if is_kept}

@@ -72,3 +72,31 @@ def partial_keep_mask(image_id: str, num_entries: int, proportion: float, seed: 
     """
     generator = np.random.default_rng(_hash64("partial", str(seed), image_id))
     return generator.random(num_entries) < proportion
+
+
+def partial_keep_grid(image_id: str, shape: tuple[int, ...], proportion: float, seed: int, purpose: str) -> np.ndarray:
+    """Bool `shape`: independent keep decisions (each with `proportion`) for one image, drawn from a generator seeded
+    by `(purpose, seed, image_id)` (e.g. per object-size row and label for COCO's `dualcoop-size-rows` mode)."""
+    return np.random.default_rng(_hash64(purpose, str(seed), image_id)).random(shape) < proportion
+
+
+def mask_partial_label_rows(
+    rows: np.ndarray, image_ids: Sequence[str], label_ids: Sequence[int], proportion: float, seed: int
+) -> np.ndarray:
+    """Partial labels applied to a label matrix: each annotated entry (non-zero) of `rows` (`int8 [N, C]` in {1, 0,
+    -1}) is kept with probability `proportion`, the others become 0 (unannotated). Returns a new matrix.
+
+    `label_ids [C]` are the columns' ids in the dataset's label list: the draws use `partial_keep_mask` over each
+    image's annotated entries in increasing id order, so on a fully annotated split whose columns are its training
+    labels this is exactly the mask `ovmlc data prepare --partial-ratio proportion --seed seed` stores.
+    """
+    check_partial_proportion(proportion)
+    if rows.shape != (len(image_ids), len(label_ids)):
+        raise ValueError(f"label rows {rows.shape} do not match {len(image_ids)} images x {len(label_ids)} labels")
+    order = np.argsort(np.asarray(label_ids), kind="stable")  # columns in dataset label-id order
+    masked = rows.copy()
+    for row, image_id in enumerate(image_ids):
+        columns = order[masked[row, order] != 0]  # annotated entries, increasing label id
+        keep = partial_keep_mask(str(image_id), len(columns), proportion, seed)
+        masked[row, columns[~keep]] = 0
+    return masked

@@ -4,4 +4,14 @@
 Importing this package imports every method subpackage, which is what registers them (`ovmlc.core.registry`).
 """
 
-from . import clip_zeroshot, clipft, lamm, mkt, qks  # noqa: F401 - registration order = `ovmlc.METHODS` order
+from . import (  # noqa: F401 - registration order = `ovmlc.METHODS` order
+    clip_zeroshot,
+    clipft,
+    coop,
+    dualcoop,
+    dualcooppp,
+    lamm,
+    linear_probe,
+    mkt,
+    qks,
+)

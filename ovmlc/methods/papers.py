@@ -42,7 +42,6 @@ MKT = Paper(
 }""",
 )
 
-
 COOP = Paper(
     title="Learning to Prompt for Vision-Language Models",
     authors="Kaiyang Zhou and Jingkang Yang and Chen Change Loy and Ziwei Liu",
@@ -65,4 +64,22 @@ COOP = Paper(
     ),
 )
 
-__all__ = ["CLIP", "COOP", "MKT"]
+DUALCOOP = Paper(
+    title="DualCoOp: Fast Adaptation to Multi-Label Recognition with Limited Annotations",
+    authors="Ximeng Sun and Ping Hu and Kate Saenko",
+    venue="Advances in Neural Information Processing Systems (NeurIPS)",
+    year=2022,
+    url="https://arxiv.org/abs/2206.09541",
+    bibtex=(
+        "@inproceedings{sun2022dualcoop,\n"
+        "  title = {DualCoOp: Fast Adaptation to Multi-Label Recognition with Limited Annotations},\n"
+        "  author = {Sun, Ximeng and Hu, Ping and Saenko, Kate},\n"
+        "  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},\n"
+        "  year = {2022},\n"
+        "  eprint = {2206.09541},\n"
+        "  archivePrefix = {arXiv}\n"
+        "}"
+    ),
+)
+
+__all__ = ["CLIP", "COOP", "DUALCOOP", "MKT"]

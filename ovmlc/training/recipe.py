@@ -78,6 +78,10 @@ class DatasetSection:
     shots_seed: Seed | None = None
     max_train_samples: PositiveInt | None = None
     max_eval_samples: PositiveInt | None = None
+    # Partial-label training: keep each annotated training-label entry of train/validation with this probability
+    # (seeded per image by partial_label_seed, the draws of `ovmlc data prepare --partial-ratio`); test stays full.
+    partial_label: Annotated[float, Bounds(gt=0, lt=1)] | None = None
+    partial_label_seed: Seed = 0
 
     def __post_init__(self) -> None:
         if self.shots_seed is not None and self.shots is None:

@@ -427,8 +427,42 @@ class Trainer:
         }
         if "train" in self.splits:
             self.label_rows["train"] = label_matrix(self.splits["train"], self.labels.train)
+        if recipe.dataset.partial_label is not None:
+            self._mask_partial_labels()
         self.validation_columns = [self.labels.evaluation.index(name) for name in self.labels.validation]
         self._check_metrics()
+
+    def _mask_partial_labels(self) -> None:
+        """`dataset.partial_label: P`: keep each annotated training-label entry of train and validation with
+        probability P (seeded per image by `dataset.partial_label_seed`, the draws of `ovmlc data prepare
+        --partial-ratio`); the test split stays fully annotated."""
+        from ..data import dataset_label_names, read_card_metadata
+        from ..data.splits import mask_partial_label_rows
+
+        recipe = self.recipe
+        try:
+            stored = read_card_metadata(recipe.dataset.path).get("partial_label_proportion")
+        except (OSError, ValueError):
+            stored = None
+        if stored is not None:
+            raise RecipeError(
+                f"recipe {recipe.source}: dataset {recipe.dataset.path} already keeps only {stored} of its labels "
+                f"(prepared with --partial-ratio); dataset.partial_label would mask it twice: set it to null"
+            )
+        proportion, seed = recipe.dataset.partial_label, recipe.dataset.partial_label_seed
+        for name in ("train", "validation"):
+            split = self.splits.get(name)
+            if split is None:
+                continue
+            if "image_id" not in split.column_names:
+                raise TrainingError(f"dataset {recipe.dataset.path}: dataset.partial_label needs an image_id column")
+            ids_of = {label: index for index, label in enumerate(dataset_label_names(split))}
+            names = self.labels.train if name == "train" else self.labels.evaluation
+            columns = [names.index(label) for label in self.labels.train]
+            rows = self.label_rows[name]
+            rows[:, columns] = mask_partial_label_rows(
+                rows[:, columns], split["image_id"], [ids_of[label] for label in self.labels.train], proportion, seed
+            )
 
     def _check_metrics(self) -> None:
         """Fail before training when the protocol or a validation metric the recipe names does not exist."""

@@ -15,6 +15,15 @@ included), negative otherwise (`annotation: full`).
   (48 seen, 17 unseen; 15 categories excluded). Train = train2014 images with a seen instance and **no** unseen
   instance; test = val2014 images with at least one instance of the 65. The ZSL test set is then the images with a
   positive among the 17 unseen (`has_positive` filter), the GZSL one the whole test split.
+
+Partial labels: `--partial-ratio P` masks every (image, label) entry of train2014 independently (the default
+`--partial-label-mode entries`). `--partial-label-mode dualcoop-size-rows` instead splits each image's labels into
+three rows by instance area (< 32², < 96², larger; as DualCoOp's COCO loader does), hides each (row, label) entry
+independently with probability 1 - P and merges the rows by their maximum (hidden = -1): an entry stays annotated if
+any of its three rows does (1 - (1 - P)³, 87.5 % at P = 0.5), and a positive whose own row is hidden while another row
+stays becomes a negative. This is the leak analysed in DualCoOp issues #4 / #10, kept as an explicit, off-by-default
+option; the released loader (commit 49e71d7) stacks one mask for the three rows, so it keeps exactly P (see
+docs/methods.md).
 """
 
 from __future__ import annotations
@@ -24,15 +33,28 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from ovmlc.data.converters.base import Converter, SourceFormatError, find_dir, find_file
 from ovmlc.data.prepare import SourcePlan, SourceRecord
-from ovmlc.data.schema import ANNOTATION_FULL
+from ovmlc.data.schema import ANNOTATION_FULL, ANNOTATION_PARTIAL
+from ovmlc.data.splits import partial_keep_grid
 
 COCO_SPLITS = ("zsl-48-17", "full")
+PARTIAL_LABEL_MODES = ("entries", "dualcoop-size-rows")
+# Instance-area limits of DualCoOp's (and ASL's) per-size target rows: small < 32², medium < 96², large.
+SIZE_ROW_LIMITS = (32 * 32, 96 * 96)
 
 
-def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[int, set[int]]]:
-    """(category id -> name, image id -> file name, image id -> category ids present) of an instances json."""
+def _size_row(area: float) -> int:
+    return sum(area >= limit for limit in SIZE_ROW_LIMITS)
+
+
+def _load_instances(
+    path: Path, with_sizes: bool = False
+) -> tuple[dict[int, str], dict[int, str], dict[int, set[int]], dict[int, set[tuple[int, int]]]]:
+    """(category id -> name, image id -> file name, image id -> category ids present, image id -> {(size row,
+    category id)}) of an instances json (size rows only with `with_sizes`, from each instance's `area`)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -44,6 +66,7 @@ def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[in
     categories = {int(category["id"]): str(category["name"]) for category in data["categories"]}
     images = {int(image["id"]): str(image["file_name"]) for image in data["images"]}
     present: dict[int, set[int]] = defaultdict(set)
+    sized: dict[int, set[tuple[int, int]]] = defaultdict(set)
     unknown_categories: set[int] = set()
     unknown_images: set[int] = set()
     for annotation in data["annotations"]:
@@ -55,6 +78,13 @@ def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[in
             unknown_images.add(image_id)
             continue
         present[image_id].add(category_id)
+        if with_sizes:
+            if not isinstance(annotation.get("area"), (int, float)):
+                raise SourceFormatError(
+                    f"{path}: annotation {annotation.get('id')!r} has no numeric 'area' (needed by "
+                    f"--partial-label-mode dualcoop-size-rows)"
+                )
+            sized[image_id].add((_size_row(float(annotation["area"])), category_id))
     if unknown_categories:
         raise SourceFormatError(
             f"{path}: annotations use {len(unknown_categories)} category id(s) missing from 'categories': "
@@ -65,7 +95,30 @@ def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[in
             f"{path}: annotations reference {len(unknown_images)} image id(s) missing from 'images': "
             f"{sorted(unknown_images)[:20]}"
         )
-    return categories, images, present
+    return categories, images, present, sized
+
+
+def size_row_partial_labels(
+    image_id: str, sized: set[tuple[int, int]], label_ids: list[int], proportion: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """DualCoOp-issue-#4 masking of one image: `(positive ids, negative ids)` among `label_ids` (the rest unannotated).
+
+    Each (size row, label) entry is kept with probability `proportion` (one seeded draw per row and label, in
+    `label_ids` order); a kept row contributes 1 when an instance of that size exists, else 0; a hidden one -1; the
+    merged label is the maximum over the three rows.
+    """
+    rows = len(SIZE_ROW_LIMITS) + 1
+    keep = partial_keep_grid(image_id, (rows, len(label_ids)), proportion, seed, purpose="partial-size-rows")  # [3, C]
+    values = np.zeros((rows, len(label_ids)), dtype=np.int8)
+    column = {label: index for index, label in enumerate(label_ids)}
+    for row, label in sized:
+        if label in column:
+            values[row, column[label]] = 1
+    merged = np.where(keep, values, -1).max(axis=0)  # [C]
+    return (
+        [label for label, value in zip(label_ids, merged) if value == 1],
+        [label for label, value in zip(label_ids, merged) if value == 0],
+    )
 
 
 class CocoConverter(Converter):
@@ -85,6 +138,14 @@ class CocoConverter(Converter):
         parser.add_argument("--val-json", help="default: ROOT/annotations/instances_val2014.json")
         parser.add_argument("--train-image-dir", help="default: ROOT/train2014")
         parser.add_argument("--val-image-dir", help="default: ROOT/val2014")
+        parser.add_argument(
+            "--partial-label-mode",
+            choices=PARTIAL_LABEL_MODES,
+            default="entries",
+            help="with --partial-ratio: entries (default) hides each (image, label) entry independently; "
+            "dualcoop-size-rows reproduces the per-object-size-row masking of DualCoOp issues #4/#10 (keeps "
+            "1-(1-P)^3 of the entries, turns some positives into negatives; documented leak, not the protocol)",
+        )
 
     def plan(self, args: argparse.Namespace) -> SourcePlan:
         root = Path(args.root).expanduser()
@@ -98,8 +159,13 @@ class CocoConverter(Converter):
             root, ["train2014", "images/train2014"], "COCO train2014 image folder", args.train_image_dir
         )
         val_dir = find_dir(root, ["val2014", "images/val2014"], "COCO val2014 image folder", args.val_image_dir)
-        train_categories, train_images, train_present = _load_instances(train_json)
-        val_categories, val_images, val_present = _load_instances(val_json)
+        mode = getattr(args, "partial_label_mode", "entries")
+        size_rows = mode == "dualcoop-size-rows"
+        proportion = getattr(args, "partial_ratio", None)
+        if size_rows and proportion is None:
+            raise SourceFormatError("--partial-label-mode dualcoop-size-rows needs --partial-ratio P")
+        train_categories, train_images, train_present, train_sized = _load_instances(train_json, size_rows)
+        val_categories, val_images, val_present, _ = _load_instances(val_json)
         if train_categories != val_categories:
             raise SourceFormatError(f"{train_json} and {val_json} define different categories")
         names = [train_categories[category_id] for category_id in sorted(train_categories)]
@@ -127,6 +193,7 @@ class CocoConverter(Converter):
 
         train_records = []
         dropped_unseen = dropped_empty = 0
+        label_category_ids = [c for c in sorted(train_categories) if train_categories[c] in label_set]
         for image_id in sorted(train_images):
             labels = labels_of(train_present.get(image_id, set()))
             if unseen_set & set(labels):
@@ -135,9 +202,14 @@ class CocoConverter(Converter):
             if not any(label in train_allowed for label in labels):
                 dropped_empty += 1
                 continue
-            train_records.append(
-                SourceRecord(image_id=str(image_id), image=train_dir / train_images[image_id], labels=labels)
-            )
+            record = SourceRecord(image_id=str(image_id), image=train_dir / train_images[image_id], labels=labels)
+            if size_rows:
+                positives, negatives = size_row_partial_labels(
+                    str(image_id), train_sized.get(image_id, set()), label_category_ids, proportion, args.seed
+                )
+                record.labels = [train_categories[c] for c in positives]
+                record.negative_labels = [train_categories[c] for c in negatives]
+            train_records.append(record)
         test_records = []
         dropped_test = 0
         for image_id in sorted(val_images):
@@ -177,12 +249,13 @@ class CocoConverter(Converter):
             label_names=label_names,
             seen_labels=seen,
             unseen_labels=unseen,
-            annotation=ANNOTATION_FULL,
+            annotation=ANNOTATION_PARTIAL if size_rows else ANNOTATION_FULL,
             title=title,
             description=description,
             splits={"train": train_records, "test": test_records},
             notes=notes,
-            extra_metadata={"coco_split": split},
+            extra_metadata={"coco_split": split, **({"partial_label_mode": mode} if size_rows else {})},
+            partial_labels_applied=size_rows,
             pretty_name=f"MS-COCO 2014 {split}",
             root=root,
             license_name="other",

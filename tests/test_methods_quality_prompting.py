@@ -1,0 +1,121 @@
+"""Quality of the prompt-learning family (CoOp, DualCoOp, DualCoOp++) and the partial-label baselines on the synthetic
+shapes world with the shipped offline CLIP, through the real trainer, 3 training seeds (every seed must satisfy each
+claim). The claims and the measured numbers are in docs/methods.md ("The prompt-learning family on the synthetic
+world"), produced by `benchmarks/bench_methods_synthetic.py`; each threshold keeps a margin below the measured effect.
+Run with `pytest -m quality tests/test_methods_quality_prompting.py` (about an hour on 2 busy cores; `-k` selects).
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ovmlc.core.backbones import SYNTHETIC_CLIP_PATH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_methods_synthetic as bench  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.quality,
+    pytest.mark.skipif(
+        not (SYNTHETIC_CLIP_PATH / "model.safetensors").is_file(), reason="the shipped synthetic CLIP is missing"
+    ),
+]
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from ovmlc.cli import main as cli_main
+
+    path = tmp_path_factory.mktemp("synthetic") / "data"
+    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(path), "--no-progress"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def zero_shot(dataset, tmp_path_factory):
+    return bench.run_benchmark(["clip-zs"], SEEDS, dataset, tmp_path_factory.mktemp("zs"), log=print)[0]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """`trained(method, partial_label=None)` → that row's runs for every seed (each trained once per module)."""
+    work_dir = tmp_path_factory.mktemp("runs")
+    cache = {}
+
+    def runs(method, partial_label=None):
+        key = (method, partial_label)
+        if key not in cache:
+            cache[key] = bench.run_benchmark(
+                [method], SEEDS, dataset, work_dir, log=print, partial_labels=[partial_label]
+            )
+        return cache[key]
+
+    return runs
+
+
+# ---------------------------------------------------------------------- zero-shot setting (28 seen / 10 unseen)
+def test_coop_from_the_zero_shot_prompt_keeps_zero_shot(trained, zero_shot):
+    """Measured: ZSL 94.5 vs 94.5, seen 96.3 vs 96.4 (the frozen tower cannot forget; the context hardly moves)."""
+    for run in trained("coop"):
+        assert run.zsl_map >= zero_shot.zsl_map - 0.5, (run, zero_shot)
+        assert run.seen_map >= zero_shot.seen_map - 0.5, (run, zero_shot)
+
+
+def test_dualcoop_keeps_unseen_labels(trained, zero_shot):
+    """Measured: ZSL 93.2 vs 94.5 (plain tokens)."""
+    for run in trained("dualcoop"):
+        assert run.zsl_map >= zero_shot.zsl_map - 2.0, (run, zero_shot)
+
+
+def test_plain_tokens_beat_value_path_tokens_on_the_synthetic_clip(trained):
+    """Measured: ZSL 93.2 vs 69.7, seen 95.0 vs 84.6: the 4-layer synthetic CLIP's value-path tokens are far less
+    text-aligned than its output tokens (MaskCLIP's premise is a large CLIP)."""
+    for plain, value in zip(trained("dualcoop"), trained("dualcoop-value"), strict=True):
+        assert plain.zsl_map >= value.zsl_map + 15.0, (plain, value)
+        assert plain.seen_map >= value.seen_map + 5.0, (plain, value)
+
+
+def test_dualcoop_head_on_the_global_embedding_matches_coop(trained):
+    """The negative/positive pair with its 2-way-softmax ASL is not what costs DualCoOp here. Measured on the global
+    embedding alone: ZSL 94.4, seen 96.3 vs CoOp 94.5 / 96.3."""
+    for dual, coop in zip(trained("dualcoop-global"), trained("coop"), strict=True):
+        assert dual.seen_map >= coop.seen_map - 0.5, (dual, coop)
+        assert dual.zsl_map >= coop.zsl_map - 0.5, (dual, coop)
+
+
+def test_region_aggregation_is_what_costs_dualcoop_here(trained):
+    """Same head, regions vs the global embedding alone: measured seen 95.0 vs 96.3; the regions without the global
+    token rank the seen labels near chance (46.3 seen mAP): the synthetic CLIP's patch tokens carry little label
+    information, and every object fills one patch (nothing small for the aggregation to find)."""
+    for regions, global_only, patches in zip(
+        trained("dualcoop"), trained("dualcoop-global"), trained("dualcoop-no-global"), strict=True
+    ):
+        assert global_only.seen_map >= regions.seen_map + 0.6, (regions, global_only)
+        assert patches.seen_map <= regions.seen_map - 30.0, (patches, regions)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds): CoOp 94.5 ZSL / 96.3 seen vs DualCoOp 93.2 / 95.0 on the synthetic "
+    "world; the head is not the cause (DualCoOp on the global embedding alone: 94.4 / 96.3), the regions are: the "
+    "shipped 4-layer CLIP was trained with a global contrastive loss only and its patch tokens rank the labels near "
+    "chance (untrained region aggregation over patches: 48 seen mAP; trained without the global token: 46.3), and no "
+    "object is small (one object per 16-px patch); a longer budget narrows but does not close the gap",
+)
+def test_dualcoop_beats_coop(trained):
+    for dual, coop in zip(trained("dualcoop"), trained("coop"), strict=True):
+        assert dual.seen_map >= coop.seen_map, (dual, coop)
+        assert dual.zsl_map >= coop.zsl_map, (dual, coop)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds): DualCoOp++ 93.3 ZSL / 94.4 seen vs DualCoOp 93.2 / 95.0: with the "
+    "same weak regions, evidence-guided weights and Winner-Take-All do not help on this world",
+)
+def test_dualcooppp_beats_dualcoop_on_seen_labels(trained):
+    for plus, dual in zip(trained("dualcooppp"), trained("dualcoop"), strict=True):
+        assert plus.seen_map >= dual.seen_map, (plus, dual)
