@@ -76,12 +76,12 @@ def test_two_processes_train_like_one_and_evaluate_each_example_once(tmp_path, m
     result = subprocess.run(launch, env=dict(env, ACCELERATE_USE_CPU="true"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    state = json.loads((double / "trainer_state.json").read_text())
+    state = json.loads((double / "ovmlc_trainer_state.json").read_text())
     assert state["hardware"]["num_processes"] == 2 and "MULTI_CPU" in state["hardware"]["distributed_type"]
     assert state["feature_cache"] is True  # the cache was built by both ranks, each filling its own rows
 
     # Same training curve and weights as one process (the batch size is global; DDP averages the two halves).
-    single_state = json.loads((single / "trainer_state.json").read_text())
+    single_state = json.loads((single / "ovmlc_trainer_state.json").read_text())
     assert state["global_step"] == single_state["global_step"]
     assert state["loss"]["per_epoch"] == pytest.approx(single_state["loss"]["per_epoch"], abs=1e-4)
     single_weights, double_weights = (
@@ -110,4 +110,4 @@ def test_two_processes_train_like_one_and_evaluate_each_example_once(tmp_path, m
         return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
 
     extra = files(double) - files(single)
-    assert extra and all(path.endswith("random_states_1.pkl") for path in extra)
+    assert extra and all(path.endswith("rng_state_1.safetensors") for path in extra)

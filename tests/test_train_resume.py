@@ -65,8 +65,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mo
         _command(dataset, backbone, interrupted, "--resume"), env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    state = json.loads((interrupted / "trainer_state.json").read_text())
-    reference_state = json.loads((reference / "trainer_state.json").read_text())
+    state = json.loads((interrupted / "ovmlc_trainer_state.json").read_text())
+    reference_state = json.loads((reference / "ovmlc_trainer_state.json").read_text())
     assert state["resumed_from"] or "no checkpoint" in resumed.stdout  # killed before the first complete checkpoint
 
     expected, actual = (
