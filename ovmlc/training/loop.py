@@ -3,10 +3,17 @@ where the trainer validates and checkpoints (given as callbacks, so the loop kno
 
 Resuming: each epoch's data order depends only on `(seed, epoch)` and augmentation on `(seed, epoch, image index)`,
 so skipping the `state.batches_in_epoch` batches already seen continues the interrupted run step for step.
+
+Several processes: each global batch is split over the W processes (`split_batches`) and DDP averages their gradients.
+So that this equals one process's step on the whole batch, the losses are reduced over the global batch
+(`ovmlc.core.losses.split_batch`: counts such as annotated entries or images with a positive are summed over the
+processes), and the samples accelerate repeats to even out an epoch's last, smaller batch get weight 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -80,7 +87,7 @@ class TrainingLoop:
                 loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
             for batch in loader:
                 label_inputs = {"label_names": vocabulary} if label_embeds is None else {"label_embeds": label_embeds}
-                loss = self.train_step(batch, label_inputs)
+                loss = self.train_step(batch, label_inputs, batch_index=state.batches_in_epoch)
                 state.batches_in_epoch += 1
                 batch_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item()
                 state.loss_sum += batch_loss
@@ -122,12 +129,13 @@ class TrainingLoop:
         self.timed_checkpoint(state, final=True)
 
     # ------------------------------------------------------------------ one batch
-    def train_step(self, batch: dict[str, Any], label_inputs: dict[str, Any]) -> torch.Tensor:
-        """Forward + backward of one batch; an optimizer step when the accumulation window is complete."""
+    def train_step(self, batch: dict[str, Any], label_inputs: dict[str, Any], batch_index: int) -> torch.Tensor:
+        """Forward + backward of one batch (the `batch_index`-th of its epoch); an optimizer step when the
+        accumulation window is complete."""
         from .data import model_inputs
 
         accelerator, training = self.accelerator, self.recipe.training
-        with accelerator.accumulate(self.model):
+        with accelerator.accumulate(self.model), self.global_batch_reduction(batch, batch_index):
             outputs = self.model(
                 **model_inputs(batch), **label_inputs, labels=batch["labels"], label_mask=batch["label_mask"]
             )
@@ -140,6 +148,28 @@ class TrainingLoop:
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+    def global_batch_reduction(self, batch: dict[str, Any], batch_index: int):
+        """Under several processes, the context in which losses are reduced over the global batch (see the module
+        docstring); nothing under one process."""
+        from ..core.losses import split_batch
+
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1:
+            return contextlib.nullcontext()
+        local_size = int(batch["labels"].shape[0])
+        weight = padding_weight(
+            len(self.train_dataset),
+            self.recipe.training.batch_size,
+            batch_index,
+            local_size,
+            accelerator.process_index,
+        )
+        return split_batch(
+            accelerator.num_processes,
+            lambda count: accelerator.reduce(count.to(accelerator.device), reduction="sum"),
+            None if weight is None else weight.to(accelerator.device),
+        )
 
     # ------------------------------------------------------------------ helpers
     def validation_due(self, state: TrainerState) -> bool:
@@ -170,4 +200,18 @@ class TrainingLoop:
         )
 
 
-__all__ = ["TrainingLoop"]
+def padding_weight(
+    num_samples: int, global_batch_size: int, batch_index: int, local_size: int, process_index: int
+) -> torch.Tensor | None:
+    """`[local_size]` weights of a process's share of global batch `batch_index`: 0 for the samples accelerate
+    appended (repeats from the epoch's first batch) to fill the epoch's last, smaller batch; None when all are real.
+    With `split_batches`, process p gets positions [p * local_size, (p + 1) * local_size) of the global batch."""
+    last_batch = math.ceil(num_samples / global_batch_size) - 1
+    real_in_last = num_samples - last_batch * global_batch_size
+    if batch_index != last_batch or real_in_last == global_batch_size:
+        return None
+    start = process_index * local_size
+    return (torch.arange(start, start + local_size) < real_in_last).to(torch.float32)
+
+
+__all__ = ["TrainingLoop", "padding_weight"]

@@ -146,6 +146,7 @@ class Trainer:
 
     def _prepare(self) -> None:
         """accelerate's `prepare` of model and loaders; with training, also the optimizer and the LR schedule."""
+        from .launch import seed_random_draws_per_process
         from .optimization import build_optimizer, build_scheduler, plan_steps
         from .run_data import make_loader
 
@@ -169,6 +170,7 @@ class Trainer:
             self.model, optimizer, train_loader, *eval_loaders.values()
         )
         self.eval_loaders = dict(zip(eval_loaders, prepared))
+        seed_random_draws_per_process(accelerator, recipe.training.seed)  # dropout: independent draws per process
         self.plan = plan_steps(recipe, len(self.train_loader))
         self.state.total_steps, self.state.num_update_steps_per_epoch = self.plan.total_steps, self.plan.steps_per_epoch
         scheduler = build_scheduler(recipe, self.optimizer, self.plan)
