@@ -93,7 +93,8 @@ def ensure_dataset(path: str | os.PathLike) -> Path:
 def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256) -> dict[str, float]:
     """ZSL / GZSL / seen numbers (percent) of a model on the test split (see the module docstring)."""
     from ovmlc import data as ovmlc_data
-    from ovmlc.evaluation.engine import score_dataset, unseen_labels_scored_alone
+    from ovmlc.core.scoring import Scorer
+    from ovmlc.evaluation.engine import dataset_batches
     from ovmlc.evaluation.metrics import evaluate_protocol
 
     seen, unseen = ovmlc_data.read_label_split(dataset_path)
@@ -102,11 +103,22 @@ def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256
     is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
     labels = ovmlc_data.label_matrix(test, names)  # int8 [N, C]: 1 positive, -1 negative (full annotation)
 
-    def score(label_names):  # the paper-style ranking scores (CLIP zero-shot: plain cosine, no reference prompt)
-        return score_dataset(model, test, label_names, batch_size=batch_size, progress=False, ranking=True)
-
-    unseen_scores = unseen_labels_scored_alone(model, names, is_unseen, score)  # MKT: ZSL scores unseen labels alone
-    report = evaluate_protocol(score(names), labels, names, is_unseen, "synthetic", unseen_scores=unseen_scores)
+    # The paper-style ranking scores (CLIP zero-shot: plain cosine, no reference prompt), ranked by logit; MKT's ZSL
+    # view scores the unseen labels alone (the Scorer applies the rule from the model's trait).
+    scored = Scorer(model, batch_size=batch_size).score_for_views(
+        lambda: dataset_batches(model, test, batch_size), names, is_unseen, with_predicted=False
+    )
+    arrays = scored.scores_file_arrays()
+    report = evaluate_protocol(
+        arrays["scores"],
+        labels,
+        names,
+        is_unseen,
+        "synthetic",
+        unseen_scores=arrays["unseen_scores"],
+        logits=arrays["logits"],
+        unseen_logits=arrays["unseen_logits"],
+    )
     zsl, gzsl, seen_view = (report["views"][view] for view in ("zsl", "gzsl", "seen"))
     return {
         "zsl_map": 100 * zsl["mAP"],

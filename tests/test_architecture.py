@@ -26,7 +26,19 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("evaluation", 5, ("ovmlc.evaluation",)),
     ("training", 6, ("ovmlc.training",)),
     ("hub", 7, ("ovmlc.hub",)),
-    ("apps", 8, ("ovmlc.cli", "ovmlc.space", "ovmlc.__main__", "ovmlc.train", "ovmlc._registration", "ovmlc._compat")),
+    (
+        "apps",
+        8,
+        (
+            "ovmlc.cli",
+            "ovmlc.space",
+            "ovmlc.__main__",
+            "ovmlc.train",
+            "ovmlc.predict",
+            "ovmlc._registration",
+            "ovmlc._compat",
+        ),
+    ),
 ]
 ROOT_PACKAGE = "ovmlc"  # the public API: lazy re-exports of every layer (rank of the apps)
 RESTRICTED_IMPORTS = {"data": {"base", "core"}}

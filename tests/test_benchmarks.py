@@ -35,9 +35,9 @@ def test_bench_training_prints_the_feature_cache_speed_up(tmp_path):
 
 @pytest.mark.slow
 def test_bench_inference_prints_both_ratios_for_both_dtypes(tmp_path):
-    out = run_script(
-        "bench_inference.py", "--tiny", "--images", "2", "--pipeline-images", "1", "--threads", "1", tmp_path=tmp_path
-    )
+    small = ["--tiny", "--images", "2", "--pipeline-images", "1", "--threads", "1", "--jpegs", "4"]
+    small += ["--jpeg-sizes", "40", "90", "--e2e-labels", "100", "--fill-labels", "20", "--workers", "1"]
+    out = run_script("bench_inference.py", *small, tmp_path=tmp_path)
     for dtype in ("float32", "bfloat16"):
         assert re.search(rf"^\| {dtype} \| a: bare image encoder \| - \| [\d.]+ \|$", out, flags=re.MULTILINE), out
         for size in (81, 1000, 1006, 7586):
@@ -45,6 +45,17 @@ def test_bench_inference_prints_both_ratios_for_both_dtypes(tmp_path):
         assert re.search(rf"^\| {dtype} \| c: stock zero-shot-image-classification pipeline \| 1000 \|", out, re.M)
     for dtype in ("float32", "bfloat16"):
         assert re.search(rf"^{dtype}: b/a at 7,586 labels = [\d.]+ .*; b/c at 1,000 labels = \d+ ", out, re.M), out
+        assert re.search(rf"^\| {dtype} \| e: bare image side on pre-decoded tensors \| - \| [\d.]+ \|$", out, re.M)
+        for suffix in ("", r" \(--fast-decode\)"):
+            assert re.search(
+                rf"^\| {dtype} \| d: ovmlc predict, JPEG folder -> JSONL{suffix} \| 100 \| [\d.]+ \|$", out, re.M
+            )
+        assert re.search(
+            rf"^{dtype}: d/e at 100 labels = [\d.]+ \(--fast-decode [\d.]+; target >= 0.9; 4 JPEGs", out, re.M
+        )
+        fill = re.search(rf"^\| {dtype} \| 20 \| ([\d.]+) s \| ([\d.]+) s \| [\d.]+x \| ([\d.e+-]+) \|$", out, re.M)
+        assert fill and float(fill.group(3)) < (1e-5 if dtype == "float32" else 5e-2), out
+    assert re.search(r"^peak RSS: \d+ MiB \(this process, all rows\), \d+ MiB", out, re.M), out
 
 
 @pytest.mark.slow
@@ -92,3 +103,14 @@ def test_bench_methods_synthetic_trains_through_the_recipes_and_tabulates(tmp_pa
     assert re.fullmatch(r"\| MKT stage 1 \|( \d+\.\d ± \d+\.\d \|){5} 2 \| \d+ s \|", table[3]), table[3]
     streams = bench.stream_lines(results)
     assert len(streams) == 2 and streams[0].startswith("MKT stage 1, ZSL mAP by stream: global ")
+
+
+@pytest.mark.slow
+def test_bench_onnx_prints_accuracy_and_speed_tables(tmp_path):
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the `onnx` extra: pip install 'ovmlc[onnx]'")
+    out = run_script("bench_onnx.py", "--test-images", "24", "--threads", "1", tmp_path=tmp_path)
+    rows = dict(re.findall(r"^\| (PyTorch fp32|onnxruntime fp32|onnxruntime int8) \| ([\d.]+) \| [\d.]+ \|", out, re.M))
+    assert set(rows) == {"PyTorch fp32", "onnxruntime fp32", "onnxruntime int8"}, out
+    assert abs(float(rows["onnxruntime fp32"]) - float(rows["PyTorch fp32"])) < 0.01  # same scores, same mAP
+    for runtime in ("PyTorch fp32", "onnxruntime fp32", "onnxruntime int8"):
+        assert re.search(rf"^\| synthetic CLIP \| {runtime} \| [\d.]+ \| [\d.]+x \|$", out, re.M), out

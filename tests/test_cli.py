@@ -72,11 +72,11 @@ def test_public_names_load_lazily_and_methods_derive_from_the_registry():
 
 def test_old_module_paths_still_import():
     import ovmlc.clip_utils
-    from ovmlc.metrics import evaluate_protocol
     from ovmlc.modeling_base import PIPELINE_TASK, MultiLabelOutput, OVMLCPreTrainedModel  # noqa: F401
     from ovmlc.vocabulary import LabelEmbeddingCache, LabelVocabulary, write_embeddings_file  # noqa: F401
 
     import ovmlc.core.backbones
+    from ovmlc.evaluation.metrics import evaluate_protocol
 
     assert ovmlc.clip_utils is ovmlc.core.backbones and ovmlc.core.backbones.__spec__.name == "ovmlc.core.backbones"
     assert evaluate_protocol.__module__ == "ovmlc.evaluation.metrics"

@@ -82,9 +82,11 @@ def test_rand_augment_magnitude_zero_is_nearly_identity_for_photometric_ops():
 
 
 def test_invalid_presets_name_the_problem(tmp_path):
-    with pytest.raises(TransformConfigError, match="unknown op 'blur'"):
+    with pytest.raises(
+        TransformConfigError, match=r"^mine: steps\[0\]\.op: expected one of 'resize_shortest_edge', .*got 'blur'"
+    ):
         ImageTransform([{"op": "blur"}], [0.5] * 3, [0.5] * 3, 32, name="mine")
-    with pytest.raises(TransformConfigError, match="interpolation"):
+    with pytest.raises(TransformConfigError, match=r"steps\[0\]\.interpolation: expected one of .*got 'cubic'"):
         ImageTransform([{"op": "squash", "interpolation": "cubic"}], [0.5] * 3, [0.5] * 3, 32)
     with pytest.raises(FileNotFoundError, match="clip-eval"):
         load_transform("no-such-preset")

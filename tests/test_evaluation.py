@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from helpers import random_images, save_hub_layout_clip
-from ovmlc.metrics import average_precision
 
 from ovmlc.cli import main as cli_main
 from ovmlc.evaluation.engine import (
@@ -23,6 +22,7 @@ from ovmlc.evaluation.engine import (
     save_scores,
     score_dataset,
 )
+from ovmlc.evaluation.metrics import average_precision
 
 NAMES = [f"label{index}" for index in range(8)]
 UNSEEN = np.array([False] * 6 + [True] * 2)
@@ -147,6 +147,10 @@ def good_arrays():
         ({"unseen_scores": np.zeros((4, 8), dtype=np.float32)}, r"key `unseen_scores` must be a matrix \[4, 2\]"),
         ({"unseen_scores": np.full((4, 2), np.nan, dtype=np.float32)}, r"key `unseen_scores` must hold floats"),
         ({"threshold_scores": np.zeros((4, 7), dtype=np.float32)}, r"key `threshold_scores` has shape \(4, 7\)"),
+        ({"logits": np.zeros((4, 7), dtype=np.float32)}, r"key `logits` has shape \(4, 7\) but `scores`"),
+        ({"logits": np.full((4, 8), np.inf, dtype=np.float32)}, r"key `logits` must hold finite floats"),
+        ({"logits": np.zeros((4, 8), dtype=np.float32)}, r"key `logits` are not the logits of `scores`: sigmoid\(0\)"),
+        ({"unseen_logits": np.zeros((4, 2), dtype=np.float32)}, r"key `unseen_logits` needs `unseen_scores`"),
     ],
 )
 def test_bad_scores_files_name_file_and_key(tmp_path, change, message):
@@ -155,6 +159,98 @@ def test_bad_scores_files_name_file_and_key(tmp_path, change, message):
     with pytest.raises(ScoresFileError, match=message) as error:
         load_scores(path)
     assert str(path) in str(error.value)
+
+
+def logit(scores):
+    return np.log(scores / (1 - scores)).astype(np.float32)
+
+
+def test_logits_round_trip_and_rank(tmp_path):
+    """`logits` are stored, validated against `scores` and ranked by AP and top-K; thresholds keep the scores."""
+    scores, labels = toy_scores()
+    scores = np.clip(scores, 0.01, 0.99)
+    logits = logit(scores)
+    scores = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    unseen_scores = scores[:, UNSEEN][::-1].copy()
+    path = save_scores(
+        tmp_path / "s.npz",
+        scores,
+        labels,
+        NAMES,
+        UNSEEN,
+        unseen_scores=unseen_scores,
+        logits=logits,
+        unseen_logits=logit(unseen_scores),
+    )
+    loaded = load_scores(path)
+    np.testing.assert_array_equal(loaded.logits, logits)
+    assert loaded.logits.dtype == np.float32 and loaded.unseen_logits.shape == (40, 2)
+    report = evaluate_scores(loaded, "nus-wide-biam", thresholds=0.5)
+    plain = evaluate_scores(
+        ScoresFile(loaded.scores, loaded.labels, NAMES, UNSEEN, unseen_scores=loaded.unseen_scores),
+        "nus-wide-biam",
+        thresholds=0.5,
+    )
+    assert report["ranked_by"] == "logits" and plain["ranked_by"] == "scores"
+    for view in ("zsl", "gzsl"):  # monotone: the same numbers when there are no ties
+        assert report["views"][view]["mAP"] == pytest.approx(plain["views"][view]["mAP"], abs=1e-12)
+        assert report["views"][view]["threshold"]["OF1"] == plain["views"][view]["threshold"]["OF1"]
+    with pytest.raises(ScoresFileError, match="key `unseen_logits` is missing"):
+        save_scores(tmp_path / "t.npz", scores, labels, NAMES, UNSEEN, unseen_scores=unseen_scores, logits=logits)
+
+
+def tied_pairs_brute_force(scores, labels):
+    tied = total = 0
+    for column in range(scores.shape[1]):
+        positives = scores[labels[:, column] == 1, column]
+        negatives = scores[labels[:, column] == -1, column]
+        total += positives.size * negatives.size
+        tied += sum(int((negatives == value).sum()) for value in positives)
+    return None if total == 0 else tied / total
+
+
+def test_tie_fraction_matches_a_pair_count():
+    from ovmlc.evaluation.metrics import tie_fraction
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, (50, 7)).astype(np.float32)  # few distinct values: many ties
+    labels = rng.choice(np.array([1, 0, -1], dtype=np.int8), size=(50, 7))
+    labels[:, 6] = -1  # a label without positives adds no pair
+    assert tie_fraction(scores, labels) == pytest.approx(tied_pairs_brute_force(scores, labels))
+    assert tie_fraction(rng.random((50, 7)), labels) == 0.0
+    assert tie_fraction(scores, np.full((50, 7), -1, dtype=np.int8)) is None
+
+
+def test_saturated_sigmoid_ranks_by_logits_and_warns_without_them(tiny_setup, tmp_path):
+    """Issue 17: raw logits >= 25 give float32 sigmoids of exactly 1.0. scores.npz keeps the logits, so the mAP read
+    back from it is the logit-ranked mAP; a file without them ties every pair and evaluation warns."""
+    import ovmlc
+    from ovmlc.evaluation.engine import TiedScoresWarning, evaluate_model
+    from ovmlc.evaluation.metrics import evaluate_protocol
+
+    clip_dir, dataset_dir, names = tiny_setup
+    model = ovmlc.load_model(str(clip_dir))
+    model.config.logit_bias = 40.0
+    report = evaluate_model(model, str(dataset_dir), "synthetic", output_dir=tmp_path / "eval", progress=False)
+    saved = load_scores(tmp_path / "eval" / "scores.npz")
+    assert (saved.logits >= 25).all() and (saved.scores == 1.0).all()
+    by_logits = evaluate_protocol(saved.logits, saved.labels, names, saved.unseen, "synthetic")
+    again = evaluate_scores(tmp_path / "eval" / "scores.npz", "synthetic")
+    for view in ("zsl", "gzsl", "seen"):
+        assert report["views"][view]["mAP"] == by_logits["views"][view]["mAP"] == again["views"][view]["mAP"]
+        assert report["views"][view]["tie_fraction"] in (0.0, None)  # None: ZSL keeps images with an unseen positive
+    assert (
+        report["views"]["gzsl"]["tie_fraction"] == 0.0 and report["ranked_by"] == "logits" and "warnings" not in report
+    )
+    with pytest.warns(TiedScoresWarning, match="100.0% of \\(positive, negative\\) pairs have equal ranking scores"):
+        tied = evaluate_scores(
+            ScoresFile(saved.scores, saved.labels, names, saved.unseen), "synthetic", output_dir=tmp_path / "tied"
+        )
+    assert tied["views"]["gzsl"]["tie_fraction"] == 1.0 and len(tied["warnings"]) == 2  # GZSL and seen
+    assert tied["views"]["gzsl"]["mAP"] != by_logits["views"]["gzsl"]["mAP"]  # index order decided, not the model
+    assert "**warning**: GZSL: 100.0%" in (tmp_path / "tied" / "results.md").read_text()
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["views"]["gzsl"]["tie_fraction"] == 0.0 and metrics["ranked_by"] == "logits"
 
 
 def test_unreadable_scores_files(tmp_path):
@@ -343,3 +439,21 @@ def test_cli_model_path(tiny_setup, tmp_path):
     # Re-scoring the saved file gives the same numbers without the model.
     again = evaluate_scores(output / "scores.npz", "synthetic")
     assert again["views"]["gzsl"]["mAP"] == metrics["views"]["gzsl"]["mAP"]
+    # The logits of the ranking scores are saved (float32) and ranked.
+    assert saved.logits.dtype == np.float32 and metrics["ranked_by"] == "logits"
+    np.testing.assert_allclose(1 / (1 + np.exp(-saved.logits.astype(np.float64))), saved.scores, atol=1e-6)
+
+
+def test_cli_model_path_bf16_image_side(tiny_setup, tmp_path):
+    """`--dtype bfloat16`: the image side runs under autocast, the head and the saved scores stay float32."""
+    clip_dir, dataset_dir, _ = tiny_setup
+    output = tmp_path / "bf16"
+    argv = ["evaluate", "--model", str(clip_dir), "--dataset", str(dataset_dir), "--protocol", "synthetic"]
+    assert cli_main([*argv, "--output", str(output), "--dtype", "bfloat16", "--device", "cpu", "--no-plots"]) == 0
+    assert cli_main([*argv, "--output", str(tmp_path / "fp32"), "--no-plots"]) == 0
+    bf16, fp32 = load_scores(output / "scores.npz"), load_scores(tmp_path / "fp32" / "scores.npz")
+    assert bf16.logits.dtype == np.float32 and bf16.scores.dtype == np.float32
+    assert 0 < np.abs(bf16.logits - fp32.logits).max() < 0.1  # the image side ran in bf16
+    assert len(np.unique(bf16.logits)) == bf16.logits.size  # no bf16 rounding of the head's logits
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["provenance"]["image_dtype"] == "bfloat16"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ovmlc.losses import ranking_loss
+
+from ovmlc.core.losses import ranking_loss
 
 
 def reference_ranking_loss_t(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

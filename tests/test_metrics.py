@@ -301,24 +301,32 @@ def test_protocol_file_validation(tmp_path):
     protocol = load_protocol(path)
     assert protocol.no_positive_class == "exclude" and protocol.views[0].class_filter == "none"
     path.write_text("name: bad\ndescription: d\ncitation: c\ntop_k: [2]\nviews:\n  zsl: {labels: novel}\n")
-    with pytest.raises(ValueError, match=r"mine.yaml.*view `zsl`: `labels` is 'novel'"):
+    with pytest.raises(
+        ValueError, match=r"mine\.yaml: views\.zsl\.labels: expected one of 'unseen', 'seen', 'all', got 'novel'"
+    ):
         load_protocol(path)
     path.write_text("name: bad\ndescription: d\ntop_k: [2]\nviews: {}\n")
-    with pytest.raises(ValueError, match="missing field `citation`"):
+    with pytest.raises(ValueError, match=r"mine\.yaml: missing required key 'citation'"):
         load_protocol(path)
     base = "name: bad\ndescription: d\ncitation: c\ntop_k: [2]\nviews:\n  all: {labels: all}\n"
     for extra, message in (
-        ("ap_mode: pooled\n", r"`ap_mode` is 'pooled'; choose one of per_class, row_pooled"),
-        ("threshold_rule: '<'\n", r"`threshold_rule` is '<'"),
-        ("unannotated: positive\n", r"`unannotated` is 'positive'"),
-        ("threshold_top_k: [3]\n", r"`threshold_top_k` needs a `threshold`"),
-        ("threshold: 0.5\nthreshold_top_k: [0]\n", r"`threshold_top_k` must be a list of positive integers"),
+        ("ap_mode: pooled\n", r"mine\.yaml: ap_mode: expected one of 'per_class', 'row_pooled', got 'pooled'"),
+        ("threshold_rule: '<'\n", r"mine\.yaml: threshold_rule: expected one of '>=', '>', got '<'"),
+        ("unannotated: positive\n", r"mine\.yaml: unannotated: expected one of 'ignore', 'negative', got 'positive'"),
+        ("threshold_top_k: [3]\n", r"mine\.yaml: threshold_top_k: needs a threshold"),
+        (
+            "threshold: 0.5\nthreshold_top_k: [0]\n",
+            r"mine\.yaml: threshold_top_k\[0\]: expected an integer >= 1, got 0",
+        ),
     ):
         path.write_text(base + extra)
         with pytest.raises(ValueError, match=message):
             load_protocol(path)
     path.write_text(base.replace("{labels: all}", "{labels: all, top_k_class_filter: some}"))
-    with pytest.raises(ValueError, match=r"`top_k_class_filter` is 'some'; choose one of none, annotated_only"):
+    with pytest.raises(
+        ValueError,
+        match=r"views\.all\.top_k_class_filter: expected one of 'none', 'annotated_only' or null, got 'some'",
+    ):
         load_protocol(path)
 
 

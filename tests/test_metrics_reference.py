@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ovmlc.metrics import evaluate_protocol, row_pooled_average_precision
+
+from ovmlc.evaluation.metrics import evaluate_protocol, row_pooled_average_precision
 
 # ------------------------------------------------------------------------------------------------ BiAM Open Images
 

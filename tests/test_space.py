@@ -21,6 +21,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from helpers import random_images, save_hub_layout_clip  # noqa: E402
 
+from ovmlc.core.vocabulary import LabelVocabulary  # noqa: E402
 from ovmlc.space.demo import (  # noqa: E402
     DemoInputError,
     DemoLimits,
@@ -123,17 +124,30 @@ def test_parse_vocabulary_limits_and_dedupe(models):
         service.check_threshold(1.5)
 
 
-def test_label_embeddings_lru(models):
-    service = TaggingService(models, DemoLimits(label_cache_size=2))
+def test_label_embeddings_come_from_the_models_small_memory_cache(models, monkeypatch):
+    """No second cache: the service reads the model's own label cache, which it caps small and keeps in memory."""
     name = next(iter(models))
+    model = models[name]
+    service = TaggingService(models, DemoLimits(max_labels=3, label_cache_size=3))
+    assert model.label_cache.max_labels == 3 and model.label_cache.directory is None
+    text_forwards = []
+    original = LabelVocabulary._encode_labels
+    monkeypatch.setattr(
+        LabelVocabulary, "_encode_labels", lambda self, *a, **kw: text_forwards.append(1) or original(self, *a, **kw)
+    )
     first, cached = service.label_embeddings(name, ["red", "star"])
-    assert not cached and first.shape == (2, models[name].config.clip_config.projection_dim)
+    assert not cached and first.shape == (2, model.config.clip_config.projection_dim) and text_forwards
+    forwards = len(text_forwards)
     again, cached = service.label_embeddings(name, ["red", "star"])
-    assert cached and again is first
-    service.label_embeddings(name, ["a"])
-    service.label_embeddings(name, ["b"])  # evicts ("red", "star"): the least recently used
+    assert cached and torch.equal(again, first) and len(text_forwards) == forwards  # no text forward
+    torch.testing.assert_close(first, model.encode_labels(["red", "star"]))
+    service.label_embeddings(name, ["a", "b"])  # 4 labels > 3: "red", the least recently used, is dropped
+    _, cached = service.label_embeddings(name, ["star"])
+    assert cached
     _, cached = service.label_embeddings(name, ["red", "star"])
     assert not cached
+    with pytest.raises(ValueError, match="label_cache_size"):
+        TaggingService(models, DemoLimits(max_labels=10, label_cache_size=5))
 
 
 def test_tag_matches_model_predict_and_calibrated(models, image_files):

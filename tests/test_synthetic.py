@@ -279,7 +279,7 @@ def test_recipes_parse_and_unknown_keys_are_named(tmp_path, capsys):
     assert quality.output_dir == "ovmlc/assets/clip-synthetic"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**yaml.safe_load(TINY_RECIPE.read_text()), "learning_rat": 0.1}))
-    with pytest.raises(ValueError, match=r"learning_rat.*bad\.yaml"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown key 'learning_rat' \(did you mean 'learning_rate'\?"):
         VLPPretrainConfig.from_yaml(bad)
     from ovmlc.cli import main
 
@@ -287,7 +287,7 @@ def test_recipes_parse_and_unknown_keys_are_named(tmp_path, capsys):
     assert "learning_rat" in capsys.readouterr().err
     wrong_type = tmp_path / "wrong.yaml"
     wrong_type.write_text("clip_steps: many\n")
-    with pytest.raises(ValueError, match="clip_steps"):
+    with pytest.raises(ValueError, match=r"wrong\.yaml: clip_steps: expected an integer >= 0, got 'many'"):
         VLPPretrainConfig.from_yaml(wrong_type)
 
 

@@ -124,6 +124,54 @@ def test_memory_only_capped_cache(clip_and_tokenizer, tmp_path):
     first = LabelVocabulary(["cat", "dog"]).encode(clip, tokenizer, cache=cache, fingerprint="m")
     both = LabelVocabulary(["bird", "tree", "cat"]).encode(clip, tokenizer, cache=cache, fingerprint="m")
     torch.testing.assert_close(both[2], first[0])
-    table = cache.table("m", LabelVocabulary(["x"]).templates_key)
-    assert list(table) == ["bird", "tree", "cat"]  # capped at 3, least recently used ("dog") dropped
+    assert cache.labels("m", LabelVocabulary(["x"]).templates_key) == ["bird", "tree", "cat"]  # "dog" dropped (LRU)
     assert not list(tmp_path.iterdir())
+
+
+def rows(names, dim=2):
+    """Distinct fake embeddings `[M, dim]` (a label's row depends only on its name)."""
+    return torch.stack([torch.full((dim,), float(sum(map(ord, name)))) for name in names])
+
+
+def test_label_cache_lru_order_and_cap():
+    cache = LabelEmbeddingCache(None, max_labels=4)
+    calls = []
+
+    def encode(names):
+        calls.append(list(names))
+        return rows(names)
+
+    torch.testing.assert_close(cache.lookup("f", "t", ["a", "b", "c"], encode), rows(["a", "b", "c"]))
+    cache.lookup("f", "t", ["a"], encode)  # a hit: "a" becomes the most recently used
+    cache.lookup("f", "t", ["d", "e"], encode)  # 5 labels > cap 4: the least recently used ("b") goes
+    assert cache.labels("f", "t") == ["c", "a", "d", "e"]
+    cache.lookup("g", "t", ["a"], encode)  # the cap counts every table together: "c" goes
+    assert cache.labels("f", "t") == ["a", "d", "e"] and cache.labels("g", "t") == ["a"]
+    assert len(cache) == 4
+    assert calls == [["a", "b", "c"], ["d", "e"], ["a"]]
+    assert (cache.hits, cache.encoded, cache.evicted) == (1, 6, 2)
+    # Repeated names are encoded once; an evicted label is encoded again when asked for.
+    out = cache.lookup("f", "t", ["b", "b", "a"], encode)
+    torch.testing.assert_close(out, rows(["b", "b", "a"]))
+    assert calls[-1] == ["b"] and cache.last_lookup_encoded == 1
+
+
+def test_label_cache_vocabulary_larger_than_cap_still_correct():
+    cache = LabelEmbeddingCache(None, max_labels=2)
+    with pytest.warns(UserWarning, match="exceeds the cache's cap of 2"):
+        out = cache.lookup("f", "t", ["a", "b", "c"], rows)
+    torch.testing.assert_close(out, rows(["a", "b", "c"]))
+    assert cache.labels("f", "t") == ["b", "c"]
+
+
+def test_label_cache_persists_atomically_and_reloads_evicted_tables(tmp_path):
+    cache = LabelEmbeddingCache(tmp_path, max_labels=3)
+    cache.lookup("f", "t", ["a", "b"], rows)
+    assert [path.name for path in tmp_path.iterdir()] == ["f-t.safetensors"]  # no temporary file left behind
+    cache.lookup("g", "t", ["x", "y", "z"], rows)  # evicts table f from memory (the file stays)
+    assert cache.labels("f", "t") == []
+    encoded = []
+    again = cache.lookup("f", "t", ["a"], lambda names: encoded.append(names) or rows(names))
+    assert encoded == [] and torch.equal(again, rows(["a"]))  # read back from the file, not re-encoded
+    with pytest.raises(ValueError, match="max_labels must be >= 1"):
+        LabelEmbeddingCache(None, max_labels=0)

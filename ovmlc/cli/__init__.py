@@ -22,6 +22,7 @@ COMMANDS = [
     "ovmlc.cli.train",
     "ovmlc.cli.push",
     "ovmlc.cli.quickstart",
+    "ovmlc.cli.export",
 ]
 VERBOSE_HELP = "show transformers' progress bars (weights loading, shard writing)"
 

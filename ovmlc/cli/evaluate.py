@@ -34,6 +34,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--split", default="test", help="dataset split to evaluate (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="with --model: auto, cpu, cuda, cuda:1, mps (default: auto)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="with --model: precision of the image side (autocast); the scoring head, scores and logits stay float32 "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--limit",
         type=int,
@@ -107,8 +115,13 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     protocol = load_protocol(args.protocol)
     output_dir = Path(args.output) if args.output else evaluation.default_output_dir(protocol.name)
     if args.model is not None:
+        from ..core.scoring import parse_dtype, resolve_device
+        from ..inference.factory import load_model
+
+        model = load_model(args.model, device=resolve_device(args.device))
+        model.name_or_path = str(args.model)  # the report names the model as given
         report = evaluation.evaluate_model(
-            args.model,
+            model,
             args.dataset,
             protocol,
             output_dir=output_dir,
@@ -117,6 +130,7 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
             limit=args.limit,
             calibrate_split=args.calibrate_split,
             plots=not args.no_plots,
+            image_dtype=parse_dtype(args.dtype),
         )
         return report, output_dir
 
@@ -134,6 +148,8 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
             first_rows(scores_file.image_ids),
             first_rows(scores_file.unseen_scores),
             first_rows(scores_file.threshold_scores),
+            first_rows(scores_file.logits),
+            first_rows(scores_file.unseen_logits),
         )
     thresholds = None
     provenance = {"scores_file": str(args.scores), "limit": args.limit}

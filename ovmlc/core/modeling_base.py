@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,16 @@ from .backbones import (
     text_tower_modules,
 )
 from .images import ImageInput, load_images
-from .label_cache import LabelEmbeddingCache, default_label_cache_dir, read_embeddings_file, write_embeddings_file
+from .label_cache import (
+    DEFAULT_MAX_LABELS,
+    LabelEmbeddingCache,
+    default_label_cache_dir,
+    read_embeddings_file,
+    write_embeddings_file,
+)
 from .losses import masked_bce_with_logits
-from .outputs import MultiLabelOutput, rank_labels
+from .outputs import MultiLabelOutput, rank_labels, thresholds_from_mapping
+from .scoring import Scorer
 from .vocabulary import LabelVocabulary
 
 
@@ -227,17 +234,21 @@ class OVMLCPreTrainedModel(PreTrainedModel):
 
     @property
     def label_cache(self) -> LabelEmbeddingCache:
+        """The model's one label-embedding cache (every encode path, the pipeline, evaluation and the Space use it):
+        LRU-capped at `DEFAULT_MAX_LABELS` embeddings, persisted under `default_label_cache_dir()`."""
         if self._label_cache is None:
             self._label_cache = LabelEmbeddingCache(default_label_cache_dir())
         return self._label_cache
 
-    def set_label_cache(self, directory: str | os.PathLike | None = None, max_labels: int | None = None) -> None:
-        """Where label embeddings are kept: `directory=None` = memory only; `max_labels` caps it (oldest first).
-        Embeddings already in memory (e.g. the saved `label_embeddings.safetensors`) are kept."""
+    def set_label_cache(
+        self, directory: str | os.PathLike | None = None, max_labels: int | None = DEFAULT_MAX_LABELS
+    ) -> None:
+        """Where label embeddings are kept: `directory=None` = memory only; `max_labels` caps how many (least recently
+        used dropped first; None = no cap). Embeddings already in memory (e.g. the saved
+        `label_embeddings.safetensors`) are kept."""
         previous, self._label_cache = self._label_cache, LabelEmbeddingCache(directory, max_labels=max_labels)
         if previous is not None:
-            for (fingerprint, templates_key), table in previous._tables.items():
-                self._label_cache.table(fingerprint, templates_key).update(table)
+            self._label_cache.merge_from(previous)
 
     def text_fingerprint(self) -> str:
         """Digest of everything that determines label embeddings (recomputed after training)."""
@@ -278,31 +289,28 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         pixel_values = self.processor(images=load_images(images), return_tensors="pt")["pixel_values"]
         return pixel_values.to(device=self.device, dtype=self.dtype)
 
-    @torch.inference_mode()
     def predict_scores(
         self,
         images: ImageInput | Sequence[ImageInput],
         labels: Sequence[str] | LabelVocabulary,
         batch_size: int = 32,
+        image_dtype: torch.dtype | str | None = None,
     ) -> np.ndarray:
-        """Sigmoid scores `[N, C]` for images × labels; label embeddings are encoded once."""
-        was_training = self.training
-        self.eval()
-        try:
-            label_embeds = self.encode_labels(labels)
-            image_list = load_images(images)
-            scores = []
-            for start in range(0, len(image_list), batch_size):
-                pixel_values = self.preprocess(image_list[start : start + batch_size])
-                scores.append(torch.sigmoid(self(pixel_values=pixel_values, label_embeds=label_embeds).logits.float()))
-            return torch.cat(scores).cpu().numpy()
-        finally:
-            self.train(was_training)
+        """Sigmoid scores `[N, C]` (float32) for images × labels, through `ovmlc.core.scoring.Scorer`: label embeddings
+        encoded once, the head in float32; `image_dtype` (e.g. `torch.bfloat16`) runs the image side under autocast.
+        For logits too (ranking without sigmoid saturation), use `Scorer(model).score_images(images, labels)`."""
+        return Scorer(self, batch_size=batch_size, image_dtype=image_dtype).score_images(images, labels).scores
 
-    def resolve_thresholds(self, names: Sequence[str], threshold: float | str | None) -> np.ndarray | None:
-        """Per-label thresholds `[C]` for `threshold` (a float, `"calibrated"` or None)."""
+    def resolve_thresholds(
+        self, names: Sequence[str], threshold: float | str | Mapping[str, Any] | None
+    ) -> np.ndarray | None:
+        """Per-label thresholds `[C]` for `threshold`: a float, `"calibrated"`, None, a dict `{label: threshold}`
+        (every label), or a calibration dict `{"label_thresholds": {...}, "global_threshold": t}` as in
+        `thresholds.json` (labels it lacks use the global threshold)."""
         if threshold is None:
             return None
+        if isinstance(threshold, Mapping):
+            return thresholds_from_mapping(names, threshold)
         if isinstance(threshold, str):
             if threshold != "calibrated":
                 raise ValueError(f"threshold must be a number, None or 'calibrated', got {threshold!r}")
@@ -321,19 +329,22 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         images: ImageInput | Sequence[ImageInput],
         labels: Sequence[str] | LabelVocabulary,
         top_k: int | None = None,
-        threshold: float | str | None = None,
+        threshold: float | str | Mapping[str, Any] | None = None,
         batch_size: int = 32,
+        image_dtype: torch.dtype | str | None = None,
     ) -> list[list[tuple[str, float]]] | list[tuple[str, float]]:
         """Tag images with any labels.
 
-        Returns, per image, `[(label, score), ...]` sorted by score (highest first), keeping labels with
-        `score >= threshold` (a float, or `"calibrated"` for the stored per-label thresholds) and at most `top_k`.
-        A single image (not in a list) gives a single list.
+        Returns, per image, `[(label, score), ...]` sorted by score (highest first; equal scores by logit), keeping
+        labels with `score >= threshold` (a float, `"calibrated"` for the stored per-label thresholds, a dict
+        `{label: t}`, or the content of a `thresholds.json`) and at most `top_k`. A single image (not in a list) gives a
+        single list. `image_dtype` as in `predict_scores`.
         """
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         vocabulary = self.vocabulary(labels)
-        scores = self.predict_scores(images, vocabulary, batch_size=batch_size)
-        results = rank_labels(scores, vocabulary.names, top_k, self.resolve_thresholds(vocabulary.names, threshold))
+        thresholds = self.resolve_thresholds(vocabulary.names, threshold)
+        result = Scorer(self, batch_size=batch_size, image_dtype=image_dtype).score_images(images, vocabulary)
+        results = rank_labels(result.scores, vocabulary.names, top_k, thresholds, order_by=result.logits)
         return results[0] if single else results
 
     # ------------------------------------------------------------------ construction and saving
@@ -387,8 +398,7 @@ class OVMLCPreTrainedModel(PreTrainedModel):
             metadata = handle.metadata() or {}
         if metadata.get("fingerprint") != self.text_fingerprint() or "templates_key" not in metadata:
             return  # embeddings of other weights or templates: recompute instead of trusting them
-        table = self.label_cache.table(metadata["fingerprint"], metadata["templates_key"])
-        table.update(read_embeddings_file(path))
+        self.label_cache.put(metadata["fingerprint"], metadata["templates_key"], read_embeddings_file(path))
 
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
         """transformers' load report, minus the modules of `modules_created_on_load` missing as a whole."""

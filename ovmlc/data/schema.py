@@ -10,7 +10,7 @@ A canonical split is a `datasets.Dataset` with
 
 Without `negative_labels` every label that is not positive is negative (`annotation: full`); with it, a label that is
 in neither column is unannotated (`annotation: partial`). `label_matrix` turns this into the `int8 [N, C]` matrix in
-{1 positive, 0 unannotated, -1 negative} that `ovmlc.metrics` and `scores.npz` use.
+{1 positive, 0 unannotated, -1 negative} that `ovmlc.evaluation.metrics` and `scores.npz` use.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ A preset is a list of steps applied to an RGB PIL image, followed by a normalisa
 
 Size-bearing steps use the preset `size` unless they set `size` (absolute) or `size_ratio` (relative, e.g. ImageNet's
 resize to 256 before a 224 crop is `size_ratio: 1.142857`). Ops: `resize_shortest_edge`, `center_crop`, `squash`
-(resize to a square, no crop), `random_resized_crop`, `horizontal_flip`, `rand_augment`, `cutout`.
+(resize to a square, no crop), `random_resized_crop`, `horizontal_flip`, `rand_augment`, `cutout`. The schema of a
+step is its op function's signature (annotations with their ranges, and defaults), checked by `ovmlc.yaml_schema`:
+errors name the preset and the key (`mine.yaml: steps[1].p: expected a finite number in [0, 1], got 1.5`).
 
 Why PIL/numpy rather than a library: torchvision is not allowed (it breaks the CPU torch build), albumentations pulls
 opencv (a ~60 MB wheel) and is frozen on its last MIT release, and kornia works on batched tensors with the global
@@ -21,19 +23,35 @@ a seeded `numpy.random.Generator`, so augmentation is reproducible and distinct 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import inspect
 import math
 import os
 import sys
+import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from PIL import Image, ImageEnhance, ImageOps
 
 from ovmlc.resources import TRANSFORM_PRESETS_DIR as PRESETS_DIR  # noqa: E402
+from ovmlc.yaml_schema import (
+    Bounds,
+    Check,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SchemaError,
+    Tagged,
+    UnitFloat,
+    from_data,
+    read_yaml,
+    to_data,
+)
 
 SIZED_OPS = ("resize_shortest_edge", "center_crop", "squash", "random_resized_crop")
 RANDOM_OPS = ("random_resized_crop", "horizontal_flip", "rand_augment", "cutout")
@@ -46,8 +64,12 @@ INTERPOLATIONS = {
 _FILL = (128, 128, 128)
 
 
-class TransformConfigError(ValueError):
-    """A transform preset or step is invalid; the message names the preset and the step."""
+class TransformConfigError(SchemaError):
+    """A transform preset or step is invalid; the message names the preset (file) and the key."""
+
+
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+AreaFraction = Annotated[float, Bounds(gt=0, le=1)]
 
 
 # --------------------------------------------------------------------------------------------------- geometric ops
@@ -60,7 +82,9 @@ def _interpolation(name: str) -> Image.Resampling:
         raise TransformConfigError(f"unknown interpolation {name!r}; use one of {sorted(INTERPOLATIONS)}") from None
 
 
-def resize_shortest_edge(image: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+def resize_shortest_edge(
+    image: Image.Image, size: PositiveInt, interpolation: Interpolation = "bicubic"
+) -> Image.Image:
     """Shorter side -> `size`, longer side -> int(size * long / short) (as transformers' image processors do)."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
@@ -69,7 +93,7 @@ def resize_shortest_edge(image: Image.Image, size: int, interpolation: str = "bi
     return image.resize(new_size, resample=_interpolation(interpolation))
 
 
-def center_crop(image: Image.Image, size: int) -> Image.Image:
+def center_crop(image: Image.Image, size: PositiveInt) -> Image.Image:
     """Central `size` x `size` crop (zero padding when the image is smaller), offsets rounded down."""
     width, height = image.size
     if width < size or height < size:
@@ -80,7 +104,7 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def squash(image: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+def squash(image: Image.Image, size: PositiveInt, interpolation: Interpolation = "bicubic") -> Image.Image:
     """Resize to `size` x `size` ignoring the aspect ratio (DualCoOp's train/test resize)."""
     return image.resize((size, size), resample=_interpolation(interpolation))
 
@@ -88,10 +112,10 @@ def squash(image: Image.Image, size: int, interpolation: str = "bicubic") -> Ima
 def random_resized_crop(
     image: Image.Image,
     rng: np.random.Generator,
-    size: int,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    interpolation: str = "bicubic",
+    size: PositiveInt,
+    scale: tuple[AreaFraction, AreaFraction] = (0.08, 1.0),
+    ratio: tuple[PositiveFloat, PositiveFloat] = (3 / 4, 4 / 3),
+    interpolation: Interpolation = "bicubic",
 ) -> Image.Image:
     """A crop of random area fraction in `scale` and aspect ratio in `ratio` (log-uniform), resized to a square."""
     width, height = image.size
@@ -119,12 +143,16 @@ def random_resized_crop(
     return image.resize((size, size), resample=_interpolation(interpolation), box=box)
 
 
-def horizontal_flip(image: Image.Image, rng: np.random.Generator, p: float = 0.5) -> Image.Image:
+def horizontal_flip(image: Image.Image, rng: np.random.Generator, p: UnitFloat = 0.5) -> Image.Image:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < p else image
 
 
 def cutout(
-    image: Image.Image, rng: np.random.Generator, p: float = 0.5, size_fraction: float = 0.5, fill: str = "random"
+    image: Image.Image,
+    rng: np.random.Generator,
+    p: UnitFloat = 0.5,
+    size_fraction: AreaFraction = 0.5,
+    fill: Literal["random", "gray"] = "random",
 ) -> Image.Image:
     """With probability `p`, paint one rectangle (`size_fraction` of each side, centre uniform, clipped at the border)
     with a random colour (`fill: random`) or mid-grey (`fill: gray`)."""
@@ -183,13 +211,16 @@ _RAND_AUGMENT_OPS: dict[str, Callable[[Image.Image, float, np.random.Generator],
 }
 
 
+RandAugmentOp = Literal[tuple(_RAND_AUGMENT_OPS)]
+
+
 def rand_augment(
     image: Image.Image,
     rng: np.random.Generator,
-    num_ops: int = 2,
-    magnitude: float = 9.0,
-    max_magnitude: float = 10.0,
-    ops: list[str] | None = None,
+    num_ops: NonNegativeInt = 2,
+    magnitude: NonNegativeFloat = 9.0,
+    max_magnitude: PositiveFloat = 10.0,
+    ops: list[RandAugmentOp] | None = None,
 ) -> Image.Image:
     """RandAugment (Cubuk et al., 2020): `num_ops` ops drawn uniformly (with replacement), all at one magnitude."""
     names = list(ops) if ops else list(_RAND_AUGMENT_OPS)
@@ -211,6 +242,59 @@ _OPS: dict[str, Callable[..., Image.Image]] = {
     "rand_augment": rand_augment,
     "cutout": cutout,
 }
+
+
+# --------------------------------------------------------------------------------------------------- the schema
+
+
+def _step_schema(op: str, function: Callable[..., Image.Image]) -> type:
+    """The schema of one step: `op` plus the op function's keyword parameters (their annotations and defaults).
+
+    Size-bearing steps may leave out `size` (the preset size) or give `size_ratio` (relative to it) instead."""
+    hints = typing.get_type_hints(function, include_extras=True)
+    fields: list[tuple[str, Any, Any]] = [("op", Literal[op], field())]
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in ("image", "rng"):
+            continue
+        annotation = hints[name]
+        if op in SIZED_OPS and name == "size":
+            annotation, default = annotation | None, None
+        else:
+            default = parameter.default
+        fields.append((name, annotation, field(default=default)))
+    if op in SIZED_OPS:
+        fields.append(("size_ratio", PositiveFloat | None, field(default=None)))
+    return dataclasses.make_dataclass(f"{op}_step", fields)
+
+
+_STEP_SCHEMAS = {op: _step_schema(op, function) for op, function in _OPS.items()}
+TransformStep = typing.Union[tuple(_STEP_SCHEMAS.values())]  # noqa: UP007 - built from a tuple at run time
+
+
+@dataclass
+class NormalizeSettings:
+    mean: Annotated[list[float], Check(lambda values: len(values) == 3, "3 numbers (one per channel)")]
+    std: Annotated[list[PositiveFloat], Check(lambda values: len(values) == 3, "3 numbers > 0 (one per channel)")]
+
+
+@dataclass
+class TransformPreset:
+    """A transform preset file (`transform_presets/*.yaml`). `normalize` may be left out of a file used only where the
+    backbone's normalisation replaces it (`transforms.normalize: backbone` in a recipe)."""
+
+    size: PositiveInt
+    steps: list[Annotated[TransformStep, Tagged("op")]]
+    normalize: NormalizeSettings | None = None
+    name: str = "custom"
+    description: str = ""
+
+
+def check_transform_config(config: Mapping[str, Any], source: str | os.PathLike | None = None) -> TransformPreset:
+    """Validate a preset mapping (errors name `source`, by default the preset's name, and the key)."""
+    if source is None:
+        name = config.get("name", "custom") if isinstance(config, Mapping) else "custom"
+        source = name if isinstance(name, str) else "custom"
+    return from_data(TransformPreset, config, source=source, error=TransformConfigError)
 
 
 # --------------------------------------------------------------------------------------------------- the transform
@@ -237,55 +321,51 @@ class ImageTransform:
         self.name = name
         self.description = description
         self.size = int(size)
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-        if self.mean.size != 3 or self.std.size != 3 or (self.std <= 0).any():
-            raise TransformConfigError(f"{name}: normalize needs 3 means and 3 positive stds")
-        self.steps = [self._resolve_step(dict(step), index) for index, step in enumerate(steps)]
+        mean, std = (values.tolist() if isinstance(values, np.ndarray) else values for values in (mean, std))
+        preset = check_transform_config(
+            {"name": name, "size": size, "steps": list(steps), "normalize": {"mean": mean, "std": std}}, source=name
+        )
+        self.mean = np.asarray(preset.normalize.mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(preset.normalize.std, dtype=np.float32).reshape(3, 1, 1)
+        self.steps = [self._resolve_step(written, step) for written, step in zip(steps, preset.steps)]
         self.seed = seed
         self._generator: np.random.Generator | None = None
         self._generator_owner: tuple[int, int] | None = None
 
-    def _resolve_step(self, step: dict[str, Any], index: int) -> dict[str, Any]:
-        op = step.pop("op", None)
-        if op not in _OPS:
-            raise TransformConfigError(f"{self.name}, step {index}: unknown op {op!r}; available: {sorted(_OPS)}")
-        if op in SIZED_OPS:
-            ratio = step.pop("size_ratio", None)
-            if "size" not in step:
-                step["size"] = int(round(self.size * ratio)) if ratio else self.size
-        for key in ("scale", "ratio"):
-            if key in step:
-                step[key] = tuple(float(v) for v in step[key])
-        if "interpolation" in step:
-            _interpolation(step["interpolation"])
-        return {"op": op, **step}
+    def _resolve_step(self, written: Mapping[str, Any], step: Any) -> dict[str, Any]:
+        """A checked step as the op's keyword arguments: the keys written (values converted), `size` resolved."""
+        resolved = {name: getattr(step, name) for name in written}
+        if step.op in SIZED_OPS:
+            ratio = resolved.pop("size_ratio", None)
+            if resolved.get("size") is None:
+                resolved["size"] = int(round(self.size * ratio)) if ratio else self.size
+        return resolved
 
     @classmethod
     def from_config(
         cls, config: Mapping[str, Any], *, size: int | None = None, seed: int | None = None
     ) -> ImageTransform:
         """Build from a preset dict; `size` replaces the preset size (and every step size derived from it)."""
-        name = str(config.get("name", "custom"))
-        for key in ("size", "steps", "normalize"):
-            if key not in config:
-                raise TransformConfigError(f"transform preset {name!r} has no {key!r}")
-        base_size = int(config["size"])
-        target = int(size) if size is not None else base_size
-        steps = copy.deepcopy(list(config["steps"]))
+        preset = check_transform_config(config)
+        if preset.normalize is None:
+            raise TransformConfigError("missing required key 'normalize'", source=preset.name)
+        target = int(size) if size is not None else preset.size
+        steps = [
+            {name: value for name, value in to_data(step).items() if name in written}
+            for written, step in zip(config["steps"], preset.steps)
+        ]
         if size is not None:
             for step in steps:  # an absolute step size scales with the new output size
-                if "size" in step:
-                    step["size"] = int(round(step["size"] * target / base_size))
-        normalize = config["normalize"]
+                if step.get("size") is not None:
+                    step["size"] = int(round(step["size"] * target / preset.size))
         return cls(
             steps,
-            normalize["mean"],
-            normalize["std"],
+            preset.normalize.mean,
+            preset.normalize.std,
             target,
             seed=seed,
-            name=name,
-            description=str(config.get("description", "")),
+            name=preset.name,
+            description=preset.description,
         )
 
     @property
@@ -348,7 +428,7 @@ def list_transform_presets() -> list[str]:
 
 
 def load_transform_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
-    """A shipped preset by name (see `list_transform_presets()`) or a YAML file path."""
+    """A shipped preset by name (see `list_transform_presets()`) or a YAML file path, checked against the schema."""
     path = PRESETS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         path = Path(name_or_path).expanduser()
@@ -356,13 +436,9 @@ def load_transform_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"transform preset {name_or_path!r} not found; shipped presets: {list_transform_presets()}"
         )
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise TransformConfigError(f"{path}: invalid YAML ({error})") from error
-    if not isinstance(config, dict):
-        raise TransformConfigError(f"{path}: a transform preset is a YAML mapping")
+    config = read_yaml(path, error=TransformConfigError)
     config.setdefault("name", path.stem)
+    check_transform_config(config, source=path)
     return config
 
 

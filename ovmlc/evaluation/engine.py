@@ -12,29 +12,36 @@ Scores file (`scores.npz`, the contract between inference and metrics), written 
 | `image_ids` | `[N]` | unicode str | optional: which image each row is |
 | `unseen_scores` | `[N, C_unseen]` | float32 | optional: the unseen labels scored on their own (see below) |
 | `threshold_scores` | `[N, C]` | float32 | optional: the scores the threshold metrics use, when they are not `scores` |
+| `logits` | `[N, C]` | float32 | optional: the logits of `scores` (`scores = sigmoid(logits)`); AP, top-K rank them |
+| `unseen_logits` | `[N, C_unseen]` | float32 | optional: the logits of `unseen_scores` (with both of those) |
 
 `unseen_scores` is for models whose scores depend on the scored label set (MKT normalises across labels): their ZSL
 protocol scores the unseen labels alone, so the views over unseen labels use these columns instead of the GZSL ones.
 `threshold_scores` is for models whose paper-style ranking scores differ from their predicted scores (CLIP zero-shot
 ranks the plain cosine, `model.ranking_scores()`, but predicts and calibrates with its reference prompt): `scores`
 holds the ranking scores, `threshold_scores` the predicted ones that calibrated thresholds apply to.
+`logits` (written by `ovmlc evaluate --model` and the trainer) are what AP and top-K rank when present: a float32
+sigmoid saturates to exactly 1.0 for logits above ~17, which would tie every such entry; thresholds stay in the space
+of the sigmoid scores. Each view's `tie_fraction` in metrics.json measures the ties that remain, and evaluation warns
+above `TIE_WARNING_FRACTION`.
 Any other key is ignored. The file is read with `allow_pickle=False`, so names must be stored as a unicode array
 (`np.asarray(names, dtype=str)`), not as Python objects.
 
-`evaluate_scores` turns such a file into a report with `ovmlc.metrics.evaluate_protocol`; `write_report` saves the
+`evaluate_scores` turns such a file into a report with `ovmlc.evaluation.metrics.evaluate_protocol`;
+`write_report` saves the
 report folder (`metrics.json`, `results.md`, `per_label_ap.csv`, PNG plots); `evaluate_model` runs a model over a
-canonical dataset first (`score_dataset`, reused by the trainer); `calibrate_thresholds` fits per-label and global
-score thresholds on a validation split.
+canonical dataset first (through `ovmlc.core.scoring.Scorer`: float32 head, logits kept, the ZSL unseen-alone rule);
+`calibrate_thresholds` fits per-label and global score thresholds on a validation split.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
+import warnings
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.scoring import Scorer, ranking_description, scores_unseen_labels_alone
 from ..files import (
     METRICS_FILE_NAME,
     PER_LABEL_FILE_NAME,
@@ -63,7 +71,11 @@ from .metrics import (
 from .metrics import evaluate_protocol as _evaluate_protocol
 
 SCORES_FILE_KEYS = ("scores", "labels", "label_names", "unseen")
-OPTIONAL_SCORES_FILE_KEYS = ("image_ids", "unseen_scores", "threshold_scores")
+OPTIONAL_SCORES_FILE_KEYS = ("image_ids", "unseen_scores", "threshold_scores", "logits", "unseen_logits")
+# A view whose ranking scores tie on more than this share of (positive, negative) pairs gets a warning.
+TIE_WARNING_FRACTION = 0.01
+# |sigmoid(logits) - scores| above this means the logits are not those of the scores.
+LOGIT_CONSISTENCY_TOLERANCE = 1e-3
 VIEW_TITLES = {
     "zsl": "ZSL",
     "gzsl": "GZSL",
@@ -77,6 +89,10 @@ class ScoresFileError(ValueError):
     """A scores file is missing, unreadable, or breaks the format (the message names the file and the key)."""
 
 
+class TiedScoresWarning(UserWarning):
+    """A view's ranking scores tie on many (positive, negative) pairs: its AP depends on the tie policy."""
+
+
 @dataclass
 class ScoresFile:
     """The content of a scores file (see the module docstring)."""
@@ -88,6 +104,8 @@ class ScoresFile:
     image_ids: list[str] | None = None  # [N]
     unseen_scores: np.ndarray | None = None  # [N, C_unseen] float32: unseen labels scored alone (see module docstring)
     threshold_scores: np.ndarray | None = None  # [N, C] float32: predicted scores, when `scores` are ranking scores
+    logits: np.ndarray | None = None  # [N, C] float32: logits of `scores`, what AP and top-K rank when present
+    unseen_logits: np.ndarray | None = None  # [N, C_unseen] float32: logits of `unseen_scores`
 
     @property
     def num_images(self) -> int:
@@ -108,8 +126,11 @@ def save_scores(
     image_ids: Sequence[str] | None = None,
     unseen_scores: Any = None,
     threshold_scores: Any = None,
+    logits: Any = None,
+    unseen_logits: Any = None,
 ) -> Path:
-    """Write a scores file; `unseen=None` means no seen/unseen split. The content is validated before writing."""
+    """Write a scores file; `unseen=None` means no seen/unseen split. The content is validated before writing.
+    `logits` / `unseen_logits` are the logits of `scores` / `unseen_scores` (ovmlc inference: `Scorer` results)."""
     path = Path(path)
     scores = np.asarray(scores, dtype=np.float32)
     unseen = np.zeros(len(label_names), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)
@@ -125,6 +146,10 @@ def save_scores(
         arrays["unseen_scores"] = np.asarray(unseen_scores, dtype=np.float32)
     if threshold_scores is not None:
         arrays["threshold_scores"] = np.asarray(threshold_scores, dtype=np.float32)
+    if logits is not None:
+        arrays["logits"] = np.asarray(logits, dtype=np.float32)
+    if unseen_logits is not None:
+        arrays["unseen_logits"] = np.asarray(unseen_logits, dtype=np.float32)
     _validate_scores_arrays(arrays, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:  # a file handle keeps numpy from appending ".npz" to other suffixes
@@ -235,6 +260,14 @@ def _validate_scores_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Sco
         if not np.issubdtype(threshold_scores.dtype, np.floating) or np.isnan(threshold_scores).any():
             raise fail("threshold_scores", f"must hold floats without NaN (dtype {threshold_scores.dtype}).")
         threshold_scores = threshold_scores.astype(np.float32, copy=False)
+    logits = _validated_logits(arrays, "logits", scores, fail)
+    unseen_logits = _validated_logits(arrays, "unseen_logits", unseen_scores, fail)
+    if unseen_logits is not None and logits is None:
+        raise fail("unseen_logits", "needs `logits` (the logits of `scores`) as well.")
+    if logits is not None and unseen_scores is not None and unseen_logits is None:
+        raise fail(
+            "unseen_logits", "is missing: with `logits` and `unseen_scores`, store the unseen labels' logits too."
+        )
     return ScoresFile(
         scores=scores.astype(np.float32, copy=False),
         labels=labels.astype(np.int8),
@@ -243,12 +276,68 @@ def _validate_scores_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Sco
         image_ids=image_ids,
         unseen_scores=unseen_scores,
         threshold_scores=threshold_scores,
+        logits=logits,
+        unseen_logits=unseen_logits,
     )
+
+
+def _validated_logits(
+    arrays: Mapping[str, np.ndarray], key: str, scores: np.ndarray | None, fail: Callable[[str, str], ScoresFileError]
+) -> np.ndarray | None:
+    """`logits` / `unseen_logits`: the shape of the scores they belong to, finite floats, `sigmoid(logits) = scores`."""
+    logits = arrays.get(key)
+    if logits is None:
+        return None
+    scores_key = "scores" if key == "logits" else "unseen_scores"
+    if scores is None:
+        raise fail(key, f"needs `{scores_key}` (the scores these are the logits of).")
+    if logits.shape != scores.shape:
+        raise fail(key, f"has shape {logits.shape} but `{scores_key}` has shape {scores.shape}.")
+    if not np.issubdtype(logits.dtype, np.floating) or not np.isfinite(logits).all():
+        raise fail(key, f"must hold finite floats (dtype {logits.dtype}).")
+    logits = logits.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        gap = np.abs(1.0 / (1.0 + np.exp(-logits.astype(np.float64))) - scores)
+    if gap.size and gap.max() > LOGIT_CONSISTENCY_TOLERANCE:
+        row, column = np.unravel_index(int(gap.argmax()), gap.shape)
+        raise fail(
+            key,
+            f"are not the logits of `{scores_key}`: sigmoid({logits[row, column]:.6g}) != {scores[row, column]:.6g} "
+            f"at image {row}, label {column} (`{scores_key}` must be sigmoid(`{key}`)).",
+        )
+    return logits
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def dataset_batches(model: Any, dataset_split: Any, batch_size: int = 32, limit: int | None = None) -> Iterator[Any]:
+    """`pixel_values [B, 3, H, W]` batches of the first `limit` (default all) rows of a dataset split, for a `Scorer`.
+
+    The split has an `image` column (canonical schema; preprocessed with `model.preprocess`) or a `pixel_values`
+    column (a split that already carries a transform)."""
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    num_images = len(dataset_split) if limit is None else min(int(limit), len(dataset_split))
+    for start in range(0, num_images, batch_size):
+        batch = dataset_split[start : min(start + batch_size, num_images)]
+        if "pixel_values" in batch:
+            pixel_values = batch["pixel_values"]
+            if not isinstance(pixel_values, torch.Tensor):
+                pixel_values = torch.stack([torch.as_tensor(values) for values in pixel_values])
+            yield pixel_values
+        elif "image" in batch:
+            yield model.preprocess(batch["image"])
+        else:
+            raise ValueError(f"The dataset split has neither an `image` nor a `pixel_values` column: {sorted(batch)}.")
+
+
+def _num_rows(dataset_split: Any, limit: int | None) -> int:
+    return len(dataset_split) if limit is None else min(int(limit), len(dataset_split))
 
 
 def score_dataset(
@@ -259,71 +348,37 @@ def score_dataset(
     limit: int | None = None,
     progress: bool = True,
     ranking: bool = False,
+    image_dtype: Any = None,
 ) -> np.ndarray:
     """Sigmoid scores `[N, C]` (float32) of `model` on the first `limit` (default all) images of a dataset split.
 
-    `model` is an `OVMLCPreTrainedModel`; `dataset_split` is a `datasets.Dataset` with an `image` column (canonical
-    schema) or with a `pixel_values` column (a split that already carries a transform). Label embeddings are encoded
-    once; the model is put in eval mode for the pass and restored afterwards. `ranking=True` scores under
-    `model.ranking_scores()`: the scores paper-style tables rank (differ from the predicted ones for CLIP zero-shot).
+    A thin wrapper of `Scorer(model, ...).score_pixel_batches(dataset_batches(...), label_names)` (see
+    `dataset_batches` for the split's columns), for code that wants the scores only; use the `Scorer` for the logits.
+    Label embeddings are encoded once; the model is in eval mode for the pass (restored afterwards). `ranking=True`
+    scores under `model.ranking_scores()` (what paper-style tables rank; differs for CLIP zero-shot); `image_dtype`
+    (e.g. `torch.bfloat16`) runs the image side under autocast, the head stays float32.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    num_images = len(dataset_split) if limit is None else min(int(limit), len(dataset_split))
-    label_names = list(label_names)
-    scores = np.empty((num_images, len(label_names)), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        # no_grad rather than inference_mode: label embeddings may be cached and reused by a training step.
-        with torch.no_grad(), model.ranking_scores() if ranking else contextlib.nullcontext():
-            label_embeds = model.encode_labels(label_names)  # [C, D]
-            for start in tqdm(
-                range(0, num_images, batch_size), desc="scoring", unit="batch", disable=not progress, leave=False
-            ):
-                stop = min(start + batch_size, num_images)
-                pixel_values = _batch_pixel_values(model, dataset_split[start:stop])  # [B, 3, H, W]
-                logits = model(pixel_values=pixel_values, label_embeds=label_embeds).logits  # [B, C]
-                scores[start:stop] = torch.sigmoid(logits.float()).cpu().numpy()
-    finally:
-        model.train(was_training)
-    return scores
+    scorer = Scorer(model, batch_size=batch_size, image_dtype=image_dtype, progress=progress)
+    batches = dataset_batches(model, dataset_split, batch_size, limit)
+    return scorer.score_pixel_batches(
+        batches, label_names, ranking=ranking, num_rows=_num_rows(dataset_split, limit)
+    ).scores
 
 
-def ranking_score_description(model: Any) -> str | None:
-    """What `model.ranking_scores()` switches to (recorded in metrics.json), or None when a model ranks its predicted
-    scores (every trained method)."""
-    with model.ranking_scores() as description:
-        return description
+# The scoring rules live in `ovmlc.core.scoring`; these names are kept for the trainer and older code.
+ranking_score_description = ranking_description
 
 
 def unseen_labels_scored_alone(
     model: Any, label_names: Sequence[str], unseen: Any, score: Callable[[list[str]], np.ndarray]
 ) -> np.ndarray | None:
-    """`[N, C_unseen]` scores of the unseen labels scored on their own, for models whose scores depend on the scored
-    label set (`scores_depend_on_label_set`, e.g. MKT normalises across labels; its ZSL protocol scores the unseen
-    labels alone); None for the others (their ZSL columns are the GZSL ones) or without unseen labels.
-    `score(names)` scores the evaluated split with those labels (`score_dataset` or the trainer's distributed pass)."""
+    """`[N, C_unseen]` scores of the unseen labels scored on their own when the model's scores depend on the label set
+    (the rule: `ovmlc.core.scoring.scores_unseen_labels_alone`), else None; `score(names)` scores the split with those
+    labels. Kept for callers that score with their own loop; `Scorer.score_for_views` applies the same rule."""
     unseen = np.asarray(unseen, dtype=bool)
-    if not getattr(model, "scores_depend_on_label_set", False) or not unseen.any():
+    if not scores_unseen_labels_alone(model) or not unseen.any():
         return None
     return score([name for name, is_unseen in zip(label_names, unseen) if is_unseen])
-
-
-def _batch_pixel_values(model: Any, batch: Mapping[str, Any]) -> Any:
-    import torch
-
-    if "pixel_values" in batch:
-        pixel_values = batch["pixel_values"]
-        if not isinstance(pixel_values, torch.Tensor):
-            pixel_values = torch.stack([torch.as_tensor(values) for values in pixel_values])
-        return pixel_values.to(device=model.device, dtype=model.dtype)
-    if "image" not in batch:
-        raise ValueError(f"The dataset split has neither an `image` nor a `pixel_values` column: {sorted(batch)}.")
-    return model.preprocess(batch["image"])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -429,7 +484,9 @@ def evaluate_scores(
     """Compute a protocol's report on a scores file and (if `output_dir`) write the report folder.
 
     `thresholds` (scalar, vector or calibration dict) adds P/R/F1 at those thresholds; `provenance` (model, dataset,
-    split, ...) is recorded in metrics.json. Returns the report dict.
+    split, ...) is recorded in metrics.json. AP and top-K rank the file's `logits` when it has them. A view whose
+    ranking scores tie on more than `TIE_WARNING_FRACTION` of its (positive, negative) pairs raises a
+    `TiedScoresWarning` and is listed in the report's `warnings`. Returns the report dict.
     """
     provenance = dict(provenance or {})
     if not isinstance(scores_file, ScoresFile):
@@ -445,8 +502,25 @@ def evaluate_scores(
         thresholds=thresholds,
         unseen_scores=scores_file.unseen_scores,
         threshold_scores=scores_file.threshold_scores,
+        logits=scores_file.logits,
+        unseen_logits=scores_file.unseen_logits,
     )
     report["provenance"] = {"created": datetime.now().isoformat(timespec="seconds"), **provenance}
+    tie_warnings = [
+        f"{VIEW_TITLES.get(name, name)}: {100 * view['tie_fraction']:.1f}% of (positive, negative) pairs have equal "
+        f"ranking {report['ranked_by']}, so its AP depends on the tie policy (`{protocol.ties}`)"
+        + (
+            "; store logits next to the scores (ovmlc inference does)"
+            if report["ranked_by"] == "scores"
+            else "; score the head in float32"
+        )
+        for name, view in report["views"].items()
+        if view.get("tie_fraction") is not None and view["tie_fraction"] > TIE_WARNING_FRACTION
+    ]
+    if tie_warnings:
+        report["warnings"] = tie_warnings
+        for message in tie_warnings:
+            warnings.warn(f"ovmlc evaluate: {message}.", TiedScoresWarning, stacklevel=2)
     if thresholds is not None and isinstance(thresholds, Mapping):
         report["calibrated_thresholds"] = {"global_threshold": thresholds["global_threshold"]}
     if output_dir is not None:
@@ -466,6 +540,7 @@ def evaluate_model(
     label_split: tuple[Sequence[str], Sequence[str]] | None = None,
     plots: bool = True,
     progress: bool = True,
+    image_dtype: Any = None,
 ) -> dict[str, Any]:
     """Score a canonical dataset split with a model, save `scores.npz`, and compute and write the protocol's report.
 
@@ -475,6 +550,8 @@ def evaluate_model(
     order). With `calibrate_split`, thresholds are fitted on that split with the unseen columns masked as
     unannotated (so no unseen annotation leaks in), written to `thresholds.json` and used for the threshold metrics.
     Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report.
+    Scoring goes through `ovmlc.core.scoring.Scorer`: `image_dtype` (e.g. `torch.bfloat16`) runs the image side under
+    autocast, the head and the saved scores and logits are float32.
     """
     from .. import data as ovmlc_data
     from ..inference.factory import load_model
@@ -498,25 +575,22 @@ def evaluate_model(
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(protocol.name)
     evaluated = _first_rows(dataset[split], limit)
 
-    def score(names: list[str], ranking: bool = True) -> np.ndarray:
-        return score_dataset(model, evaluated, names, batch_size=batch_size, progress=progress, ranking=ranking)
-
-    scores = score(label_names)  # what paper-style tables rank
-    ranking_description = ranking_score_description(model)
-    # The predicted scores, for the threshold metrics, when the ranking scores are something else (CLIP zero-shot).
-    threshold_scores = score(label_names, ranking=False) if ranking_description is not None else None
-    unseen_scores = unseen_labels_scored_alone(model, label_names, unseen, score)
+    scorer = Scorer(model, batch_size=batch_size, image_dtype=image_dtype, progress=progress)
+    # Ranking scores (what paper-style tables rank), the predicted ones when they differ (CLIP zero-shot), and the
+    # unseen labels scored alone when the model's scores depend on the label set (MKT), all with their logits.
+    view_scores = scorer.score_for_views(
+        lambda: dataset_batches(model, evaluated, batch_size), label_names, unseen, num_rows=len(evaluated)
+    )
+    arrays = view_scores.scores_file_arrays()
     labels = np.asarray(ovmlc_data.label_matrix(evaluated, label_names), dtype=np.int8)
     image_ids = list(evaluated["image_id"]) if "image_id" in evaluated.column_names else None
     scores_path = save_scores(
         output_dir / SCORES_FILE_NAME,
-        scores,
-        labels,
-        label_names,
-        unseen,
+        labels=labels,
+        label_names=label_names,
+        unseen=unseen,
         image_ids=image_ids,
-        unseen_scores=unseen_scores,
-        threshold_scores=threshold_scores,
+        **arrays,
     )
     provenance = {
         "model": model_id,
@@ -525,13 +599,17 @@ def evaluate_model(
         "limit": limit,
         "scores_file": str(scores_path),
     }
-    if ranking_description is not None:
-        provenance["ranking_scores"] = ranking_description
+    if view_scores.ranking_description is not None:
+        provenance["ranking_scores"] = view_scores.ranking_description
+    if scorer.image_dtype is not None:
+        provenance["image_dtype"] = str(scorer.image_dtype).removeprefix("torch.")
 
     thresholds = None
     if calibrate_split is not None:
         calibration = _first_rows(dataset[calibrate_split], limit)
-        calibration_scores = score_dataset(model, calibration, label_names, batch_size=batch_size, progress=progress)
+        calibration_scores = scorer.score_pixel_batches(  # predicted scores: what thresholds apply to
+            dataset_batches(model, calibration, batch_size), label_names, num_rows=len(calibration)
+        ).scores
         calibration_labels = np.asarray(ovmlc_data.label_matrix(calibration, label_names), dtype=np.int8)
         calibration_labels[:, unseen] = LABEL_UNANNOTATED  # unseen labels must not be tuned on their annotations
         thresholds = calibrate_thresholds(calibration_scores, calibration_labels, label_names)
@@ -545,7 +623,17 @@ def evaluate_model(
             dataset=dataset_id,
         )
         provenance["calibrate_split"] = calibrate_split
-    scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids, unseen_scores, threshold_scores)
+    scores_file = ScoresFile(
+        arrays["scores"],
+        labels,
+        label_names,
+        unseen,
+        image_ids,
+        arrays["unseen_scores"],
+        arrays["threshold_scores"],
+        arrays["logits"],
+        arrays["unseen_logits"],
+    )
     return evaluate_scores(
         scores_file, protocol, output_dir=output_dir, thresholds=thresholds, plots=plots, provenance=provenance
     )
@@ -642,7 +730,17 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
     with_wmap = settings["weighted_map"]
     provenance = report.get("provenance", {})
     lines = [f"# Evaluation results: protocol `{protocol}`", ""]
-    for key in ("model", "dataset", "split", "scores_file", "limit", "calibrate_split", "ranking_scores", "created"):
+    for key in (
+        "model",
+        "dataset",
+        "split",
+        "scores_file",
+        "limit",
+        "calibrate_split",
+        "ranking_scores",
+        "image_dtype",
+        "created",
+    ):
         if provenance.get(key) is not None:
             lines.append(f"- {key.replace('_', ' ')}: `{provenance[key]}`")
     row_pooled = settings.get("ap_mode") == "row_pooled"
@@ -650,7 +748,8 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
         f"- protocol `{protocol}`: {report['description']}",
         f"- definitions from: {report['citation']}",
         f"- ties: `{settings['ties']}`; classes without positives: `{settings['no_positive_class']}`; AP: "
-        f"`{settings.get('ap_mode', 'per_class')}`",
+        f"`{settings.get('ap_mode', 'per_class')}`; ranked by: `{report.get('ranked_by', 'scores')}`",
+        *(f"- **warning**: {message}" for message in report.get("warnings", [])),
         "",
         "All numbers in %. P/R/F1@K are pooled over images (every kept image makes K predictions).",
         "",
@@ -743,6 +842,8 @@ def _view_line(name: str, view: Mapping[str, Any]) -> str:
         line += f"; top-K chooses among {view['num_top_k_labels']:,} labels (`{view['top_k_class_filter']}`)"
     if view.get("scored_labels"):
         line += f"; scored: {view['scored_labels']}"
+    if view.get("tie_fraction") is not None:
+        line += f"; tied (positive, negative) pairs: {100 * view['tie_fraction']:.2f}%"
     return line
 
 
@@ -845,7 +946,7 @@ class _ViewData:
     """A view's score and label matrices as the report computed them (AP / threshold columns)."""
 
     name: str
-    scores: np.ndarray  # [n, c] ranking scores (unseen labels scored alone where the report did so)
+    scores: np.ndarray  # [n, c] what AP ranks: logits or ranking scores (unseen labels alone where the report did so)
     threshold_scores: np.ndarray  # [n, c] the scores the threshold metrics used
     labels: np.ndarray  # [n, c]
     label_names: list[str]  # [c]
@@ -858,14 +959,17 @@ def _view_data(scores_file: ScoresFile, protocol: EvaluationProtocol, view_name:
     if protocol.unannotated == "negative":
         labels = np.where(labels == LABEL_UNANNOTATED, -1, labels).astype(np.int8)
     selection = select_view(labels, scores_file.unseen, spec)
-    scores = scores_file.scores
+    scores, ranked = scores_file.scores, scores_file.logits  # ranked: what AP ranks (the logits when there are some)
     if scores_file.unseen_scores is not None and spec.labels == "unseen":
         scores = scores.copy()
         scores[:, scores_file.unseen] = scores_file.unseen_scores
+        if ranked is not None:
+            ranked = ranked.copy()
+            ranked[:, scores_file.unseen] = scores_file.unseen_logits
     threshold_scores = scores if scores_file.threshold_scores is None else scores_file.threshold_scores
     return _ViewData(
         name=view_name,
-        scores=selection.take(scores),
+        scores=selection.take(scores if ranked is None else ranked),
         threshold_scores=selection.take(threshold_scores),
         labels=selection.take(labels),
         label_names=[scores_file.label_names[column] for column in selection.label_indices],

@@ -46,29 +46,40 @@ live as YAML files in `ovmlc/evaluation/protocols/`; see `load_protocol`, `list_
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
+
+from ..resources import PROTOCOLS_DIR
+from ..yaml_schema import INTERNAL, Check, KeyedBy, PositiveInt, SchemaError, from_data, read_yaml
 
 LABEL_POSITIVE = 1
 LABEL_UNANNOTATED = 0
 LABEL_NEGATIVE = -1
 
-TIE_POLICIES = ("stable", "pessimistic", "optimistic")
-NO_POSITIVE_POLICIES = ("zero", "exclude")
-IMAGE_FILTERS = ("all", "has_positive")
-CLASS_FILTERS = ("none", "annotated_only")
-VIEW_LABEL_SETS = ("unseen", "seen", "all")
-AP_MODES = ("per_class", "row_pooled")
-UNANNOTATED_POLICIES = ("ignore", "negative")
-THRESHOLD_RULES = (">=", ">")
-
-from ..resources import PROTOCOLS_DIR  # noqa: E402
+# The choices of the protocol schema (below) and of the metric functions' arguments: one definition each.
+TiePolicy = Literal["stable", "pessimistic", "optimistic"]
+NoPositivePolicy = Literal["zero", "exclude"]
+ImageFilter = Literal["all", "has_positive"]
+ClassFilter = Literal["none", "annotated_only"]
+ViewLabelSet = Literal["unseen", "seen", "all"]
+APMode = Literal["per_class", "row_pooled"]
+UnannotatedPolicy = Literal["ignore", "negative"]
+ThresholdRule = Literal[">=", ">"]
+TIE_POLICIES = typing.get_args(TiePolicy)
+NO_POSITIVE_POLICIES = typing.get_args(NoPositivePolicy)
+IMAGE_FILTERS = typing.get_args(ImageFilter)
+CLASS_FILTERS = typing.get_args(ClassFilter)
+VIEW_LABEL_SETS = typing.get_args(ViewLabelSet)
+AP_MODES = typing.get_args(APMode)
+UNANNOTATED_POLICIES = typing.get_args(UnannotatedPolicy)
+THRESHOLD_RULES = typing.get_args(ThresholdRule)
 
 # Work on blocks of about this many matrix entries, so that 100k images x 7.5k labels (Open Images) fits in memory.
 _BLOCK_ELEMENTS = 1 << 22
@@ -237,6 +248,36 @@ def average_precision(scores: Any, labels: Any, ties: str = "stable", no_positiv
     if no_positive == "exclude":
         ap[(labels == LABEL_POSITIVE).sum(axis=0) == 0] = np.nan
     return ap
+
+
+def tie_fraction(scores: Any, labels: Any) -> float | None:
+    """Share of a label's (positive, negative) pairs whose scores are equal, pooled over the labels (columns).
+
+    Only those pairs' order in an AP ranking is decided by the tie policy rather than by the model (ties among
+    positives, or among negatives, change no AP). `sum_c tied_pairs_c / sum_c (n+_c * n-_c)` over annotated entries;
+    None when no label has both a positive and a negative. A float32 head gives ~0; scores rounded to bf16, or float32
+    sigmoids saturated at 1.0, give many ties (evaluation warns above 1%).
+    """
+    scores, labels = _scores_and_labels(scores, labels)
+    num_images, num_classes = scores.shape
+    is_positive, is_negative = labels == LABEL_POSITIVE, labels == LABEL_NEGATIVE
+    total = float((is_positive.sum(axis=0).astype(np.float64) * is_negative.sum(axis=0)).sum())
+    if total == 0:
+        return None
+    tied = 0.0
+    block = max(1, _BLOCK_ELEMENTS // max(num_images, 1))
+    for start in range(0, num_classes, block):
+        block_scores = np.ascontiguousarray(scores[:, start : start + block].T)  # [b, N]
+        order = np.argsort(block_scores, axis=1, kind="stable")
+        ranked = np.take_along_axis(block_scores, order, axis=1)  # [b, N] ascending per class
+        # Runs of equal scores within a class: a new run starts at each class's first entry and at each change.
+        new_run = np.ones_like(ranked, dtype=bool)
+        new_run[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+        run = np.cumsum(new_run.ravel()) - 1  # [b * N] run id
+        positives = np.take_along_axis(is_positive[:, start : start + block].T, order, axis=1).ravel()
+        negatives = np.take_along_axis(is_negative[:, start : start + block].T, order, axis=1).ravel()
+        tied += float(np.dot(np.bincount(run, weights=positives), np.bincount(run, weights=negatives)))
+    return tied / total
 
 
 def mean_average_precision(scores: Any, labels: Any, ties: str = "stable", no_positive: str = "zero") -> float:
@@ -531,17 +572,21 @@ def filter_classes(labels: Any, class_filter: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class ProtocolError(SchemaError):
+    """A protocol preset name or file is invalid (a `ValueError`); the message names the file and the key."""
+
+
 @dataclass(frozen=True)
 class ProtocolView:
     """One evaluated view: which labels are ranked and which images and classes are kept."""
 
-    name: str
-    labels: str  # "unseen" (ZSL), "all" (GZSL, or every label without a split), "seen"
-    image_filter: str = "all"
-    class_filter: str = "none"
+    name: str  # in a protocol file: the key of the view under `views`
+    labels: ViewLabelSet  # "unseen" (ZSL), "all" (GZSL, or every label without a split), "seen"
+    image_filter: ImageFilter = "all"
+    class_filter: ClassFilter = "none"
     # Class filter of the columns top-K chooses from; None = `class_filter`. BiAM's Open Images GZSL takes AP over
     # the annotated columns but the top K over all 7,586 (never-annotated seen labels included).
-    top_k_class_filter: str | None = None
+    top_k_class_filter: ClassFilter | None = None
 
     @property
     def top_k_columns_filter(self) -> str:
@@ -556,24 +601,30 @@ class ProtocolView:
 
 @dataclass(frozen=True)
 class EvaluationProtocol:
-    """An evaluation preset, loaded from `ovmlc/evaluation/protocols/<name>.yaml` (see `load_protocol`)."""
+    """An evaluation preset, loaded from `ovmlc/evaluation/protocols/<name>.yaml` (see `load_protocol`); the fields
+    are the file's keys (`views` is a mapping of view name -> settings there)."""
 
     name: str
     description: str
     citation: str
-    top_k: tuple[int, ...]
-    views: tuple[ProtocolView, ...]
+    top_k: tuple[PositiveInt, ...]  # may be empty
+    views: Annotated[tuple[ProtocolView, ...], KeyedBy("name"), Check(len, "a non-empty mapping of views")]
     weighted_map: bool = False
-    no_positive_class: str = "zero"
-    ties: str = "stable"
+    no_positive_class: NoPositivePolicy = "zero"
+    ties: TiePolicy = "stable"
     threshold: float | None = None
-    ap_mode: str = "per_class"  # "row_pooled": BiAM's Open Images compute_AP (see row_pooled_average_precision)
-    unannotated: str = "ignore"  # "negative": every 0 entry is read as -1 (DualCoOp's VOC "difficult" entries)
-    threshold_rule: str = ">="  # ">" for DualCoOp's `output > 0.5`
-    threshold_unannotated: str = "ignore"  # "negative": a prediction on an unannotated entry is a false positive
-    threshold_top_k: tuple[int, ...] = ()  # also CP..OF1 on each image's top-K predictions that pass the threshold
-    source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    ap_mode: APMode = "per_class"  # "row_pooled": BiAM's Open Images compute_AP (see row_pooled_average_precision)
+    unannotated: UnannotatedPolicy = "ignore"  # "negative": every 0 entry is read as -1 (DualCoOp's VOC "difficult")
+    threshold_rule: ThresholdRule = ">="  # ">" for DualCoOp's `output > 0.5`
+    threshold_unannotated: UnannotatedPolicy = "ignore"  # "negative": a prediction on an unannotated entry is a FP
+    # Also CP..OF1 on each image's top-K predictions that pass the threshold.
+    threshold_top_k: tuple[PositiveInt, ...] = ()
+    source: str = field(default="", metadata=INTERNAL)
+    extra: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
+
+    def __post_init__(self) -> None:
+        if self.threshold_top_k and self.threshold is None:
+            raise SchemaError("needs a threshold (top-K predictions must also pass it)", key="threshold_top_k")
 
     def settings(self) -> dict[str, Any]:
         """The numbers-defining fields, as written in metrics.json."""
@@ -592,145 +643,41 @@ class EvaluationProtocol:
         }
 
 
-_PROTOCOL_KEYS = {
-    "name",
-    "description",
-    "citation",
-    "top_k",
-    "views",
-    "weighted_map",
-    "no_positive_class",
-    "ties",
-    "threshold",
-    "ap_mode",
-    "unannotated",
-    "threshold_rule",
-    "threshold_unannotated",
-    "threshold_top_k",
-}
-_VIEW_KEYS = {"labels", "image_filter", "class_filter", "top_k_class_filter"}
-
-
 def list_protocols() -> list[str]:
     """Names of the shipped presets (`ovmlc/evaluation/protocols/*.yaml`)."""
     return sorted(path.stem for path in PROTOCOLS_DIR.glob("*.yaml"))
 
 
 def load_protocol(name_or_path: str | Path | EvaluationProtocol) -> EvaluationProtocol:
-    """Load a preset by name (`"nus-wide-biam"`) or from a YAML file with the same fields."""
+    """Load a preset by name (`"nus-wide-biam"`) or from a YAML file with the same fields; `ProtocolError` (a
+    `ValueError`) names the file and the key."""
     if isinstance(name_or_path, EvaluationProtocol):
         return name_or_path
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         preset = PROTOCOLS_DIR / f"{name_or_path}.yaml"
         if not preset.is_file():
-            raise ValueError(
+            raise ProtocolError(
                 f"Unknown evaluation protocol {str(name_or_path)!r}: not a preset name nor a YAML file. "
                 f"Available presets: {', '.join(list_protocols())}."
             )
         path = preset
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ValueError(f"Protocol file {path} is not valid YAML: {error}") from None
-    protocol = _protocol_from_dict(data, source=str(path))
+    protocol = protocol_from_dict(read_yaml(path, error=ProtocolError), source=str(path))
     if path.parent == PROTOCOLS_DIR and protocol.name != path.stem:
-        raise ValueError(
-            f"Protocol file {path}: `name` is {protocol.name!r} but presets must be named after their file."
+        raise ProtocolError(
+            f"expected {path.stem!r} (a preset is named after its file), got {protocol.name!r}", source=path, key="name"
         )
     return protocol
 
 
-def _protocol_from_dict(data: Any, source: str) -> EvaluationProtocol:
-    def fail(message: str) -> ValueError:
-        return ValueError(f"Protocol file {source}: {message}")
-
-    if not isinstance(data, Mapping):
-        raise fail("the top level must be a mapping.")
-    unknown = set(data) - _PROTOCOL_KEYS
-    if unknown:
-        raise fail(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_PROTOCOL_KEYS)}.")
-    for key in ("name", "description", "citation", "top_k", "views"):
-        if key not in data:
-            raise fail(f"missing field `{key}`.")
-
-    def k_list(key: str, value: Any) -> tuple[int, ...]:
-        values = [value] if isinstance(value, int) else value
-        ok = isinstance(values, list) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in values)
-        if not ok:
-            raise fail(f"`{key}` must be a list of positive integers (may be empty), got {value!r}.")
-        return tuple(values)
-
-    top_k = k_list("top_k", data["top_k"])
-    threshold_top_k = k_list("threshold_top_k", data.get("threshold_top_k", []))
-
-    views_data = data["views"]
-    if not isinstance(views_data, Mapping) or not views_data:
-        raise fail("`views` must be a non-empty mapping of view name -> {labels, image_filter, class_filter}.")
-    views = []
-    for view_name, view in views_data.items():
-        if not isinstance(view, Mapping):
-            raise fail(f"view `{view_name}` must be a mapping.")
-        unknown = set(view) - _VIEW_KEYS
-        if unknown:
-            raise fail(f"view `{view_name}` has unknown field(s) {sorted(unknown)}; allowed: {sorted(_VIEW_KEYS)}.")
-        settings = {
-            "labels": view.get("labels"),
-            "image_filter": view.get("image_filter", "all"),
-            "class_filter": view.get("class_filter", "none"),
-            "top_k_class_filter": view.get("top_k_class_filter"),
-        }
-        choices_by_key = {
-            "labels": VIEW_LABEL_SETS,
-            "image_filter": IMAGE_FILTERS,
-            "class_filter": CLASS_FILTERS,
-            "top_k_class_filter": (None, *CLASS_FILTERS),
-        }
-        for key, choices in choices_by_key.items():
-            if settings[key] not in choices:
-                shown = ", ".join(choice for choice in choices if choice is not None)
-                raise fail(f"view `{view_name}`: `{key}` is {settings[key]!r}; choose one of {shown}.")
-        views.append(ProtocolView(name=str(view_name), **settings))
-
-    no_positive = data.get("no_positive_class", "zero")
-    if no_positive not in NO_POSITIVE_POLICIES:
-        raise fail(f"`no_positive_class` is {no_positive!r}; choose one of {', '.join(NO_POSITIVE_POLICIES)}.")
-    ties = data.get("ties", "stable")
-    if ties not in TIE_POLICIES:
-        raise fail(f"`ties` is {ties!r}; choose one of {', '.join(TIE_POLICIES)}.")
-    threshold = data.get("threshold")
-    if threshold is not None and not isinstance(threshold, (int, float)):
-        raise fail(f"`threshold` must be a number or null, got {threshold!r}.")
-    weighted_map = data.get("weighted_map", False)
-    if not isinstance(weighted_map, bool):
-        raise fail(f"`weighted_map` must be true or false, got {weighted_map!r}.")
-    choices = {
-        "ap_mode": (data.get("ap_mode", "per_class"), AP_MODES),
-        "unannotated": (data.get("unannotated", "ignore"), UNANNOTATED_POLICIES),
-        "threshold_rule": (data.get("threshold_rule", ">="), THRESHOLD_RULES),
-        "threshold_unannotated": (data.get("threshold_unannotated", "ignore"), UNANNOTATED_POLICIES),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise fail(f"`{key}` is {value!r}; choose one of {', '.join(allowed)}.")
-    if threshold_top_k and threshold is None:
-        raise fail("`threshold_top_k` needs a `threshold` (top-K predictions must also pass it).")
-
-    return EvaluationProtocol(
-        name=str(data["name"]),
-        description=" ".join(str(data["description"]).split()),
-        citation=" ".join(str(data["citation"]).split()),
-        top_k=top_k,
-        views=tuple(views),
-        weighted_map=weighted_map,
-        no_positive_class=no_positive,
-        ties=ties,
-        threshold=None if threshold is None else float(threshold),
-        ap_mode=choices["ap_mode"][0],
-        unannotated=choices["unannotated"][0],
-        threshold_rule=choices["threshold_rule"][0],
-        threshold_unannotated=choices["threshold_unannotated"][0],
-        threshold_top_k=threshold_top_k,
+def protocol_from_dict(data: Mapping[str, Any], source: str = "<protocol>") -> EvaluationProtocol:
+    """Validate a protocol mapping (the YAML file's content) and build the `EvaluationProtocol`."""
+    protocol = from_data(EvaluationProtocol, data, source=source, error=ProtocolError)
+    # Folded YAML text keeps line breaks; the report shows one paragraph.
+    return dataclasses.replace(
+        protocol,
+        description=" ".join(protocol.description.split()),
+        citation=" ".join(protocol.citation.split()),
         source=source,
     )
 
@@ -826,6 +773,8 @@ def evaluate_protocol(
     thresholds: Any = None,
     unseen_scores: Any = None,
     threshold_scores: Any = None,
+    logits: Any = None,
+    unseen_logits: Any = None,
 ) -> dict[str, Any]:
     """Compute every number of a protocol preset on a score matrix.
 
@@ -843,10 +792,14 @@ def evaluate_protocol(
             on the scored label set (MKT normalises across labels): their ZSL protocol scores the unseen labels alone.
         threshold_scores: optional `[N, C]` scores the threshold metrics use instead, when the ranking `scores` are
             not the predicted scores thresholds apply to (CLIP zero-shot: plain cosine vs its reference prompt).
+        logits: optional `[N, C]` logits of `scores` (`scores = sigmoid(logits)`): the ranking metrics (AP, top-K)
+            then rank these, so a float32 sigmoid saturated at 1.0 creates no ties; the threshold metrics keep the
+            scores. `unseen_logits` `[N, C_unseen]` are the logits of `unseen_scores` (needed with both).
 
     Returns a JSON-ready dict: `protocol` (name), `description`, `citation`, `settings`, image/label counts, and
     `views[name]` with `mAP` (`mAP_per_class` too when the preset's AP is row-pooled), `WmAP` (when the preset
-    reports it), `top_k[str(K)]` (`precision`, `recall`, `f1`, `f1_upper_bound`, counts), optional `threshold`
+    reports it), `tie_fraction` (see `tie_fraction`, of the scores the view ranks), `top_k[str(K)]` (`precision`,
+    `recall`, `f1`, `f1_upper_bound`, counts), optional `threshold`
     (CP/CR/CF1/OP/OR/OF1) and `threshold_top_k[str(K)]`, image counts per image filter, and `per_label` rows. Every
     view repeats the protocol name. Views that cannot be computed (e.g. ZSL without unseen labels) are listed in
     `skipped_views` with the reason. Undefined numbers are None.
@@ -876,6 +829,19 @@ def evaluate_protocol(
         threshold_scores = to_score_matrix(threshold_scores, name="threshold_scores")
         if threshold_scores.shape != scores.shape:
             raise ValueError(f"`threshold_scores` has shape {threshold_scores.shape}; `scores` has {scores.shape}.")
+    zsl_logits = None  # [N, C]: `logits` with the unseen columns replaced by `unseen_logits`
+    if logits is not None:
+        logits = to_score_matrix(logits, name="logits")
+        if logits.shape != scores.shape:
+            raise ValueError(f"`logits` has shape {logits.shape}; `scores` has {scores.shape}.")
+        if (unseen_scores is None) != (unseen_logits is None):
+            raise ValueError("`unseen_logits` go with `unseen_scores` when `logits` are given: pass both or neither.")
+        if unseen_logits is not None:
+            unseen_logits = to_score_matrix(unseen_logits, name="unseen_logits")
+            if unseen_logits.shape != unseen_scores.shape:
+                raise ValueError(f"`unseen_logits` has shape {unseen_logits.shape}; expected {unseen_scores.shape}.")
+            zsl_logits = logits.astype(np.result_type(logits, unseen_logits))  # a copy
+            zsl_logits[:, unseen] = unseen_logits
 
     threshold_source = None
     threshold_vector = None
@@ -892,6 +858,7 @@ def evaluate_protocol(
         "num_images": num_images,
         "num_labels": num_labels,
         "num_unseen_labels": int(unseen.sum()),
+        "ranked_by": "scores" if logits is None else "logits",
         "views": {},
         "skipped_views": {},
     }
@@ -911,18 +878,23 @@ def evaluate_protocol(
             continue
         unseen_alone = zsl_scores is not None and view.labels == "unseen"
         view_thresholds = None if threshold_vector is None else threshold_vector[selection.label_indices]
+        view_scores = zsl_scores if unseen_alone else scores  # [N, C] sigmoid scores (predicted or ranking)
+        ranked, thresholded = view_scores, threshold_scores
+        if logits is not None:  # rank the logits; thresholds apply to the scores
+            ranked = zsl_logits if unseen_alone else logits
+            thresholded = view_scores if threshold_scores is None else threshold_scores
         report["views"][view.name] = _evaluate_view(
             protocol,
             view,
             selection,
-            zsl_scores if unseen_alone else scores,
+            ranked,
             labels,
             label_names,
             unseen,
             view_thresholds,
             threshold_source,
             num_images,
-            threshold_scores,
+            thresholded,
         )
         if unseen_alone:
             report["views"][view.name]["scored_labels"] = "unseen labels alone"
@@ -966,6 +938,7 @@ def _evaluate_view(
         "num_labels_dropped": selection.num_labels_in_set - num_labels,
         "num_labels_without_positives": int((num_positives == 0).sum()),
         "mAP": _number(_nanmean(ap)),
+        "tie_fraction": tie_fraction(scores, labels),
     }
     ap_per_class = None
     if protocol.ap_mode != "per_class":  # the true per-class AP next to the paper's number, for comparison

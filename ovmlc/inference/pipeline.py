@@ -2,7 +2,8 @@
 
 Unlike transformers' `zero-shot-image-classification` (softmax over labels, every label re-encoded for every
 image), this task scores labels independently (sigmoid), supports `top_k` / `threshold`, batches images and
-encodes each vocabulary once.
+encodes each vocabulary once per call (later calls find it in the model's label cache). Scoring goes through
+`ovmlc.core.scoring.Scorer` (float32 head, labels ranked by logit).
 
 This file is also copied next to saved models (`custom_pipelines` in config.json, written by the base model's
 `save_pretrained`), so it imports only transformers, torch and the installed `ovmlc` package's core.
@@ -10,11 +11,11 @@ This file is also copied next to saved models (`custom_pipelines` in config.json
 
 from __future__ import annotations
 
-import torch
 from transformers import Pipeline
 
 from ovmlc.core.images import load_image
 from ovmlc.core.outputs import rank_labels
+from ovmlc.core.scoring import Scorer
 
 
 def split_label_text(text: str) -> list[str]:
@@ -39,7 +40,13 @@ class OpenVocabularyMultiLabelPipeline(Pipeline):
         if self.tokenizer is not None:
             self.model.tokenizer = self.tokenizer
         self.image_processor = self.model.processor
-        self._label_embeds: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def scorer(self) -> Scorer:
+        """Scores batches with the model (made on first use: `Pipeline.__init__` may already sanitize labels)."""
+        if getattr(self, "_scorer", None) is None or self._scorer.model is not self.model:
+            self._scorer = Scorer(self.model)
+        return self._scorer
 
     def _sanitize_parameters(self, candidate_labels=None, top_k=None, threshold=None, **kwargs):
         forward_params, postprocess_params = {}, {}
@@ -47,34 +54,24 @@ class OpenVocabularyMultiLabelPipeline(Pipeline):
             if isinstance(candidate_labels, str):
                 candidate_labels = split_label_text(candidate_labels)
             vocabulary = self.model.vocabulary(candidate_labels)  # validates names early, with a clear error
-            forward_params["vocabulary"] = vocabulary
+            forward_params["label_embeds"] = self.scorer.label_embeddings(vocabulary)  # [C, D], once per call
             postprocess_params["names"] = vocabulary.names
             postprocess_params["thresholds"] = self.model.resolve_thresholds(vocabulary.names, threshold)
         postprocess_params["top_k"] = top_k
         return {}, forward_params, postprocess_params
 
-    def label_embeddings(self, vocabulary) -> torch.Tensor:
-        """`[C, D]`, encoded once per vocabulary for the lifetime of the pipeline."""
-        key = (tuple(vocabulary.names), tuple(vocabulary.templates), vocabulary.pool)
-        if key not in self._label_embeds:
-            with torch.no_grad():
-                self._label_embeds[key] = self.model.encode_labels(vocabulary)
-        return self._label_embeds[key]
-
     def preprocess(self, image):
         pixel_values = self.image_processor(images=[load_image(image)], return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixel_values.to(self.dtype) if self.dtype is not None else pixel_values}
 
-    def _forward(self, model_inputs, vocabulary=None):
-        if vocabulary is None:
+    def _forward(self, model_inputs, label_embeds=None):
+        if label_embeds is None:
             raise ValueError("candidate_labels is required, e.g. pipe(image, candidate_labels=['cat', 'dog'])")
-        logits = self.model(
-            pixel_values=model_inputs["pixel_values"].to(self.model.dtype),
-            label_embeds=self.label_embeddings(vocabulary),
-        ).logits
-        return {"scores": torch.sigmoid(logits.float())}  # [b, C]
+        scored = self.scorer.score_batch(model_inputs["pixel_values"], label_embeds)
+        return {"scores": scored.scores, "logits": scored.logits}  # [b, C] float32
 
     def postprocess(self, model_outputs, names=None, thresholds=None, top_k=None):
-        scores = model_outputs["scores"].reshape(-1, len(names))[0].cpu().numpy()  # [C]
-        ranked = rank_labels(scores[None], names, top_k=top_k, thresholds=thresholds)[0]
+        scores = model_outputs["scores"].reshape(-1, len(names))[:1].cpu().numpy()  # [1, C]
+        logits = model_outputs["logits"].reshape(-1, len(names))[:1].cpu().numpy()  # [1, C]
+        ranked = rank_labels(scores, names, top_k=top_k, thresholds=thresholds, order_by=logits)[0]
         return [{"label": label, "score": score} for label, score in ranked]

@@ -245,21 +245,14 @@ class PromptLearningMixin:
         learner_trains = any(parameter.requires_grad for parameter in learner.parameters())
         if self.training and torch.is_grad_enabled() and learner_trains:
             return self._pool_prompt_embeddings(self.encode_prompts(vocabulary.names), vocabulary.pool)
-        templates_key = vocabulary.templates_key
-        fingerprint = self.text_fingerprint()
-        cache = self.label_cache
-        table = cache.table(fingerprint, templates_key)
-        missing = [name for name in vocabulary.names if name not in table]
-        if missing:
+
+        def encode_missing(missing: list[str]) -> torch.Tensor:
             with torch.no_grad():
-                embeddings = self._pool_prompt_embeddings(self.encode_prompts(missing), vocabulary.pool)
-            table.update(zip(missing, embeddings.float().cpu()))
-        embeddings = torch.stack([table[name] for name in vocabulary.names])
-        if cache.max_labels is not None:
-            for name in vocabulary.names:  # least-recently-used order: the labels just asked for go last
-                table[name] = table.pop(name)
-        if missing:
-            cache.persist(fingerprint, templates_key)
+                return self._pool_prompt_embeddings(self.encode_prompts(missing), vocabulary.pool)  # [M, (S,) D]
+
+        embeddings = self.label_cache.lookup(
+            self.text_fingerprint(), vocabulary.templates_key, vocabulary.names, encode_missing
+        )
         return embeddings.to(self.device)
 
     @staticmethod

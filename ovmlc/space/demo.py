@@ -1,7 +1,8 @@
 """The ovmlc Gradio demo: tag any image with any vocabulary, with per-label heatmaps.
 
-`TaggingService` holds the logic (input limits, label-embedding LRU, scoring, heatmaps, batch tables) and needs no
-gradio; `build_demo(models)` wraps it in a `gr.Blocks` app. `spaces/ovmlc-demo/app.py` adds argparse + launch.
+`TaggingService` holds the logic (input limits, scoring through `ovmlc.core.scoring.Scorer`, heatmaps, batch tables)
+and needs no gradio; label embeddings live in each model's own LRU label cache, capped small and kept in memory.
+`build_demo(models)` wraps it in a `gr.Blocks` app. `spaces/ovmlc-demo/app.py` adds argparse + launch.
 
 Programmatic API of the app (stable names):
 - `/predict(image, vocabulary, top_k=10, threshold=0.0)` -> (label scores, info) on the first (default) model;
@@ -17,9 +18,7 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from PIL import Image
 from ..core.images import ImageLoadError, load_image, load_image_file
 from ..core.modeling_base import OVMLCPreTrainedModel
 from ..core.outputs import rank_labels
+from ..core.scoring import Scorer
 from ..core.vocabulary import load_labelset, normalize_label
 from ..inference.pipeline import split_label_text
 
@@ -70,8 +70,9 @@ class DemoLimits:
     max_top_k: int = 50
     heatmap_labels: int = 3  # heatmaps drawn for this many top labels
     display_max_side: int = 512  # heatmap canvas size (longest side, pixels)
-    label_cache_size: int = 32  # (model, vocabulary) entries in the label-embedding LRU
-    model_label_cache: int = 20_000  # labels kept in each model's own cache (memory only: typed labels never hit disk)
+    # Label embeddings kept per model (its label cache: LRU, memory only, so typed labels never hit disk); at least
+    # max_labels, so one request's labels always fit.
+    label_cache_size: int = 5000
     concurrency: int = 2  # requests computed at once (`queue(default_concurrency_limit=...)`)
     queue_size: int = 64  # requests waiting at most; more are refused with "queue full"
     batch_chunk: int = 8  # images per forward in batch mode
@@ -250,12 +251,15 @@ class TaggingService:
             raise DemoModelError("the demo needs at least one model")
         self.models = dict(models)
         self.limits = limits or DemoLimits()
+        if self.limits.label_cache_size < self.limits.max_labels:
+            raise ValueError(
+                f"DemoLimits: label_cache_size ({self.limits.label_cache_size}) must be at least max_labels "
+                f"({self.limits.max_labels}), so that one request's labels fit in the cache"
+            )
         for model in self.models.values():
-            model.set_label_cache(None, max_labels=self.limits.model_label_cache)
-        self._label_lru: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
-        self._lru_lock = threading.Lock()
-        # One text encode at a time per model: the model's label cache is a plain dict persisted to one file.
-        self._encode_locks = {name: threading.Lock() for name in self.models}
+            # The model's one label cache (thread-safe, one text forward at a time), small and memory only.
+            model.set_label_cache(None, max_labels=self.limits.label_cache_size)
+        self.scorers = {name: Scorer(model, batch_size=self.limits.batch_chunk) for name, model in self.models.items()}
         self._csv_dir = Path(tempfile.mkdtemp(prefix="ovmlc-demo-"))
 
     @property
@@ -356,22 +360,11 @@ class TaggingService:
 
     # ------------------------------------------------------------------ label embeddings
     def label_embeddings(self, model_name: str, labels: Sequence[str]) -> tuple[torch.Tensor, bool]:
-        """`[C, D]` embeddings of `labels` for a model, from a small LRU keyed by (model, vocabulary); returns
-        `(embeddings, was_cached)`."""
-        key = (model_name, tuple(labels))
-        with self._lru_lock:
-            if key in self._label_lru:
-                self._label_lru.move_to_end(key)
-                return self._label_lru[key], True
-        _, model = self.model(model_name)
-        with self._encode_locks[model_name], torch.inference_mode():
-            embeddings = model.encode_labels(list(labels))
-        with self._lru_lock:
-            self._label_lru[key] = embeddings
-            self._label_lru.move_to_end(key)
-            while len(self._label_lru) > self.limits.label_cache_size:
-                self._label_lru.popitem(last=False)
-        return embeddings, False
+        """`[C, D]` embeddings of `labels` for a model, from the model's label cache; returns `(embeddings,
+        was_cached)` (cached: no label had to be encoded)."""
+        model_name, model = self.model(model_name)
+        embeddings = self.scorers[model_name].label_embeddings(list(labels))
+        return embeddings, model.label_cache.last_lookup_encoded == 0
 
     def thresholds(
         self, model: OVMLCPreTrainedModel, labels: Sequence[str], threshold: float | None, calibrated: bool
@@ -408,11 +401,10 @@ class TaggingService:
         timings["labels (cached)" if cached else "labels"] = _ms(start)
 
         start = time.perf_counter()
-        with torch.inference_mode():
-            pixel_values = model.preprocess([pil_image])  # [1, 3, H, W]
-            outputs = model(pixel_values=pixel_values, label_embeds=label_embeds, return_label_maps=heatmaps)
-        scores = torch.sigmoid(outputs.logits.float())[0].cpu().numpy()  # [C]
-        ranked = rank_labels(scores[None], labels, top_k=top_k, thresholds=thresholds)[0]
+        pixel_values = model.preprocess([pil_image])  # [1, 3, H, W]
+        scored = self.scorers[model_name].score_batch(pixel_values, label_embeds, return_label_maps=heatmaps)
+        scores = scored.scores[0].cpu().numpy()  # [C]
+        ranked = rank_labels(scores[None], labels, top_k, thresholds, order_by=scored.logits[:1].cpu().numpy())[0]
         timings["model"] = _ms(start)
 
         note = ""
@@ -422,7 +414,7 @@ class TaggingService:
         heatmap, heatmap_note = None, ""
         if heatmaps:
             start = time.perf_counter()
-            heatmap, heatmap_note = self._heatmap(model, pil_image, outputs.label_maps, labels, scores, ranked)
+            heatmap, heatmap_note = self._heatmap(model, pil_image, scored.label_maps, labels, scores, ranked)
             timings["heatmap"] = _ms(start)
         return TagResult(ranked, heatmap, timings, model_name, len(labels), note, heatmap_note)
 
@@ -476,17 +468,13 @@ class TaggingService:
         timings["input"] = _ms(start)
 
         start = time.perf_counter()
-        label_embeds, cached = self.label_embeddings(model_name, labels)
+        _, cached = self.label_embeddings(model_name, labels)
         timings["labels (cached)" if cached else "labels"] = _ms(start)
 
         start = time.perf_counter()
-        chunks = []
-        with torch.inference_mode():
-            for offset in range(0, len(pil_images), self.limits.batch_chunk):
-                pixel_values = model.preprocess(pil_images[offset : offset + self.limits.batch_chunk])
-                chunks.append(torch.sigmoid(model(pixel_values=pixel_values, label_embeds=label_embeds).logits.float()))
-        scores = torch.cat(chunks).cpu().numpy()  # [N, C]
-        ranked = rank_labels(scores, labels, top_k=top_k, thresholds=thresholds)
+        result = self.scorers[model_name].score_images(pil_images, labels)  # labels: from the cache just filled
+        scores = result.scores  # [N, C]
+        ranked = rank_labels(scores, labels, top_k=top_k, thresholds=thresholds, order_by=result.logits)
         timings["model"] = _ms(start)
 
         headers = ["image", "tags", *labels]

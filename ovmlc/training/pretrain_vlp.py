@@ -15,7 +15,6 @@ recipe and the measured zero-shot quality.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -26,6 +25,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,20 @@ from ovmlc.data.synthetic import (
     load_labelset,
 )
 from ovmlc.training import release_accelerator_state
+from ovmlc.yaml_schema import (
+    Bounds,
+    Check,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SchemaError,
+    Seed,
+    UnitFloat,
+    from_data,
+    load,
+    to_data,
+)
 
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
@@ -54,99 +68,90 @@ EVAL_TEMPLATE = "a photo of a {}."
 CLIP_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
+class PretrainConfigError(SchemaError):
+    """A pretraining recipe is invalid (a `ValueError`); the message names the file and the key."""
+
+
+Beta = Annotated[float, Bounds(ge=0, lt=1)]
+PatchSize = Annotated[int, Check(lambda size: size >= 1 and 64 % size == 0, "a divisor of the 64-px image size")]
+
+
 @dataclass
 class VLPPretrainConfig:
     """Every knob of a pretraining recipe (`hub_configs/clip-synthetic*.yaml`)."""
 
     output_dir: str = "ovmlc/assets/clip-synthetic"
-    seed: int = 0
+    seed: Seed = 0
     # world
-    num_images: int = 50_000
+    num_images: PositiveInt = 50_000
     labelset: str | None = None  # path of the label set JSON; None = ovmlc/labelsets/synthetic.json
-    short_caption_prob: float = 0.3
-    num_workers: int | None = None
+    short_caption_prob: UnitFloat = 0.3
+    num_workers: NonNegativeInt | None = None
     # tokenizer
-    tokenizer_vocab_size: int = 1000
+    tokenizer_vocab_size: PositiveInt = 1000
     tokenizer_extra_words: list[str] = field(default_factory=list)
-    max_text_length: int = 32
+    max_text_length: PositiveInt = 32
     # model
-    vision_hidden_size: int = 128
-    vision_layers: int = 4
-    vision_heads: int = 4
-    text_hidden_size: int = 64
-    text_layers: int = 2
-    text_heads: int = 4
-    projection_dim: int = 128
-    patch_size: int = 16
+    vision_hidden_size: PositiveInt = 128
+    vision_layers: PositiveInt = 4
+    vision_heads: PositiveInt = 4
+    text_hidden_size: PositiveInt = 64
+    text_layers: PositiveInt = 2
+    text_heads: PositiveInt = 4
+    projection_dim: PositiveInt = 128
+    patch_size: PatchSize = 16
     # stage 0: text bag-of-words warm-up
-    text_warmup_steps: int = 600
-    text_warmup_lr: float = 2e-3
-    text_warmup_scale: float = 10.0
+    text_warmup_steps: NonNegativeInt = 600
+    text_warmup_lr: PositiveFloat = 2e-3
+    text_warmup_scale: PositiveFloat = 10.0
     # stage 1: contrastive
-    clip_steps: int = 2500
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    lr_warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    max_logit_scale: float = 100.0
-    text_freeze_steps: int = 500
-    mixed_precision: str = "bf16"
-    num_threads: int | None = None  # torch intra-op threads (None = torch's default); 1 is far faster on a busy machine
+    clip_steps: NonNegativeInt = 2500
+    batch_size: PositiveInt = 256
+    learning_rate: PositiveFloat = 2e-3
+    weight_decay: NonNegativeFloat = 0.1
+    adam_beta1: Beta = 0.9
+    adam_beta2: Beta = 0.98
+    lr_warmup_ratio: UnitFloat = 0.05
+    max_grad_norm: PositiveFloat = 1.0
+    max_logit_scale: PositiveFloat = 100.0
+    text_freeze_steps: NonNegativeInt = 500
+    mixed_precision: Literal["bf16", "no"] = "bf16"
+    # torch intra-op threads (None = torch's default); 1 is far faster on a busy machine
+    num_threads: PositiveInt | None = None
     # evaluation
-    eval_num_images: int = 2000
-    eval_seed: int = 0
-    eval_every: int = 500
-    eval_quick_images: int = 500
-    save_every: int = 0  # also save the folder at every quick evaluation after this many steps (0 = only at the end)
+    eval_num_images: PositiveInt = 2000
+    eval_seed: Seed = 0
+    eval_every: NonNegativeInt = 500  # quick evaluation every N CLIP steps (0 = never)
+    eval_quick_images: PositiveInt = 500
+    # also save the folder at every quick evaluation after this many steps (0 = only at the end)
+    save_every: NonNegativeInt = 0
     evaluate_random_init: bool = True
+
+    def __post_init__(self) -> None:
+        for tower in ("vision", "text"):
+            hidden, heads = getattr(self, f"{tower}_hidden_size"), getattr(self, f"{tower}_heads")
+            if isinstance(hidden, int) and isinstance(heads, int) and heads >= 1 and hidden % heads:
+                raise SchemaError(
+                    f"expected a divisor of {tower}_hidden_size {hidden}, got {heads}", key=f"{tower}_heads"
+                )
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> VLPPretrainConfig:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"Cannot read pretraining recipe {path}: {error}") from error
-        if not isinstance(raw, dict):
-            raise ValueError(f"Pretraining recipe {path} must be a mapping of knobs, got {type(raw).__name__}.")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in pretraining recipe {path}; known keys: {sorted(known)}.")
-        defaults = cls()
-        for key, value in raw.items():
-            default = getattr(defaults, key)
-            expected = type(default)
-            if value is None or default is None:
-                continue
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                raw[key] = float(value)
-            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(
-                    f"Key {key!r} in pretraining recipe {path} must be {expected.__name__}, got {value!r}."
-                )
-        config = cls(**raw)
+        """Read and validate a pretraining recipe; `PretrainConfigError` names the file and the key."""
+        config = load(cls, path, error=PretrainConfigError)
         config.validate(path)
         return config
 
     def validate(self, source: str | os.PathLike = "<config>") -> None:
-        if self.mixed_precision not in ("bf16", "no"):
-            raise ValueError(f"{source}: mixed_precision must be 'bf16' or 'no', got {self.mixed_precision!r}.")
-        for key in ("num_images", "batch_size", "max_text_length", "eval_num_images"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{source}: {key} must be > 0, got {getattr(self, key)}.")
-        if 64 % self.patch_size:
-            raise ValueError(f"{source}: patch_size must divide the 64-px image size, got {self.patch_size}.")
+        """Check every field (also after changes made in code) and that the label set loads."""
+        from_data(type(self), self.to_dict(), source=source, error=PretrainConfigError)
         try:
             load_labelset(self.labelset)
-        except ValueError as error:
-            raise ValueError(f"{source}: labelset: {error}") from error
+        except (OSError, ValueError) as error:
+            raise PretrainConfigError(str(error), source=source, key="labelset") from None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return to_data(self)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -684,7 +689,7 @@ def render_model_card(
                 f"between the global image embedding and the prompt `{EVAL_TEMPLATE}`. ZSL = unseen labels on the "
                 f"{report['zsl_images']:,} images with at least one unseen label; GZSL = all labels on all images. "
                 "mAP = mean per-label average precision; F1@3 = overall (pooled) F1 of each image's top-3 labels "
-                "(`ovmlc.metrics`)."
+                "(`ovmlc.evaluation.metrics`)."
             ),
             "",
             "| metric | this checkpoint | same architecture, random weights |",

@@ -36,7 +36,7 @@ from .errors import TrainingError
 from .label_space import LabelSpace, resolve_label_space
 from .launch import environment_info, flat_config
 from .optimization import build_schedule_lambda
-from .recipe import Recipe, RecipeError, load_recipe
+from .recipe import Recipe, RecipeError, load_recipe, validate_recipe
 from .run_data import check_dataset_path
 from .state import TrainerState
 from .validation import Validator, metric_at, summarize_report
@@ -105,6 +105,7 @@ class Trainer:
         from .launch import on_main_process
         from .output_folder import clear_previous_run, holds_a_run
 
+        validate_recipe(self.recipe)  # what the recipe names (method config, protocol, presets): before any file op
         on_main_process(self.accelerator, self.lock.acquire, f"locking output_dir {self.output_dir}")
         self.resume_from = None
         if self.resume:

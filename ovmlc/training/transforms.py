@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import Recipe, RecipeError
+from .recipe import Recipe, RecipeError, preset_config, recipe_presets
 
 PROCESSOR_INTERPOLATIONS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 
@@ -42,26 +42,22 @@ def processor_transform_config(processor) -> dict[str, Any]:
 
 def build_image_transforms(recipe: Recipe, model) -> tuple[Any, Any, dict[str, Any]]:
     """`(train_transform, eval_transform, description)`; transforms map a PIL image to float32 `[3, H, W]`."""
-    from ..data.transforms import TransformConfigError, load_transform, load_transform_config
+    from ..data.transforms import TransformConfigError, load_transform
 
     processor_config = processor_transform_config(model.processor)
     settings = recipe.transforms
     size = settings.size or processor_config["size"]
-    normalize = settings.normalize
+    normalize = processor_config["normalize"] if settings.normalize == "backbone" else None
 
     def build(spec: Any, key: str):
         try:
-            config = spec if isinstance(spec, dict) else load_transform_config(spec)
-            config = dict(config)
-            if normalize == "backbone":
-                config["normalize"] = processor_config["normalize"]
-            return load_transform(config, size=size)
+            return load_transform(preset_config(spec, normalize), size=size)
         except (TransformConfigError, FileNotFoundError) as error:
-            raise RecipeError(f"recipe {recipe.source}: {key}: {error}") from None
+            raise recipe.error(key, str(error)) from None
 
-    eval_spec = settings.eval
-    eval_transform = build(eval_spec if eval_spec is not None else processor_config, "transforms.eval")
-    augment = recipe.training.augment
-    train_transform = eval_transform if augment == "none" else build(augment, "training.augment")
+    presets = dict(recipe_presets(recipe))
+    eval_transform = build(presets.get("transforms.eval", processor_config), "transforms.eval")
+    augment = presets.get("training.augment")
+    train_transform = eval_transform if augment is None else build(augment, "training.augment")
     description = {"eval": eval_transform.to_config(), "train": train_transform.to_config()}
     return train_transform, eval_transform, description

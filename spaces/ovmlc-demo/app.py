@@ -50,7 +50,11 @@ def main(argv=None) -> int:
     except DemoModelError as error:
         print(f"ovmlc-demo: {error}", file=sys.stderr)
         return 2
-    limits = DemoLimits(concurrency=args.concurrency, max_labels=args.max_labels)
+    limits = DemoLimits(
+        concurrency=args.concurrency,
+        max_labels=args.max_labels,
+        label_cache_size=max(DemoLimits.label_cache_size, args.max_labels),  # one request's labels always fit
+    )
     demo = build_demo(
         models,
         presets=load_presets(HERE / "presets.json"),
