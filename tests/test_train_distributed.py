@@ -115,3 +115,35 @@ def test_two_processes_train_like_one_and_evaluate_each_example_once(tmp_path, m
 
     extra = files(double) - files(single)
     assert extra and all(path.endswith("rng_state_1.safetensors") for path in extra)
+
+
+class _LaunchedAccelerator:
+    """What `check_launch` reads of an `Accelerator`."""
+
+    def __init__(self, num_processes, distributed_type="NO"):
+        from types import SimpleNamespace
+
+        self.num_processes = num_processes
+        self.distributed_type = SimpleNamespace(name=distributed_type)
+
+
+def test_launch_checks_refuse_unjoined_copies_and_warn_when_several_processes_became_one(capsys):
+    from ovmlc.training.errors import TrainingError
+    from ovmlc.training.launch import CPU_LAUNCH, check_launch
+
+    # `accelerate launch --multi_gpu --num_processes 2` on CPU without ACCELERATE_USE_CPU: two unsynchronised copies.
+    with pytest.raises(TrainingError, match=r"started 2 processes \(WORLD_SIZE=2\) but accelerate joined 1") as error:
+        check_launch(_LaunchedAccelerator(1), {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"})
+    assert "ACCELERATE_USE_CPU=true" in str(error.value) and CPU_LAUNCH in str(error.value)
+    # `accelerate launch --num_processes 2` without --multi_gpu on CPU: one process, loudly.
+    asked = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "ACCELERATE_MIXED_PRECISION": "no"}
+    warning = check_launch(_LaunchedAccelerator(1), asked)
+    assert warning is not None and "asked for several processes but started ONE" in warning
+    printed = capsys.readouterr().err
+    assert "!" * 100 in printed and "ovmlc train: WARNING: " in printed and CPU_LAUNCH in printed
+    # A plain single-process run and a joined multi-process run: nothing to say.
+    assert check_launch(_LaunchedAccelerator(1), {}) is None
+    assert check_launch(_LaunchedAccelerator(2, "MULTI_CPU"), {"WORLD_SIZE": "2", **asked}) is None
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TrainingError, match="with DDP .*launch without DeepSpeed / FSDP"):
+        check_launch(_LaunchedAccelerator(2, "DEEPSPEED"), {"WORLD_SIZE": "2"})
