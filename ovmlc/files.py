@@ -16,13 +16,19 @@ LABEL_EMBEDDINGS_FILE = "label_embeddings.safetensors"
 PIPELINE_FILE = "pipeline.py"
 # The class of `PIPELINE_FILE` that implements the task, as transformers' `custom_pipelines` names it.
 PIPELINE_IMPL = "pipeline.OpenVocabularyMultiLabelPipeline"
+# The module of the installed package that `PIPELINE_FILE` is exported from (with the modules it imports).
+PIPELINE_MODULE = "ovmlc.inference.pipeline"
 # The task id under which the pipeline is registered (transformers' `pipeline(task)` and config.json).
 PIPELINE_TASK = "open-vocabulary-multi-label-classification"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
-# LoRA (CLIP-FT `finetune="lora"`): PEFT's file names, so peft tools read the adapter.
+# LoRA (CLIP-FT `finetune="lora"`): PEFT's file names, so peft tools read the adapter. A peft adapter of the backbone
+# lives in `BACKBONE_ADAPTER_DIR/` of a model folder: an adapter_config.json at the top would make transformers'
+# AutoModel load the adapter's base (the CLIP) instead of the ovmlc model. (Folders of ovmlc 0.1 hold the two files at
+# the top, with the logit head inside the adapter weights; they still load.)
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+BACKBONE_ADAPTER_DIR = "backbone_adapter"
 # The card of a Hub repository (model or dataset).
 CARD_FILE = "README.md"
 
@@ -70,6 +76,7 @@ DATASET_DATA_DIR = "data"
 __all__ = [
     "ADAPTER_CONFIG_FILE",
     "ADAPTER_WEIGHTS_FILE",
+    "BACKBONE_ADAPTER_DIR",
     "BEST_WEIGHTS_FILE",
     "CARD_FILE",
     "CHECKPOINTS_DIR",
@@ -84,6 +91,7 @@ __all__ = [
     "PER_LABEL_FILE_NAME",
     "PIPELINE_FILE",
     "PIPELINE_IMPL",
+    "PIPELINE_MODULE",
     "PIPELINE_TASK",
     "PLOT_FILE_NAMES",
     "PREPROCESSOR_FILE",

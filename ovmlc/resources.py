@@ -1,8 +1,11 @@
 """Where the package data lives: prompt templates, label sets, protocol presets, transform presets, the shipped
 offline CLIP, the model-card template and the recipes of `hub_configs/`.
 
-Everything is found through `importlib.resources`, so it works from a wheel / non-editable install as well as from a
-source checkout. Layer 0: standard library only (nothing here imports torch or reads a file at import time).
+Everything is found relative to this file (the package folder), so it works from a wheel / non-editable install as
+well as from a source checkout. Layer 0: standard library only (nothing here imports torch or reads a file at import
+time). This module is also part of the flat remote code exported next to saved models (`core/code_export.py`),
+where `import ovmlc` may fail: it never imports the package, and there the data folders simply do not exist (the code
+that reads them says so when asked for a shipped name).
 
 `hub_configs/` is the top-level home of the recipes in the repository (users copy from it); the wheel ships the same
 files as `ovmlc/hub_configs/` (a `package-dir` mapping in pyproject.toml, no second copy in the repository).
@@ -22,10 +25,9 @@ class ResourceError(FileNotFoundError):
 
 def package_dir() -> Path:
     """The installed `ovmlc` package folder (a real directory: ovmlc is not importable from a zip archive)."""
-    root = resources.files(PACKAGE)
-    path = Path(str(root))
+    path = Path(__file__).resolve().parent
     if not path.is_dir():
-        raise ResourceError(f"the ovmlc package data is not a folder on disk ({root}); install ovmlc unzipped")
+        raise ResourceError(f"the ovmlc package data is not a folder on disk ({path}); install ovmlc unzipped")
     return path
 
 
@@ -37,8 +39,6 @@ TRANSFORM_PRESETS_DIR = _ROOT / "data" / "transform_presets"
 SYNTHETIC_CLIP_DIR = _ROOT / "assets" / "clip-synthetic"
 SYNTHETIC_LABELSET = LABELSETS_DIR / "synthetic.json"
 MODEL_CARD_TEMPLATE = _ROOT / "hub" / "model_card_template.md"
-# Copied next to saved models (read as a file, never imported by the model code).
-PIPELINE_SOURCE = _ROOT / "inference" / "pipeline.py"
 # The name under which `SYNTHETIC_CLIP_DIR` is accepted wherever a CLIP checkpoint is (the offline default).
 SYNTHETIC_CLIP_ALIAS = "synthetic"
 DEFAULT_BACKBONE = SYNTHETIC_CLIP_ALIAS
@@ -71,7 +71,6 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "LABELSETS_DIR",
     "MODEL_CARD_TEMPLATE",
-    "PIPELINE_SOURCE",
     "PROTOCOLS_DIR",
     "ResourceError",
     "SYNTHETIC_CLIP_ALIAS",

@@ -80,3 +80,48 @@ def save_hub_layout_clip(directory: Path, seed: int = 0) -> Path:
 def random_images(count: int, size: int = 40, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 255, (size, size + 8, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+# Python source that makes `import ovmlc` fail in a fresh interpreter (prepend it to a `python -c` script), as for a
+# Hub user who only has transformers: models must then load from their folder's own flat code.
+BLOCK_OVMLC = """
+import importlib.abc as _abc, sys as _sys
+
+class _BlockOVMLC(_abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ovmlc" or name.startswith("ovmlc."):
+            raise ImportError(f"ovmlc is not installed here ({name})")
+
+_sys.meta_path.insert(0, _BlockOVMLC())
+"""
+
+
+def b16_shaped_clip(seed: int = 0, num_layers: int = 1) -> tuple[CLIPModel, CLIPTokenizer]:
+    """A CLIP with ViT-B/16's widths (text 512, vision 768, patch 16 at 224 px, projection 512) but `num_layers` layers
+    per tower and the byte tokenizer: what sizes per-method weights like the real B/16, at a fraction of its 150 M
+    parameters."""
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=512,
+            intermediate_size=2048,
+            num_hidden_layers=num_layers,
+            num_attention_heads=8,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=num_layers,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
+        projection_dim=512,
+    )
+    return CLIPModel(config).eval(), tokenizer

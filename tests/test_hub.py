@@ -18,13 +18,16 @@ import pytest
 import yaml
 from datasets import DatasetDict
 from fake_hub import FakeHub
-from helpers import random_images, save_hub_layout_clip
+from helpers import BLOCK_OVMLC, random_images, save_hub_layout_clip
 from huggingface_hub import CommitInfo, ModelCard, RepoUrl
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from safetensors import safe_open
 
-from ovmlc import CLIPZeroShotModel
+from ovmlc import CLIPZeroShotConfig, CLIPZeroShotModel
 from ovmlc.cli import main as cli_main
+from ovmlc.core.code_export import export_model_code
 from ovmlc.evaluation import ScoresFile, calibrate_thresholds, evaluate_scores, save_scores, write_thresholds
+from ovmlc.files import PIPELINE_MODULE
 from ovmlc.hub import HubFolderError, plan_model_upload, push_pretrained_model, validate_dataset_folder
 from ovmlc.hub.model_card import OVMLCModelCardData, build_model_card, write_model_card
 
@@ -61,12 +64,12 @@ TRAINER_STATE = {
     "hardware": {"device": "cpu", "num_processes": 1},
     "versions": {"ovmlc": "0.1.0", "torch": "2.13.0"},
 }
+# The self-contained remote code of CLIP zero-shot: its files, the shared modules they import, the pipeline.
+CODE_FILES = set(export_model_code(CLIPZeroShotModel, CLIPZeroShotConfig, PIPELINE_MODULE).files)
 EXPECTED_RUN_FILES = {
+    *CODE_FILES,
     "README.md",
     "config.json",
-    "configuration_clip_zeroshot.py",
-    "modeling_clip_zeroshot.py",
-    "pipeline.py",
     "model.safetensors",
     "label_embeddings.safetensors",
     "preprocessor_config.json",
@@ -564,6 +567,225 @@ def test_trained_run_pushes_and_loads_back(online, tmp_path, monkeypatch):
     assert type(from_hub) is ovmlc.QKSModel
     expected = ovmlc.load_model(str(output)).predict_scores(images, labels)
     np.testing.assert_allclose(from_hub.predict_scores(images, labels), expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Adapter-only models whose base model is on the Hub
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _push_folder(repo_id: str, folder: Path, message: str = "upload") -> str:
+    """Upload a folder as it is (e.g. a plain CLIP checkpoint) with the real client; returns the new commit id."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=message).oid
+
+
+def _perturbed(model, seed: int = 0):
+    """As if trained: every trainable weight moved."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    return model.eval()
+
+
+def _qks_on_hub_backbone(backbone_id: str, seed: int = 0):
+    from ovmlc import QKSModel
+
+    model = QKSModel.from_clip(backbone_id, num_queries=4, num_query_layers=1, templates="single")
+    model.config.label_names = SEEN + UNSEEN
+    return _perturbed(model, seed)
+
+
+def _resolved(fake_hub: FakeHub, repo_id: str) -> list[str]:
+    return [request.path for request in fake_hub.requests if request.path.startswith(f"/{repo_id}/resolve/")]
+
+
+def test_adapter_only_model_and_its_backbone_on_the_hub_load_without_ovmlc(online, fake_hub, images_dir, tmp_path):
+    """Built from a CLIP that is on the Hub, a model saves in the adapter-only layout by default (its own weights,
+    the backbone pinned by commit); pushed, it loads in a fresh process where `import ovmlc` fails, with AutoModel and
+    the pipeline, which fetch the model and its backbone and give the scores of the saved model."""
+    backbone_id = "org/tiny-clip-a"
+    backbone_commit = _push_folder(backbone_id, save_hub_layout_clip(tmp_path / "tiny-clip"))
+    model = _qks_on_hub_backbone(backbone_id)
+    folder = tmp_path / "qks-adapter"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["weights_layout"] == "adapter_only" and config["base_model_modules"] == ["clip"]
+    assert config["base_model_name_or_path"] == backbone_id == config["backbone_name_or_path"]
+    assert config["base_model_revision"] == backbone_commit == config["backbone_revision"]
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        assert handle.keys() and not [key for key in handle.keys() if key.startswith("clip.")]
+
+    assert cli_main(["push", "--model", str(folder), "--repo", "org/qks-adapter"]) == 0
+    card = ModelCard(fake_hub.read_file("org/qks-adapter", "README.md").decode())
+    assert card.data.base_model == backbone_id
+    assert "adapter-only" in card.text and backbone_commit in card.text and "works without ovmlc installed" in card.text
+
+    images = sorted(str(path) for path in images_dir.glob("*.png"))
+    labels = ["green triangle", "yellow star", "a dog"]
+    np.save(tmp_path / "expected.npy", model.predict_scores(images, labels))
+    before = len(_resolved(fake_hub, backbone_id))
+    output = run_python(
+        BLOCK_OVMLC
+        + textwrap.dedent(
+            f"""
+            import numpy as np
+            from transformers import AutoModel, pipeline
+
+            images, labels = {images!r}, {labels!r}
+            expected = np.load("expected.npy")
+            model = AutoModel.from_pretrained("org/qks-adapter", trust_remote_code=True)
+            assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+            np.testing.assert_allclose(model.predict_scores(images, labels), expected, atol=1e-5)
+            classifier = pipeline(model="org/qks-adapter", trust_remote_code=True)
+            scores = {{entry["label"]: entry["score"] for entry in classifier(images[0], candidate_labels=labels)}}
+            np.testing.assert_allclose([scores[label] for label in labels], expected[0], atol=1e-5)
+            try:
+                import ovmlc  # noqa: F401
+            except ImportError:
+                print("loaded without ovmlc")
+            """
+        ),
+        fake_hub,
+        tmp_path,
+    )
+    assert "loaded without ovmlc" in output
+    assert f"/{backbone_id}/resolve/{backbone_commit}/model.safetensors" in _resolved(fake_hub, backbone_id)[before:]
+
+
+def test_pinned_revisions_are_honoured(online, fake_hub, images_dir, tmp_path):
+    """The backbone is loaded at the commit the folder pins even after its repo moves on, and `revision=` picks an
+    earlier commit of the model repo itself."""
+    backbone_id, repo_id = "org/tiny-clip-b", "org/qks-pinned"
+    first = _push_folder(backbone_id, save_hub_layout_clip(tmp_path / "clip-0", seed=0))
+    model = _qks_on_hub_backbone(backbone_id)
+    model.save_pretrained(tmp_path / "v1")
+    assert cli_main(["push", "--model", str(tmp_path / "v1"), "--repo", repo_id]) == 0
+    model_commit = fake_hub.repo(repo_id).branches["main"]
+    images = sorted(str(path) for path in images_dir.glob("*.png"))
+    labels = ["green triangle", "yellow star", "a dog"]
+    np.save(tmp_path / "expected.npy", model.predict_scores(images, labels))
+
+    second = _push_folder(backbone_id, save_hub_layout_clip(tmp_path / "clip-1", seed=1), "other weights")
+    _perturbed(model, seed=1).save_pretrained(tmp_path / "v2")
+    assert cli_main(["push", "--model", str(tmp_path / "v2"), "--repo", repo_id]) == 0
+    run_python(
+        f"""
+        import numpy as np
+        import ovmlc
+
+        images, labels = {images!r}, {labels!r}
+        expected = np.load("expected.npy")
+        pinned = ovmlc.load_model({repo_id!r}, revision={model_commit!r})
+        assert pinned.config.base_model_revision == {first!r}
+        np.testing.assert_allclose(pinned.predict_scores(images, labels), expected, atol=1e-5)
+        latest = ovmlc.load_model({repo_id!r})
+        assert not np.allclose(latest.predict_scores(images, labels), expected, atol=1e-3)
+        """,
+        fake_hub,
+        tmp_path,
+    )
+    downloads = _resolved(fake_hub, backbone_id)
+    assert f"/{backbone_id}/resolve/{first}/model.safetensors" in downloads
+    assert f"/{backbone_id}/resolve/{second}/model.safetensors" not in downloads
+
+
+def test_unresolvable_base_model_names_it_and_the_fixes(online, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from ovmlc import QKSModel
+    from ovmlc.core.backbones import BackboneNotFoundError
+
+    backbone_id = "org/tiny-clip-c"
+    commit = _push_folder(backbone_id, save_hub_layout_clip(tmp_path / "tiny-clip"))
+    _qks_on_hub_backbone(backbone_id).save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # offline, with a cache that does not hold the backbone
+    with pytest.raises(BackboneNotFoundError) as error:
+        QKSModel.from_pretrained(tmp_path / "model", cache_dir=str(tmp_path / "empty-cache"))
+    message = str(error.value)
+    assert f"'{backbone_id}' at revision {commit}" in message and "clip" in message
+    assert "HF_HUB_OFFLINE (it is set now)" in message and "network access" in message
+    assert "save_backbone=True" in message
+
+
+def test_push_refuses_an_adapter_only_folder_whose_base_is_a_local_path(clip_dir, tmp_path, capsys):
+    from ovmlc import QKSModel
+
+    model = QKSModel.from_clip(str(clip_dir), num_queries=4, num_query_layers=1)
+    model.save_pretrained(tmp_path / "default")  # a local backbone: the whole model by default
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["weights_layout"] == "whole_model"
+    plan_model_upload(tmp_path / "default", "org/qks")
+    model.save_pretrained(tmp_path / "adapter", save_backbone=False)
+    with pytest.raises(HubFolderError, match=r"base model .*tiny-clip.*a local path.*save_backbone=True"):
+        plan_model_upload(tmp_path / "adapter", "org/qks")
+    assert cli_main(["push", "--model", str(tmp_path / "adapter"), "--repo", "org/qks", "--dry-run"]) == 2
+    assert "a local path" in capsys.readouterr().err
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "adapter-only (peft-style)" in card and "(local)" in card
+
+
+def test_adapter_only_sizes_on_a_b16_shaped_backbone(online, fake_hub, tmp_path):
+    """Issue 15's size targets, on a backbone with ViT-B/16's widths (one layer per tower) pushed to the stand-in Hub:
+    a CoOp-sized prompt (16 x 512 context vectors) saves <= 100 KB of weights; MKT stage 2 started from a stage-1 repo
+    <= 1 MB (the prompt only: the student and the CLIP come from the stage-1 repo, which takes the CLIP from the
+    backbone repo), and that chain of references loads back to the same logits."""
+    import torch
+    from helpers import b16_shaped_clip, tiny_image_processor
+    from prompt_method import TinyPromptModel
+
+    from ovmlc import MKTModel
+
+    backbone = tmp_path / "clip-b16-shaped"
+    clip, tokenizer = b16_shaped_clip()
+    clip.save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    tiny_image_processor(image_size=224).save_pretrained(backbone)
+    backbone_id = "org/clip-b16-shaped"
+    _push_folder(backbone_id, backbone)
+    sizes = {"backbone (whole CLIP)": (backbone / "model.safetensors").stat().st_size}
+
+    prompt = _perturbed(TinyPromptModel.from_clip(backbone_id, prompt_learning={"n_ctx": 16}))
+    assert tuple(prompt.prompt_learner.ctx.shape) == (1, 16, 512)
+    prompt.save_pretrained(tmp_path / "coop-sized")
+    sizes["CoOp-sized prompt, adapter-only"] = (tmp_path / "coop-sized" / "model.safetensors").stat().st_size
+    with safe_open(str(tmp_path / "coop-sized" / "model.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == {"prompt_learner.ctx"}
+
+    stage1 = _perturbed(MKTModel.from_clip(backbone_id, num_trainable_layers=1))
+    stage1.save_pretrained(tmp_path / "mkt-stage1")
+    sizes["MKT stage 1, adapter-only (the student)"] = (tmp_path / "mkt-stage1" / "model.safetensors").stat().st_size
+    assert cli_main(["push", "--model", str(tmp_path / "mkt-stage1"), "--repo", "org/mkt-stage1"]) == 0
+    stage1_commit = fake_hub.repo("org/mkt-stage1").branches["main"]
+
+    stage2 = _perturbed(MKTModel.from_pretrained("org/mkt-stage1", stage=2), seed=1)
+    assert stage2.trains_text_side
+    stage2.save_pretrained(tmp_path / "mkt-stage2")
+    config = json.loads((tmp_path / "mkt-stage2" / "config.json").read_text())
+    assert (config["base_model_name_or_path"], config["base_model_revision"]) == ("org/mkt-stage1", stage1_commit)
+    assert config["base_model_modules"] == ["clip", "student"]
+    sizes["MKT stage 2, adapter-only (the prompt)"] = (tmp_path / "mkt-stage2" / "model.safetensors").stat().st_size
+    print("\n".join(f"{name}: {size:,} bytes" for name, size in sizes.items()))
+    assert sizes["CoOp-sized prompt, adapter-only"] <= 100_000
+    assert sizes["MKT stage 2, adapter-only (the prompt)"] <= 1_000_000
+    assert sizes["backbone (whole CLIP)"] > 100 * sizes["MKT stage 2, adapter-only (the prompt)"]
+
+    pixel_values = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    loaded = MKTModel.from_pretrained(tmp_path / "mkt-stage2")
+    with torch.no_grad():
+        expected = stage2(pixel_values=pixel_values, label_names=SEEN).logits
+        torch.testing.assert_close(loaded(pixel_values=pixel_values, label_names=SEEN).logits, expected)
+    assert [ref.name_or_path for ref in loaded._weights_provenance.chain] == [
+        str(tmp_path / "mkt-stage2"),
+        "org/mkt-stage1",
+        backbone_id,
+    ]
 
 
 def _mock_hub_api():

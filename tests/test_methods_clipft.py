@@ -1,12 +1,20 @@
 import json
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import random_images, save_hub_layout_clip
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+import ovmlc
 from ovmlc import CLIPFTConfig, CLIPFTModel
+
+DATA = Path(__file__).resolve().parent / "data"
 
 LABELS = ["cat", "dog", "red car", "tree"]
 
@@ -104,22 +112,122 @@ def test_loss_decreases_and_save_load_round_trip(clip_dir, batch, tmp_path, fine
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values=pixel_values, label_names=LABELS).logits, expected.logits)
     files = set(os.listdir(tmp_path))
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as handle:
+        weights = set(handle.keys())
     if finetune == "full":
-        assert "model.safetensors" in files and "adapter_config.json" not in files
-    else:
-        # PEFT layout: the adapter config + only the trainable weights; no full weights file.
-        assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
-        adapter_config = json.loads((tmp_path / "adapter_config.json").read_text())
-        assert adapter_config["peft_type"] == "LORA" and adapter_config["r"] == 8
-        assert adapter_config["base_model_name_or_path"] == str(clip_dir)
-        with safe_open(str(tmp_path / "adapter_model.safetensors"), framework="pt") as handle:
-            keys = list(handle.keys())
-        assert all(key.startswith("base_model.model.") for key in keys)
-        assert {key for key in keys if "lora_" not in key} == {
-            "base_model.model.logit_head.log_scale",
-            "base_model.model.logit_head.bias",
-        }
-        assert len(keys) == 2 + 2 * 2 * 2  # 2 layers x (q, v) x (A, B) + logit head
+        assert "adapter_config.json" not in files and "backbone_adapter" not in files
+        assert "clip.vision_model.encoder.layers.0.self_attn.q_proj.weight" in weights
+        return
+    # The whole-model layout (the tiny CLIP is a local folder): the CLIP under its own names plus the logit head in
+    # model.safetensors; the LoRA adapter, a peft adapter of the CLIP, in backbone_adapter/ (not at the top, where
+    # transformers' AutoModel would load the adapter's base instead of this model).
+    assert "adapter_config.json" not in files and {"model.safetensors", "backbone_adapter"} <= files
+    assert {
+        "logit_head.log_scale",
+        "logit_head.bias",
+        "clip.vision_model.encoder.layers.0.self_attn.q_proj.weight",
+    } <= (weights)
+    assert not [key for key in weights if "lora_" in key or "base_layer" in key]
+    adapter_dir = tmp_path / "backbone_adapter"
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "LORA" and adapter_config["r"] == 8
+    assert adapter_config["base_model_name_or_path"] == str(clip_dir)
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert len(keys) == 2 * 2 * 2  # 2 layers x (q, v) x (A, B), relative to the CLIP, in peft's key format
+    assert all(key.startswith("base_model.model.vision_model.encoder.layers.") and ".lora_" in key for key in keys)
+
+
+def test_lora_adapter_is_a_peft_adapter_of_the_clip(clip_dir, batch, tmp_path):
+    """peft itself loads the saved adapter onto the plain CLIP named in adapter_config.json and gives the fine-tuned
+    image tower; `load_adapter` is transformers' own method (not shadowed)."""
+    from peft import PeftModel
+    from transformers import CLIPModel, PreTrainedModel
+
+    model = CLIPFTModel.from_clip(str(clip_dir), finetune="lora", lora_r=2)
+    pixel_values = model.preprocess(batch["images"])
+    model, _ = _train(model, pixel_values, batch, steps=3, lr=1e-2)
+    model.save_pretrained(tmp_path)
+    base = json.loads((tmp_path / "backbone_adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    clip = PeftModel.from_pretrained(CLIPModel.from_pretrained(base), str(tmp_path), subfolder="backbone_adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            clip.get_image_features(pixel_values=pixel_values).pooler_output,
+            model.clip.get_image_features(pixel_values=pixel_values).pooler_output,
+        )
+    assert "load_adapter" not in CLIPFTModel.__dict__ and CLIPFTModel.load_adapter is PreTrainedModel.load_adapter
+
+
+def test_lora_adapter_only_layout_and_merge(clip_dir, batch, tmp_path):
+    """`save_backbone=False`: only the logit head in model.safetensors, the CLIP from its reference. `merge_lora=True`:
+    a plain full-fine-tuning folder with the same outputs (no adapter, no peft needed), the model keeping its adapter;
+    the merged folder's remote code runs where peft and ovmlc cannot be imported."""
+    model = CLIPFTModel.from_clip(str(clip_dir), finetune="lora", lora_r=2)
+    pixel_values = model.preprocess(batch["images"])
+    model, _ = _train(model, pixel_values, batch, steps=3, lr=1e-2)
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values, label_names=LABELS).logits
+    model.save_pretrained(tmp_path / "adapter", save_backbone=False)
+    with safe_open(str(tmp_path / "adapter" / "model.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == {"logit_head.log_scale", "logit_head.bias"}
+    config = json.loads((tmp_path / "adapter" / "config.json").read_text())
+    assert config["weights_layout"] == "adapter_only" and config["base_model_modules"] == ["clip"]
+    loaded = CLIPFTModel.from_pretrained(tmp_path / "adapter")
+    assert loaded.has_lora and {name for name, p in loaded.named_parameters() if p.requires_grad} == {
+        name for name, p in model.named_parameters() if p.requires_grad
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=pixel_values, label_names=LABELS).logits, expected)
+
+    merged_dir = tmp_path / "merged"
+    model.save_pretrained(merged_dir, merge_lora=True)
+    assert model.has_lora and model.config.finetune == "lora"  # the model itself is unchanged
+    assert "backbone_adapter" not in os.listdir(merged_dir)
+    merged = CLIPFTModel.from_pretrained(merged_dir)
+    assert merged.config.finetune == "full" and not merged.has_lora
+    with torch.no_grad():
+        torch.testing.assert_close(merged(pixel_values=pixel_values, label_names=LABELS).logits, expected)
+    save_file({"pixel_values": pixel_values, "logits": expected}, str(tmp_path / "io.safetensors"))
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        # not installed, as far as Python (and transformers' availability checks) can tell
+        sys.modules["peft"] = None
+        sys.modules["ovmlc"] = None
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        io = load_file({str(tmp_path / "io.safetensors")!r})
+        model = AutoModel.from_pretrained({str(merged_dir)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(pixel_values=io["pixel_values"], label_names={LABELS!r}).logits
+        torch.testing.assert_close(logits, io["logits"], atol=1e-5, rtol=1e-5)
+        assert sys.modules["peft"] is None and sys.modules["ovmlc"] is None
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_lora_folder_saved_by_ovmlc_0_1_still_loads(tmp_path):
+    """tests/data/clipft-lora-main: a LoRA folder of main before peft-native saving (adapter files at the top, keys
+    relative to CLIP-FT, the logit head inside; backbone "synthetic"): same logits, and saved again it loads in the
+    current layout."""
+    folder = DATA / "clipft-lora-main"
+    expected = load_file(str(folder / "expected_outputs.safetensors"))
+    labels = ["cat", "dog", "red car", "tree"]
+    model = ovmlc.load_model(folder)
+    assert model.has_lora and model.config.finetune == "lora"
+    with torch.no_grad():
+        logits = model(pixel_values=expected["pixel_values"], label_names=labels).logits
+    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-6)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "backbone_adapter" / "adapter_config.json").is_file()
+    with torch.no_grad():
+        again = ovmlc.load_model(tmp_path)(pixel_values=expected["pixel_values"], label_names=labels).logits
+    torch.testing.assert_close(again, expected["logits"], rtol=0, atol=1e-6)
 
 
 def test_lora_target_that_matches_nothing_is_a_clear_error(clip_dir):
@@ -144,8 +252,9 @@ def test_lora_training_with_the_trainer_writes_the_peft_layout(tmp_path):
         training={"epochs": 1},
     )
     output = train(recipe)
-    files = set(os.listdir(output))
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= files and "model.safetensors" not in files
+    files = set(os.listdir(output))  # a local backbone: the whole-model layout, with the adapter beside it
+    assert {"model.safetensors", "backbone_adapter"} <= files
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(output / "backbone_adapter"))
     loaded = CLIPFTModel.from_pretrained(output)
     assert loaded.has_lora and loaded.config.lora_r == 4
 

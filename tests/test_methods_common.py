@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,12 +19,15 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from helpers import random_images, save_hub_layout_clip
+from helpers import BLOCK_OVMLC, random_images, save_hub_layout_clip
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import ovmlc
+import ovmlc.files
 from ovmlc.core.backbones import patch_grid_size
 from ovmlc.core.registry import method_specs
+from ovmlc.core.weights_layout import WeightsLayoutError
 
 LABELS = ["cat", "dog", "red car", "tree"]
 EXTRA_LABELS = ["boat", "blue sky"]
@@ -149,11 +153,26 @@ def test_gradients_reach_exactly_the_trainable_parameters_and_frozen_weights_sta
     assert any(not torch.equal(p, before[name]) for name, p in model.named_parameters() if name in before)
 
 
+def inherited_module_trains(model) -> bool:
+    """Whether a parameter of a module the method declares as inherited (taken unchanged from its base checkpoint)
+    trains: perturbing the trainable weights changes it, and the adapter-only layout must refuse to leave it out."""
+    saved_names = set(model.weights_for_saving())  # peft adapter weights are saved apart, not as inherited modules
+    return any(
+        parameter.requires_grad and name in saved_names
+        for module in model.inherited_modules
+        for name, parameter in model.named_parameters()
+        if name == module or name.startswith(module + ".")
+    )
+
+
 @pytest.fixture(scope="module")
 def saved(clip_dir, images, tmp_path_factory):
     """Every case built with perturbed trainable weights, saved with its logits on fixed pixels and labels, and loaded
-    back with `ovmlc.load_model` (AutoModel); what transformers logged while building and loading is kept."""
+    back with `ovmlc.load_model` (AutoModel); what transformers logged while building and loading is kept. Cases whose
+    inherited modules stay unchanged are also saved in the adapter-only layout (`save_backbone=False`: the tiny CLIP
+    is a local folder, where the default is the whole model)."""
     root = tmp_path_factory.mktemp("saved-methods")
+    image = images[0]
     cases = {}
     for param in CASES:
         name, config = param.values
@@ -161,19 +180,27 @@ def saved(clip_dir, images, tmp_path_factory):
         with transformers_warnings() as messages:
             model = build(name, config, clip_dir, perturb=True)
         model.save_pretrained(folder)
+        adapter_folder = None
+        if not inherited_module_trains(model):
+            adapter_folder = root / f"{param.id}-adapter"
+            model.save_pretrained(adapter_folder, save_backbone=False)
         pixel_values = model.preprocess(images)
         with torch.no_grad():
             logits = model(pixel_values=pixel_values, label_names=LABELS).logits
         save_file({"pixel_values": pixel_values.contiguous()}, str(folder / "test_io.safetensors"))
+        image.save(folder / "test_io.png")
         with transformers_warnings() as load_messages:
             loaded = ovmlc.load_model(folder)
         with torch.no_grad():
             loaded_logits = loaded(pixel_values=pixel_values, label_names=LABELS).logits
         cases[param.id] = {
             "folder": folder,
+            "adapter_folder": adapter_folder,
+            "model": model,
             "logits": logits,
             "loaded": loaded,
             "loaded_logits": loaded_logits,
+            "image_scores": loaded.predict_scores([folder / "test_io.png"], LABELS)[0],
             "messages": messages + load_messages,
         }
     return cases
@@ -188,47 +215,150 @@ def test_save_load_gives_the_same_logits(name, config, clip_dir, saved, request)
     torch.testing.assert_close(case["loaded_logits"], case["logits"], atol=1e-6, rtol=1e-6)
     # the same parts train after loading as after building
     assert trainable(loaded) == trainable(cached(name, config, clip_dir, request.node.callspec.id))
+    saved_config = json.loads((case["folder"] / "config.json").read_text())
+    assert saved_config["ovmlc_version"] == ovmlc.__version__ and saved_config["weights_layout"] == "whole_model"
+    assert isinstance(saved_config["templates"], list)  # a Hub user has no template files: names resolved
 
 
-def test_fresh_process_remote_code_load_gives_the_same_logits(saved, tmp_path):
-    """A fresh process loads every saved case from the folder's own code (`auto_map`), as
-    `AutoModel.from_pretrained(folder, trust_remote_code=True)` does. Only the first load goes through AutoModel:
-    the remote code imports ovmlc, whose methods then register with AutoModel, and transformers prefers explicitly
-    registered classes over remote code for later loads in the same process. The first folder also serves the
-    pipeline task from its own `pipeline.py` (`custom_pipelines`)."""
-    folders = {case_id: str(case["folder"]) for case_id, case in saved.items()}
-    script = textwrap.dedent(
+@pytest.mark.parametrize("name, config", CASES)
+def test_adapter_only_layout_round_trip(name, config, saved, request):
+    """The adapter-only layout: `model.safetensors` holds exactly the weights outside the inherited modules, the config
+    pins the base, and loading rebuilds the base and gives the same logits. A method whose inherited modules trained
+    cannot be saved that way (the layout would lose the change), and says which module changed."""
+    case = saved[request.node.callspec.id]
+    model = case["model"]
+    if case["adapter_folder"] is None:
+        with pytest.raises(WeightsLayoutError, match="changed since it was loaded"):
+            model.save_pretrained(case["folder"].parent / "refused", save_backbone=False)
+        assert model.weights_layout_plan().layout == "whole_model"
+        return
+    folder = case["adapter_folder"]
+    saved_config = json.loads((folder / "config.json").read_text())
+    modules = tuple(saved_config["base_model_modules"])
+    assert saved_config["weights_layout"] == "adapter_only" and set(modules) <= set(model.inherited_modules)
+    assert saved_config["base_model_name_or_path"] == str(model.config.backbone_name_or_path)
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        stored = set(handle.keys())
+    expected = {key for key in model.weights_for_saving() if not any(key.startswith(m + ".") for m in modules)}
+    assert stored == expected
+    loaded = ovmlc.load_model(folder)
+    with torch.no_grad():
+        logits = loaded(
+            pixel_values=load_file(str(case["folder"] / "test_io.safetensors"))["pixel_values"], label_names=LABELS
+        ).logits
+    torch.testing.assert_close(logits, case["logits"], atol=1e-6, rtol=1e-6)
+    assert loaded.weights_layout_plan(save_backbone=False).base_modules == modules  # saves the same way again
+
+
+def test_adapter_only_loading_is_strict(saved, tmp_path):
+    """A key missing from an adapter-only folder, or one it should not hold, is an error naming the key."""
+    source = saved["qks"]["adapter_folder"]
+    weights = load_file(str(source / "model.safetensors"))
+    missing, unexpected = tmp_path / "missing", tmp_path / "unexpected"
+    for folder, edit in (
+        (missing, lambda w: w.pop("query_transformer.input_norm.weight")),
+        (unexpected, lambda w: w.update({"clip.logit_scale": torch.zeros(())})),
+    ):
+        shutil.copytree(source, folder)
+        changed = dict(weights)
+        edit(changed)
+        save_file(changed, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(WeightsLayoutError, match=r"missing keys \['query_transformer.input_norm.weight'\]"):
+        ovmlc.load_model(missing)
+    with pytest.raises(WeightsLayoutError, match=r"unexpected keys \['clip.logit_scale'\]"):
+        ovmlc.load_model(unexpected)
+
+
+def test_fresh_process_without_ovmlc_loads_every_folder_from_its_own_code(saved, tmp_path):
+    """In one fresh process where `import ovmlc` raises, each saved folder (whole-model and adapter-only) loads with
+    `AutoModel.from_pretrained(folder, trust_remote_code=True)` from its own flat code (`transformers_modules.<folder>`,
+    so different methods loaded one after the other each use their own classes), gives the logits of the model that
+    was saved, and `pipeline(model=folder, trust_remote_code=True)` gives the scores of `ovmlc.load_model(folder)`."""
+    folders = {
+        case_id: [str(case["folder"]), str(case["adapter_folder"]) if case["adapter_folder"] else None]
+        for case_id, case in saved.items()
+    }
+    script = BLOCK_OVMLC + textwrap.dedent(
         f"""
-        import json, sys, numpy as np, torch
+        import json, sys, torch
         from safetensors.torch import load_file, save_file
         from transformers import AutoModel, pipeline
-        from transformers.dynamic_module_utils import get_class_from_dynamic_module
-        assert "ovmlc" not in sys.modules
-        for case_id, folder in json.loads({json.dumps(folders)!r}).items():
-            if "ovmlc" not in sys.modules:
-                model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-            else:
-                auto_map = json.load(open(folder + "/config.json"))["auto_map"]
-                model = get_class_from_dynamic_module(auto_map["AutoModel"], folder).from_pretrained(folder)
-            assert type(model).__module__.startswith("transformers_modules"), (case_id, type(model).__module__)
-            assert type(model.config).__module__.startswith("transformers_modules"), case_id
+
+        modules = {{}}
+        for case_id, (folder, adapter_folder) in json.loads({json.dumps(folders)!r}).items():
             pixel_values = load_file(folder + "/test_io.safetensors")["pixel_values"]
-            with torch.no_grad():
-                logits = model(pixel_values=pixel_values, label_names={LABELS!r}).logits
-            save_file({{"logits": logits.contiguous()}}, folder + "/remote_logits.safetensors")
-        first = next(iter(json.loads({json.dumps(folders)!r}).values()))
-        pipe = pipeline(model=first, trust_remote_code=True)
-        assert pipe.task == {ovmlc.PIPELINE_TASK!r} and type(pipe).__module__.startswith("transformers_modules")
-        ranked = pipe(np.zeros((40, 40, 3), dtype=np.uint8), candidate_labels=["cat", "dog"])
-        assert sorted(entry["label"] for entry in ranked) == ["cat", "dog"], ranked
+            outputs = {{}}
+            for kind, path in (("whole", folder), ("adapter", adapter_folder)):
+                if path is None:
+                    continue
+                model = AutoModel.from_pretrained(path, trust_remote_code=True)
+                modules[path] = type(model).__module__
+                with torch.no_grad():
+                    outputs[kind] = model(pixel_values=pixel_values, label_names={LABELS!r}).logits.contiguous()
+            pipe = pipeline(model=folder, trust_remote_code=True)
+            assert pipe.task == {ovmlc.PIPELINE_TASK!r} and type(pipe).__module__.startswith("transformers_modules")
+            ranked = pipe(folder + "/test_io.png", candidate_labels={LABELS!r})
+            by_label = {{entry["label"]: entry["score"] for entry in ranked}}
+            outputs["pipeline"] = torch.tensor([by_label[label] for label in {LABELS!r}])
+            save_file(outputs, folder + "/remote_outputs.safetensors")
+        assert "ovmlc" not in sys.modules
+        print(json.dumps(modules))
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(set(modules.values())) == len(modules)  # one flat copy per folder, never a shared class
     for case_id, case in saved.items():
-        logits = load_file(str(case["folder"] / "remote_logits.safetensors"))["logits"]
+        assert modules[str(case["folder"])].startswith(
+            f"transformers_modules.{case['folder'].name.replace('-', '_hyphen_')}"
+        )
+        outputs = load_file(str(case["folder"] / "remote_outputs.safetensors"))
         message = lambda text, case_id=case_id: f"{case_id}: {text}"  # noqa: E731
-        torch.testing.assert_close(logits, case["logits"], atol=1e-5, rtol=1e-5, msg=message)
+        torch.testing.assert_close(outputs["whole"], case["logits"], atol=1e-5, rtol=1e-5, msg=message)
+        if case["adapter_folder"] is not None:
+            torch.testing.assert_close(outputs["adapter"], case["logits"], atol=1e-5, rtol=1e-5, msg=message)
+        expected = torch.from_numpy(case["image_scores"])
+        torch.testing.assert_close(outputs["pipeline"], expected, atol=1e-5, rtol=1e-5, msg=message)
+
+
+def test_exported_code_is_the_flat_closure_of_every_method():
+    """What `save_pretrained` writes as remote code, for every registered method: the method's files, the shared
+    modules they import (computed from the imports, so a new shared module joins by being imported) and the pipeline,
+    each importing only the allowed packages (peft only inside `try:`)."""
+    from ovmlc.core.code_export import REMOTE_CODE_PACKAGES, export_model_code
+
+    for spec in method_specs():
+        code = export_model_code(spec.model_class, spec.config_class, ovmlc.files.PIPELINE_MODULE)
+        module = spec.model_class.__module__.rpartition(".")[2]
+        assert {f"{module}.py", f"{spec.config_class.__module__.rpartition('.')[2]}.py", "pipeline.py"} <= set(
+            code.files
+        )
+        assert {"modeling_base.py", "backbones.py", "code_export.py", "weights_layout.py"} <= set(code.files)
+        assert code.requirements <= REMOTE_CODE_PACKAGES and code.optional_requirements <= {"peft"}
+        for name, text in code.files.items():
+            assert "ovmlc." not in "".join(
+                line for line in text.splitlines() if line.lstrip().startswith(("from ", "import "))
+            ), name
+
+
+def test_once_ovmlc_is_imported_its_registered_classes_win(saved):
+    """Documented behaviour (docs/hub.md): a process that loaded a folder's own code keeps it for that model, but after
+    `import ovmlc` the registered classes are preferred by AutoModel even with `trust_remote_code=True`."""
+    folder = str(saved["qks"]["folder"])
+    script = textwrap.dedent(
+        f"""
+        from transformers import AutoModel
+        remote = AutoModel.from_pretrained({folder!r}, trust_remote_code=True)
+        assert type(remote).__module__.startswith("transformers_modules"), type(remote).__module__
+        import ovmlc
+        local = AutoModel.from_pretrained({folder!r}, trust_remote_code=True)
+        assert type(local) is ovmlc.QKSModel, type(local).__module__
+        assert type(remote).__module__.startswith("transformers_modules")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("name, config", CASES)
@@ -254,9 +384,8 @@ def test_traits_are_consistent_with_behaviour(name, config, clip_dir, images, re
         base = model(pixel_values=pixel_values, label_embeds=model.encode_labels(LABELS)).logits
         more = model(pixel_values=pixel_values, label_embeds=model.encode_labels(LABELS + EXTRA_LABELS)).logits
     same = torch.allclose(more[:, : len(LABELS)], base, atol=1e-5)
-    assert same != model.scores_depend_on_label_set, (
-        "scores_depend_on_label_set says the labels scored together "
-        + ("matter, but adding labels changed nothing" if same else "do not matter, but adding labels changed logits")
+    assert same != model.scores_depend_on_label_set, "scores_depend_on_label_set says the labels scored together " + (
+        "matter, but adding labels changed nothing" if same else "do not matter, but adding labels changed logits"
     )
 
 

@@ -42,7 +42,16 @@ class CLIPBackbone:
 
 def resolve_backbone(name_or_path: str | os.PathLike) -> str:
     """Map aliases ("synthetic") to their local folder; anything else is a local folder or a Hub id."""
-    return str(BACKBONE_ALIASES.get(str(name_or_path), name_or_path))
+    alias = BACKBONE_ALIASES.get(str(name_or_path))
+    if alias is None:
+        return str(name_or_path)
+    if not Path(alias).is_dir():  # the flat remote-code copy of this module carries no package data
+        raise BackboneNotFoundError(
+            f"the backbone {str(name_or_path)!r} is the offline CLIP shipped inside the ovmlc package, which this copy "
+            "of the model code does not carry: `pip install ovmlc` and load with `ovmlc.load_model`, or save the "
+            "model with `save_pretrained(..., save_backbone=True)` so that its folder holds the backbone"
+        )
+    return str(alias)
 
 
 def load_image_processor(name_or_path: str | os.PathLike, **kwargs) -> CLIPImageProcessorPil:

@@ -9,8 +9,9 @@ Core must not import the hub layer, yet `model.save_pretrained(dir)` writes the 
 - `register_push_function(function)`: what `model.push_to_hub(repo_id, **kwargs)` calls; `ovmlc.hub` registers
   `push_pretrained_model`.
 
-`import ovmlc` imports `ovmlc.hub`, so both are registered whenever any part of ovmlc is imported. Standard library
-only.
+`import ovmlc` imports `ovmlc.hub`, so both are registered whenever any part of ovmlc is imported. In the flat copy of
+the model code that `save_pretrained` exports for Hub users (`code_export.py`), nothing registers: saving writes no
+ovmlc card and `push_to_hub` is transformers' own. Standard library only.
 """
 
 from __future__ import annotations
@@ -54,11 +55,18 @@ def push_function() -> PushFunction:
     return _PUSH_FUNCTION[0]
 
 
+def registered_push_function() -> PushFunction | None:
+    """The registered push function, or None (the flat remote-code copy of a model, where `ovmlc.hub` is absent:
+    `push_to_hub` then falls back to transformers' own upload)."""
+    return _PUSH_FUNCTION[0] if _PUSH_FUNCTION else None
+
+
 __all__ = [
     "push_function",
     "refresh_saved_folder",
     "register_push_function",
     "register_save_hook",
+    "registered_push_function",
     "run_save_hooks",
     "save_hooks",
 ]

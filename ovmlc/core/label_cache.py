@@ -68,6 +68,11 @@ class LabelEmbeddingCache:
         self.encoded = 0
         self.evicted = 0
 
+    def __deepcopy__(self, memo: dict) -> LabelEmbeddingCache:
+        # A copied model (e.g. to merge an adapter) gets an empty cache with the same settings: a lock cannot be
+        # copied, and entries are keyed by the text tower's fingerprint, so they are re-encoded or re-read on demand.
+        return type(self)(self.directory, self.max_labels)
+
     # ------------------------------------------------------------------ public API
     def lookup(
         self,

@@ -7,16 +7,20 @@ trainer, evaluation and model cards; see docs/architecture.md). Everything users
 `predict`, `predict_scores`, `from_clip`, `save_pretrained`, `push_to_hub`) lives here once.
 
 Core imports no layer above it: the model card that `save_pretrained` writes and the upload `push_to_hub` does are
-registered by `ovmlc.hub` through `core/hooks.py`; the pipeline file copied next to the weights is read as a file.
+registered by `ovmlc.hub` through `core/hooks.py`. The code saved next to the weights (Hub remote code) is a flat,
+self-contained copy of the model's modules and the pipeline, exported by `code_export.py`; the weights are saved in
+one of the layouts of `weights_layout.py` (the whole model, or adapter-only: the method's own weights plus a pinned
+reference to the base model they were built from).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +29,28 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedConfig, PreTrainedModel
 
-from ..files import LABEL_EMBEDDINGS_FILE, PIPELINE_FILE, PIPELINE_IMPL, PIPELINE_TASK
-from ..resources import PIPELINE_SOURCE
-from . import hooks
+from .._version import __version__
+from ..files import (
+    CONFIG_FILE,
+    LABEL_EMBEDDINGS_FILE,
+    PIPELINE_FILE,
+    PIPELINE_IMPL,
+    PIPELINE_MODULE,
+    PIPELINE_TASK,
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+)
 from .backbones import (
+    BACKBONE_ALIASES,
+    BackboneNotFoundError,
     image_features,
     load_image_processor,
     module_fingerprint,
     resolve_backbone,
     text_tower_modules,
 )
+from .code_export import ExportedCode, export_model_code
+from .hooks import registered_push_function, run_save_hooks
 from .images import ImageInput, load_images
 from .label_cache import (
     DEFAULT_MAX_LABELS,
@@ -46,7 +62,49 @@ from .label_cache import (
 from .losses import masked_bce_with_logits
 from .outputs import MultiLabelOutput, rank_labels, thresholds_from_mapping
 from .scoring import Scorer
-from .vocabulary import LabelVocabulary
+from .vocabulary import LabelVocabulary, load_templates
+from .weights_layout import (
+    ADAPTER_ONLY,
+    WEIGHTS_LAYOUTS,
+    WHOLE_MODEL,
+    CheckpointRef,
+    LayoutPlan,
+    WeightsLayoutError,
+    WeightsProvenance,
+    keys_under,
+    plan_layout,
+    read_weight_keys,
+    record_versions,
+    shard_names,
+)
+
+# Hub arguments of `from_pretrained` that locate the folder itself (the base model of an adapter-only folder is
+# fetched at the revision the folder pins, with the same token / cache / offline settings).
+FOLDER_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies", "subfolder")
+BASE_HUB_KWARGS = ("token", "cache_dir", "local_files_only", "force_download", "proxies")
+# `from_pretrained` arguments about how weights load (everything else is a config field override).
+MODEL_LOADING_KWARGS = frozenset(
+    {
+        "dtype",
+        "torch_dtype",
+        "device_map",
+        "attn_implementation",
+        "use_safetensors",
+        "trust_remote_code",
+        "code_revision",
+        "_from_auto",
+        "_from_pipeline",
+        "max_memory",
+        "offload_folder",
+        "offload_buffers",
+        "quantization_config",
+        "key_mapping",
+        "variant",
+        "ignore_mismatched_sizes",
+    }
+)
+# Keys the load of an adapter-only folder's base does not report as missing: the folder's own file provides them.
+_KEYS_LOADED_LATER: ContextVar[frozenset[str]] = ContextVar("ovmlc_keys_loaded_later", default=frozenset())
 
 
 def register_custom_pipeline_in_config(config: PreTrainedConfig) -> None:
@@ -63,12 +121,17 @@ class OVMLCConfig(PreTrainedConfig):
 
     clip_config (`CLIPConfig` or `dict`): the wrapped CLIP.
     backbone_name_or_path (`str`): where the CLIP came from (Hub id or folder); used to find its processor files.
+    backbone_revision (`str`): the commit of `backbone_name_or_path` on the Hub (recorded by `from_clip`).
     templates (`str` or `list[str]`): prompt templates (a name in `ovmlc/templates/` or a list with `{}`).
     prompt_pool (`"raw"` | `"normalized"`): how several templates are averaged.
     logit_scale, logit_bias (`float`): logits = scale * similarity + bias (scale `None` = CLIP's learned scale).
     label_names (`list[str]`): the label set the model was trained/evaluated on (training + evaluation labels).
     seen_labels, unseen_labels (`list[str]`): the open-vocabulary split used in training.
     label_thresholds (`dict[str, float]`), global_threshold (`float`): calibrated sigmoid-score thresholds.
+    weights_layout (`"whole_model"` | `"adapter_only"`): what `model.safetensors` holds (written by `save_pretrained`,
+        see `weights_layout.py`): every weight, or only the method's own, the modules `base_model_modules` coming
+        from `base_model_name_or_path` at commit `base_model_revision` (the CLIP backbone, or an earlier ovmlc model).
+    ovmlc_version (`str`): the ovmlc version that saved the folder.
     """
 
     model_type = "ovmlc"
@@ -85,10 +148,18 @@ class OVMLCConfig(PreTrainedConfig):
     unseen_labels: list[str] | None = None
     label_thresholds: dict[str, float] | None = None
     global_threshold: float | None = None
+    backbone_revision: str | None = None
+    weights_layout: str = WHOLE_MODEL
+    base_model_name_or_path: str | None = None
+    base_model_revision: str | None = None
+    base_model_modules: list[str] | None = None
+    ovmlc_version: str | None = None
 
     def __post_init__(self, **kwargs):
         if self.prompt_pool not in ("raw", "normalized"):
             raise ValueError(f"prompt_pool must be 'raw' or 'normalized', got {self.prompt_pool!r}")
+        if self.weights_layout not in WEIGHTS_LAYOUTS:
+            raise ValueError(f"weights_layout must be one of {WEIGHTS_LAYOUTS}, got {self.weights_layout!r}")
         super().__post_init__(**kwargs)
 
 
@@ -121,6 +192,11 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     # (`_init_weights`, `post_load`), so transformers' load report does not list them as missing. A checkpoint that
     # holds only part of such a module is still reported.
     modules_created_on_load: tuple[str, ...] = ()
+    # Modules (dotted paths, top-level in practice) that the method takes unchanged from the checkpoint it is built
+    # from: the frozen CLIP backbone, and for a later training stage what the earlier stage trained (MKT stage 2: the
+    # student). The adapter-only layout leaves them out of `model.safetensors` when they are unchanged since loading
+    # (see `weights_layout.py`); may be a property of the config.
+    inherited_modules: tuple[str, ...] = ("clip",)
 
     def __init__(self, config: OVMLCConfig):
         super().__init__(config)
@@ -129,6 +205,7 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         self.image_processor = None
         self._label_cache: LabelEmbeddingCache | None = None
         self._text_fingerprint: str | None = None
+        self._weights_provenance: WeightsProvenance | None = None
 
     # ------------------------------------------------------------------ hooks (override per method)
     def encode_image_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -358,8 +435,6 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     ):
         """Build the method around a CLIP checkpoint: a Hub id (`openai/clip-vit-base-patch16`), a local folder laid
         out like one, or `"synthetic"` (the shipped offline CLIP). Extra kwargs set config fields."""
-        from .backbones import BackboneNotFoundError
-
         resolved = resolve_backbone(backbone)
         kwargs = {"revision": revision} if revision else {}
         try:
@@ -368,27 +443,143 @@ class OVMLCPreTrainedModel(PreTrainedModel):
             raise BackboneNotFoundError(f"could not load CLIP backbone {str(backbone)!r}: {error}") from error
         config = cls.config_class(clip_config=clip_config, backbone_name_or_path=str(backbone), **config_kwargs)
         # The checkpoint's un-prefixed CLIP keys load into `self.clip` (base_model_prefix); new modules initialise.
-        return cls.from_pretrained(resolved, config=config, dtype=dtype, **kwargs)
+        model = cls.from_pretrained(resolved, config=config, dtype=dtype, **kwargs)
+        backbone_ref = model._weights_provenance.chain[0]
+        model.config.backbone_revision = backbone_ref.revision
+        # the name users gave (a Hub id, or the alias), not the resolved folder, is what a saved folder refers to
+        model._weights_provenance.chain[0] = CheckpointRef(str(backbone), backbone_ref.revision, "backbone")
+        return model
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model.post_load()
-        source = resolve_backbone(pretrained_model_name_or_path)
-        hub_kwargs = {key: kwargs[key] for key in ("revision", "token", "cache_dir") if kwargs.get(key)}
+        """transformers' `from_pretrained`, plus: folders in the adapter-only layout (the base model is loaded from
+        the reference the folder pins, then the folder's own weights, strictly), peft adapters of the backbone
+        (`load_peft_adapters`), the processor files and label embeddings next to the weights, and a record of where
+        each weight came from (what lets `save_pretrained` leave unchanged inherited modules out)."""
+        reference_load = kwargs.pop("_ovmlc_reference_load", False)
+        kwargs.pop("adapter_kwargs", None)  # peft adapters are loaded by `load_peft_adapters`, never by transformers
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        name = str(pretrained_model_name_or_path)
+        source = resolve_backbone(name)
+        hub_kwargs = {key: kwargs[key] for key in FOLDER_HUB_KWARGS if kwargs.get(key) is not None}
+        folder_config, commit = read_folder_config(source, hub_kwargs)
+        loading_info = {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+        if folder_config.get("weights_layout") == ADAPTER_ONLY:
+            model = cls._from_adapter_only_folder(name, source, folder_config, commit, model_args, kwargs, hub_kwargs)
+        else:
+            model, loading_info = super().from_pretrained(source, *model_args, output_loading_info=True, **kwargs)
+            stored = model._stored_keys(source, hub_kwargs)  # before post_load may attach adapters
+            model.post_load()
+            model.load_peft_adapters(source, hub_kwargs)
+            kind = "ovmlc" if str(folder_config.get("model_type", "")).startswith("ovmlc") else "backbone"
+            model._weights_provenance = WeightsProvenance([CheckpointRef(name, commit, kind)], [stored])
+        model._weights_provenance.versions = record_versions(model.weights_for_saving())
+        if not reference_load:
+            model._attach_files_from(source, hub_kwargs)
+        model.eval()
+        return (model, loading_info) if output_loading_info else model
+
+    @classmethod
+    def _from_adapter_only_folder(cls, name, source, folder_config, commit, model_args, kwargs, hub_kwargs):
+        """Load the base model the folder pins (recursively: it may itself be adapter-only), then the folder's own
+        weights; a key missing from either, or one the folder should not hold, is an error naming it."""
+        config = kwargs.pop("config", None)
+        loading = {key: kwargs.pop(key) for key in list(kwargs) if key in MODEL_LOADING_KWARGS}
+        for key in FOLDER_HUB_KWARGS:
+            kwargs.pop(key, None)
+        if config is None:
+            config, kwargs = cls.config_class.from_pretrained(source, return_unused_kwargs=True, **hub_kwargs, **kwargs)
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained({name!r}): unexpected arguments {sorted(kwargs)}")
+        base_name = folder_config.get("base_model_name_or_path")
+        base_revision = folder_config.get("base_model_revision")
+        base_modules = list(folder_config.get("base_model_modules") or [])
+        if not base_name or not base_modules:
+            raise WeightsLayoutError(
+                f"{name}/{CONFIG_FILE}: weights_layout is 'adapter_only' but base_model_name_or_path / "
+                "base_model_modules are missing: the folder does not say where the rest of the model comes from"
+            )
+        own = _load_weight_files(_weight_files(source, hub_kwargs, name))
+        base_kwargs = {key: hub_kwargs[key] for key in BASE_HUB_KWARGS if key in hub_kwargs}
+        if base_revision:
+            base_kwargs["revision"] = base_revision
+        token = _KEYS_LOADED_LATER.set(frozenset(own))
         try:
-            model.tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
-            model.image_processor = load_image_processor(source, **hub_kwargs)
+            model = cls.from_pretrained(
+                base_name, *model_args, config=config, _ovmlc_reference_load=True, **base_kwargs, **loading
+            )
+        except (OSError, ValueError) as error:
+            if isinstance(error, WeightsLayoutError):
+                raise
+            message = _base_not_found_message(name, base_name, base_revision, base_modules, error)
+            raise BackboneNotFoundError(message) from error
+        finally:
+            _KEYS_LOADED_LATER.reset(token)
+        state_keys = set(model.weights_for_saving())
+        inherited = set().union(*(keys_under(state_keys, module) for module in base_modules))
+        problems = []
+        unexpected = sorted((set(own) - state_keys) | (set(own) & inherited))
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected[:8]} (not weights of this model, or of its base modules)")
+        not_in_base = sorted(inherited - model._weights_provenance.provided_by(0))
+        if not_in_base:
+            problems.append(f"the base model {base_name} does not hold {not_in_base[:8]}")
+        built = {
+            key
+            for module in model.modules_created_on_load
+            if not keys_under(own, module)
+            for key in keys_under(state_keys, module)
+        }  # modules the method builds itself when absent
+        missing = sorted(state_keys - inherited - set(own) - built)
+        if missing:
+            problems.append(f"missing keys {missing[:8]}")
+        if problems:
+            raise WeightsLayoutError(f"{name}: adapter-only weights do not fit {cls.__name__}: " + "; ".join(problems))
+        with torch.no_grad():
+            model.load_state_dict(own, strict=False)
+        model.load_peft_adapters(source, hub_kwargs)
+        model._weights_provenance = model._weights_provenance.nest(CheckpointRef(name, commit, "ovmlc"), set(own))
+        model.config._name_or_path = name
+        model.name_or_path = name
+        return model
+
+    def _stored_keys(self, source: str, hub_kwargs: dict) -> set[str]:
+        """The model keys a checkpoint folder holds (its safetensors headers; a CLIP checkpoint's keys map under
+        `base_model_prefix`)."""
+        try:
+            files = _weight_files(source, hub_kwargs, source)
+        except WeightsLayoutError:
+            return set()
+        state_keys = set(self.state_dict())
+        stored = set()
+        for key in read_weight_keys(files):
+            for candidate in (key, f"{self.base_model_prefix}.{key}"):
+                if candidate in state_keys:
+                    stored.add(candidate)
+                    break
+        return stored
+
+    def _attach_files_from(self, source: str, hub_kwargs: dict) -> None:
+        """Tokenizer, image processor and saved label embeddings of the folder (else the backbone's, lazily)."""
+        hub_kwargs = {key: hub_kwargs[key] for key in ("revision", "token", "cache_dir") if key in hub_kwargs}
+        try:
+            # `config=`: AutoTokenizer would otherwise load the folder's config, whose auto_map (remote code) makes it
+            # ask for trust_remote_code (a 15 s prompt) when ovmlc's classes are not registered.
+            self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config, **hub_kwargs)
+            self.image_processor = load_image_processor(source, **hub_kwargs)
         except (OSError, ValueError):
             pass  # no processor files next to the weights: fall back to config.backbone_name_or_path lazily
         from transformers.utils import cached_file
 
         embeddings_file = cached_file(
-            source, LABEL_EMBEDDINGS_FILE, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+            source,
+            LABEL_EMBEDDINGS_FILE,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub_kwargs,
         )
         if embeddings_file is not None:
-            model.load_label_embeddings(embeddings_file)
-        return model.eval()
+            self.load_label_embeddings(embeddings_file)
 
     def load_label_embeddings(self, path: str | os.PathLike) -> None:
         """Prefill the label cache from a saved `label_embeddings.safetensors` (if it matches this model)."""
@@ -401,9 +592,10 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         self.label_cache.put(metadata["fingerprint"], metadata["templates_key"], read_embeddings_file(path))
 
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
-        """transformers' load report, minus the modules of `modules_created_on_load` missing as a whole."""
+        """transformers' load report, minus the modules of `modules_created_on_load` missing as a whole and the keys
+        an adapter-only folder loads after its base."""
         super()._adjust_missing_and_unexpected_keys(loading_info)
-        missing = set(loading_info.missing_keys)
+        missing = set(loading_info.missing_keys) - _KEYS_LOADED_LATER.get()
         state_keys = list(self.state_dict())
         for module_name in self.modules_created_on_load:
             pattern = re.compile(rf"^{re.escape(module_name)}\.")
@@ -412,17 +604,87 @@ class OVMLCPreTrainedModel(PreTrainedModel):
                 missing -= keys
         loading_info.missing_keys = missing
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """Save weights + config (with `auto_map` and `custom_pipelines`), method code, processor files, the
-        pipeline file and the label embeddings of `config.label_names`; then the registered save hooks run (the
-        model card of `ovmlc.hub`)."""
+    # ------------------------------------------------------------------ peft adapters of the backbone (hooks)
+    def state_dict_for_saving(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weights `model.safetensors` holds, by the names it holds them under: a method with peft adapters drops
+        the adapters' weights (saved by `save_peft_adapters`) and gives the adapted layers' base weights their
+        original names back. Keeps the tensors themselves (their version counters matter)."""
+        return state_dict
+
+    def weights_for_saving(self) -> dict[str, torch.Tensor]:
+        """`state_dict_for_saving` of the live parameters and buffers: what layouts, provenance and strict loading
+        compare."""
+        return self.state_dict_for_saving(self.state_dict(keep_vars=True))
+
+    def save_peft_adapters(self, directory: Path, plan: LayoutPlan) -> None:
+        """Write peft adapters of the backbone next to the weights (CLIP-FT LoRA)."""
+
+    def load_peft_adapters(self, source: str, hub_kwargs: dict) -> None:
+        """Load peft adapters saved by `save_peft_adapters` (after the weights)."""
+
+    # ------------------------------------------------------------------ saving
+    def weights_layout_plan(self, save_backbone: bool | None = None) -> LayoutPlan:
+        """The layout `save_pretrained(save_backbone=...)` would write, and why (`plan.reason`)."""
+        return plan_layout(self.weights_for_saving(), self.inherited_modules, self._weights_provenance, save_backbone)
+
+    def export_code(self) -> ExportedCode:
+        """The flat, self-contained Hub code of this model (see `code_export.py`)."""
+        return export_model_code(
+            type(self),
+            type(self.config),
+            PIPELINE_MODULE,
+            fetch_pipeline=self._fetch_pipeline_file,
+            pipeline_file=PIPELINE_FILE,
+        )
+
+    def _fetch_pipeline_file(self) -> Path | None:
+        """The pipeline file of the folder or Hub repo this model was loaded from (re-saving remote code)."""
+        from transformers.utils import cached_file
+
+        source = self.name_or_path
+        if not source:
+            return None
+        provenance = self._weights_provenance
+        revision = provenance.chain[0].revision if provenance is not None else None
+        path = cached_file(
+            source,
+            PIPELINE_FILE,
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        return Path(path) if path else None
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_backbone: bool | None = None, **kwargs):
+        """Save weights + config (with `auto_map` and `custom_pipelines`), the flat method code, processor files,
+        the label embeddings of `config.label_names`; then the registered save hooks run (the model card of
+        `ovmlc.hub`).
+
+        `save_backbone`: `None` (default) writes the adapter-only layout when the inherited modules are unchanged
+        since they were loaded from a Hub id at a known commit, else the whole model; `True` always the whole model;
+        `False` adapter-only wherever possible (an error if nothing can be left out). See `weights_layout.py`."""
         is_main_process = kwargs.get("is_main_process", True)
-        register_custom_pipeline_in_config(self.config)
-        super().save_pretrained(save_directory, *args, **kwargs)
+        # Before anything is written: code a Hub user could not run fails here. A class never registered for remote
+        # code (`register_for_auto_class`, every method does) gets no code and no auto_map, as in transformers.
+        code = self.export_code() if self.is_remote_code() else None
+        plan = self.weights_layout_plan(save_backbone)
+        self._record_saved_config(plan)
+        state_dict = kwargs.pop("state_dict", None)
+        state_dict = self.state_dict_for_saving(self.state_dict() if state_dict is None else dict(state_dict))
+        if plan.layout == ADAPTER_ONLY:
+            inherited = set().union(*(keys_under(state_dict, module) for module in plan.base_modules))
+            state_dict = {key: value for key, value in state_dict.items() if key not in inherited}
+        super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         if not is_main_process:
             return
         save_directory = Path(save_directory)
-        shutil.copy(PIPELINE_SOURCE, save_directory / PIPELINE_FILE)
+        if not state_dict:  # nothing of its own (e.g. CLIP zero-shot): still one weights file, empty
+            from safetensors.torch import save_file
+
+            save_file({}, str(save_directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        if code is not None:
+            code.write(save_directory)
+        self.save_peft_adapters(save_directory, plan)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(save_directory)
         if self.image_processor is not None:
@@ -438,7 +700,21 @@ class OVMLCPreTrainedModel(PreTrainedModel):
                 fingerprint=self.text_fingerprint(),
                 templates_key=vocabulary.templates_key,
             )
-        hooks.run_save_hooks(self, save_directory)  # e.g. the model card (the trainer refreshes it later)
+        run_save_hooks(self, save_directory)  # e.g. the model card (the trainer refreshes it later)
+
+    def _record_saved_config(self, plan: LayoutPlan) -> None:
+        """What config.json records about the saved folder: the layout and its base, the ovmlc version, the pipeline
+        task, and the prompt templates as a list (a Hub user has no template files)."""
+        config = self.config
+        register_custom_pipeline_in_config(config)
+        config.ovmlc_version = __version__
+        config.weights_layout = plan.layout
+        adapter_only = plan.layout == ADAPTER_ONLY
+        config.base_model_name_or_path = plan.base.name_or_path if adapter_only else None
+        config.base_model_revision = plan.base.revision if adapter_only else None
+        config.base_model_modules = list(plan.base_modules) if adapter_only else None
+        if isinstance(config.templates, (str, os.PathLike)):
+            config.templates = load_templates(config.templates)
 
     def push_to_hub(
         self,
@@ -454,8 +730,12 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         tags: list[str] | None = None,
     ):
         """transformers' `push_to_hub`, except that the README it uploads is the generated ovmlc model card (the
-        upload is the push function `ovmlc.hub` registers in `core/hooks.py`)."""
-        return hooks.push_function()(
+        upload is the push function `ovmlc.hub` registers in `core/hooks.py`; the flat remote-code copy of a model,
+        where ovmlc is absent, uses transformers' own)."""
+        push = registered_push_function()
+        if push is None:
+            push = PreTrainedModel.push_to_hub
+        return push(
             self,
             repo_id,
             commit_message=commit_message,
@@ -484,3 +764,62 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         print_fn(f"{'total':<{width}}  {total_trainable:>12,}  {total_frozen:>12,}")
         return {name: (value[0], value[1]) for name, value in counts.items()}
 
+
+def read_folder_config(source: str, hub_kwargs: dict) -> tuple[dict[str, Any], str | None]:
+    """The folder's config.json (empty if none can be read; transformers then reports the problem) and its Hub
+    commit (None for a local folder)."""
+    from transformers.utils import cached_file, extract_commit_hash
+
+    path = cached_file(
+        source,
+        CONFIG_FILE,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+    if path is None:
+        return {}, None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}, None
+    return (config if isinstance(config, dict) else {}), extract_commit_hash(path, None)
+
+
+def _weight_files(source: str, hub_kwargs: dict, name: str) -> list[str]:
+    """Local paths of the folder's `model.safetensors` (or of the shards its index lists)."""
+    from transformers.utils import cached_file
+
+    lookup = {"_raise_exceptions_for_missing_entries": False, **hub_kwargs}
+    single = cached_file(source, WEIGHTS_FILE, **lookup)
+    if single is not None:
+        return [single]
+    index = cached_file(source, WEIGHTS_INDEX_FILE, **lookup)
+    if index is None:
+        raise WeightsLayoutError(f"{name}: no {WEIGHTS_FILE} (nor {WEIGHTS_INDEX_FILE})")
+    return [cached_file(source, shard, **hub_kwargs) for shard in shard_names(index)]
+
+
+def _load_weight_files(files: list[str]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        weights.update(load_file(path))
+    return weights
+
+
+def _base_not_found_message(name: str, base: str, revision: str | None, modules: list[str], error: Exception) -> str:
+    from huggingface_hub import constants
+
+    where = f"{base!r}" + (f" at revision {revision}" if revision else "")
+    offline = " (it is set now)" if constants.HF_HUB_OFFLINE else ""
+    aliases = ", ".join(BACKBONE_ALIASES)
+    return (
+        f"{name}: this folder is in the adapter-only layout: it stores only the method's own weights, and "
+        f"{', '.join(modules)} come from its base model {where}, which could not be loaded ({error}). To fix: let "
+        f"huggingface_hub reach the Hub so the base model can be downloaded (network access; unset HF_HUB_OFFLINE"
+        f"{offline}; check HF_ENDPOINT, and HF_TOKEN for a private repo), or put the base model in the local Hub "
+        f"cache first; a local base folder ({aliases} included) must exist on this machine. Or re-save the model "
+        "with `save_pretrained(..., save_backbone=True)` so that its folder holds the whole model."
+    )

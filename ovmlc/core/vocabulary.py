@@ -27,6 +27,16 @@ def list_templates() -> list[str]:
     return sorted(path.stem for path in TEMPLATES_DIR.glob("*.json"))
 
 
+def _require_package_data(directory: Path, what: str) -> None:
+    """The flat remote-code copy of this module (next to a Hub model) has no package data: say so, not "unknown"."""
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"{what} is a name of ovmlc's package data ({directory.name}/), which this copy of the model code does not "
+            "carry (Hub remote code holds no data files). Pass the value itself (templates: a list of strings with "
+            "'{}'; labels: a list of names), or `pip install ovmlc` and load the model with `ovmlc.load_model`."
+        )
+
+
 def load_templates(spec: str | os.PathLike | Sequence[str]) -> list[str]:
     """Resolve a template spec: a shipped name (`"single"`, `"imagenet80"`, `"scene5"`, `"qks-pool85"`, `"mkt"`),
     a JSON file with a `templates` list, one template string containing `{}`, or a list of such strings."""
@@ -40,6 +50,7 @@ def load_templates(spec: str | os.PathLike | Sequence[str]) -> list[str]:
         elif "{}" in text:
             templates = [text]
         else:
+            _require_package_data(TEMPLATES_DIR, f"prompt templates {text!r}")
             raise ValueError(
                 f"unknown prompt templates {text!r}: use one of {list_templates()}, a .json file, "
                 "or a string with '{}'"
@@ -60,6 +71,7 @@ def load_labelset(name_or_path: str | os.PathLike) -> dict:
     if not path.is_file():
         path = Path(name_or_path)
     if not path.is_file():
+        _require_package_data(LABELSETS_DIR, f"label set {str(name_or_path)!r}")
         available = sorted(p.stem for p in LABELSETS_DIR.glob("*.json"))
         raise FileNotFoundError(f"label set {name_or_path!r} not found; shipped label sets: {available}")
     return json.loads(path.read_text())

@@ -32,6 +32,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..core.registry import MethodCard, MethodSpec, Paper, UnknownMethodError, get_method
 from ..evaluation.engine import VIEW_TITLES
 from ..files import (
+    ADAPTER_CONFIG_FILE,
+    BACKBONE_ADAPTER_DIR,
     CARD_FILE,
     CONFIG_FILE,
     EVAL_DIR,
@@ -195,6 +197,7 @@ class OVMLCModelCardData:
     results_markdown: str | None = None
     evaluation_files: list[str] = field(default_factory=list)
     plot_files: list[str] = field(default_factory=list)
+    backbone_adapter: dict[str, Any] | None = None  # backbone_adapter/adapter_config.json (CLIP-FT LoRA)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -248,6 +251,8 @@ class OVMLCModelCardData:
                 if (folder / report_dir / name).is_file()
             ]
 
+        adapter_config_file = folder / BACKBONE_ADAPTER_DIR / ADAPTER_CONFIG_FILE
+        backbone_adapter = _read_json(adapter_config_file) if adapter_config_file.is_file() else None
         repo_id = repo_id or _get(recipe, "hub", "repo_id") or f"your-org/{folder.resolve().name}"
         auto_map = config.get("auto_map") or {}
         code_files = sorted(
@@ -273,6 +278,7 @@ class OVMLCModelCardData:
             results_markdown=results_markdown,
             evaluation_files=[name for name in report_files if not name.endswith(".png")],
             plot_files=[name for name in report_files if name.endswith(".png")],
+            backbone_adapter=backbone_adapter if isinstance(backbone_adapter, dict) else None,
         )
 
     # ------------------------------------------------------------------ derived facts
@@ -288,14 +294,45 @@ class OVMLCModelCardData:
             return None
         if backbone == "synthetic":
             return "`synthetic`, the small offline CLIP shipped with ovmlc"
+        revision = self.config.get("backbone_revision")
         if looks_like_hub_id(backbone) or not Path(backbone).is_absolute():
-            return f"`{backbone}`"
+            return f"`{backbone}`" + (f" (revision `{revision}`)" if revision else "")
         return f"a local CLIP folder `{Path(backbone).name}`, not on the Hub"
 
     @property
+    def is_adapter_only(self) -> bool:
+        return self.config.get("weights_layout") == "adapter_only"
+
+    @property
+    def layout_description(self) -> str:
+        """Which weights the folder holds and what a load fetches besides (config.json's `weights_layout`)."""
+        if self.is_adapter_only:
+            base = self.config.get("base_model_name_or_path")
+            revision = self.config.get("base_model_revision")
+            modules = ", ".join(f"`{name}`" for name in self.config.get("base_model_modules") or [])
+            where = f"[`{base}`](https://huggingface.co/{base})" if looks_like_hub_id(base) else f"`{base}` (local)"
+            text = (
+                f"adapter-only (peft-style): `model.safetensors` holds only the method's own weights; {modules} "
+                f"come from the base model {where} at revision `{revision}`, which loading downloads (network access, "
+                "or a Hub cache that already holds it)"
+            )
+        else:
+            text = "whole model: `model.safetensors` holds every weight, the backbone included; nothing else is fetched"
+        if self.backbone_adapter:
+            base = self.backbone_adapter.get("base_model_name_or_path")
+            shown = f"`{base}`" if looks_like_hub_id(base) else "its CLIP"
+            text += (
+                f". The fine-tuned image tower is a peft LoRA adapter of {shown} in `{BACKBONE_ADAPTER_DIR}/` "
+                "(loading it needs `peft`)"
+            )
+        return text + "."
+
+    @property
     def base_model(self) -> str | None:
-        """A Hub model id this model derives from (the recipe's `init_from`, else the backbone), if any."""
-        for candidate in (_get(self.recipe, "init_from"), self.backbone):
+        """A Hub model id this model derives from (an adapter-only folder's base, the recipe's `init_from`, else the
+        backbone), if any."""
+        base = self.config.get("base_model_name_or_path") if self.is_adapter_only else None
+        for candidate in (base, _get(self.recipe, "init_from"), self.backbone):
             if looks_like_hub_id(candidate):
                 return candidate
         return None
@@ -437,6 +474,13 @@ class OVMLCModelCardData:
             "backbone": self.backbone_description,
             "templates_description": self._templates_description(),
             "num_parameters": f"{self.num_parameters:,}" if self.num_parameters else None,
+            "parameters_note": (
+                "(the method's own weights, in `model.safetensors`; the base model's are not counted)"
+                if self.is_adapter_only
+                else "(all weights in `model.safetensors`, including the CLIP backbone)"
+            ),
+            "layout_description": self.layout_description,
+            "needs_peft": bool(self.backbone_adapter),
             "thresholds_description": self._thresholds_description(),
             "license": self.license,
             "labels_description": self._labels_description(),
@@ -498,9 +542,11 @@ class OVMLCModelCardData:
         return text
 
     def _templates_description(self) -> str:
-        from ..core.vocabulary import load_templates
+        from ..core.vocabulary import list_templates, load_templates
 
         templates = self.config.get("templates") or "single"
+        if isinstance(templates, list):  # saved configs hold the list: name it when it is a shipped set
+            templates = next((name for name in list_templates() if load_templates(name) == templates), templates)
         pooling = (
             "raw embeddings averaged" if self.config.get("prompt_pool", "raw") == "raw" else "normalised, averaged"
         )

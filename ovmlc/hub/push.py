@@ -5,8 +5,10 @@ card generated from its contents (`ovmlc.model_card`). What goes up:
 
 * `model.safetensors` (or its shards + index): weights in safetensors only; pickle files (`.bin`, `.pt`, `.pth`,
   `.pkl`, `.ckpt`, ...) anywhere in the folder are refused, since loading them can execute code;
-* `config.json` with `auto_map` (the flat method code, so `AutoModel.from_pretrained(repo, trust_remote_code=True)`
-  works without `import ovmlc`) and `custom_pipelines` (`pipeline.py`), calibrated thresholds included;
+* `config.json` with `auto_map` (the flat, self-contained method code, so `AutoModel.from_pretrained(repo,
+  trust_remote_code=True)` works without ovmlc installed) and `custom_pipelines` (`pipeline.py`), calibrated
+  thresholds included; an adapter-only folder (`weights_layout`) must name a base model on the Hub at a commit;
+* `backbone_adapter/` (CLIP-FT LoRA: a peft adapter of the CLIP);
 * the tokenizer and image-processor files, `label_embeddings.safetensors` (cached text embeddings of the label set);
 * for training runs: `recipe.yaml`, `ovmlc_trainer_state.json` and the evaluation report (`eval/`: `metrics.json`,
   `results.md`, `per_label_ap.csv`, `thresholds.json`, plots);
@@ -27,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -172,6 +175,9 @@ def validate_model_folder(folder: str | os.PathLike) -> tuple[list[str], list[st
         if module and not (folder / f"{module}.py").is_file():
             raise HubFolderError(f"{folder / (module + '.py')} is missing (referenced by {config_file})")
 
+    if config.get("weights_layout") == "adapter_only":
+        _check_adapter_only_base(config, config_file)
+
     if not (folder / PREPROCESSOR_FILE).is_file():
         raise HubFolderError(
             f"{folder / PREPROCESSOR_FILE} is missing: the Hub model could not preprocess images. Save a model whose "
@@ -183,6 +189,30 @@ def validate_model_folder(folder: str | os.PathLike) -> tuple[list[str], list[st
             "Save a model whose `tokenizer` is set (from_clip/from_pretrained attach it)."
         )
     return uploaded, skipped
+
+
+def _check_adapter_only_base(config: dict, config_file: Path) -> None:
+    """An adapter-only folder loads its base model from a reference: a Hub user can follow only a Hub id at a commit."""
+    from ..core.backbones import BACKBONE_ALIASES
+    from ..core.weights_layout import is_hub_id
+
+    base = config.get("base_model_name_or_path")
+    revision = config.get("base_model_revision")
+    modules = ", ".join(config.get("base_model_modules") or []) or "the base modules"
+    fix = (
+        "Save the model with `save_pretrained(..., save_backbone=True)` (the whole model), or push the base model to "
+        "the Hub first and build this model from its Hub id."
+    )
+    if not is_hub_id(base, aliases=BACKBONE_ALIASES):
+        raise HubFolderError(
+            f"{config_file}: this adapter-only folder takes {modules} from the base model {base!r}, a local path (or "
+            f"ovmlc's offline alias) that a Hub user cannot reach. {fix}"
+        )
+    if not revision or not re.fullmatch(r"[0-9a-f]{40}", str(revision)):
+        raise HubFolderError(
+            f"{config_file}: the base model {base!r} of this adapter-only folder is not pinned to a commit "
+            f"(base_model_revision={revision!r}), so later pushes to it would change this model. {fix}"
+        )
 
 
 def plan_model_upload(

@@ -19,9 +19,11 @@ CARD = MethodCard(
         "them far too slowly).",
         "`finetune=\"full\"` trains the whole vision transformer and visual projection; `finetune=\"lora\"` trains "
         "peft LoRA adapters on the vision tower's attention projections (`q_proj`, `v_proj` by default).",
-        "Saved weights: full fine-tuning saves the whole model. LoRA saves, PEFT-style, `adapter_config.json` + "
-        "`adapter_model.safetensors` holding only the trainable weights (LoRA matrices and the two logit "
-        "parameters); loading rebuilds the model from `backbone_name_or_path` and re-attaches the adapter.",
+        "LoRA is a peft adapter of the CLIP itself (transformers' `add_adapter` / `load_adapter` on the wrapped "
+        "`CLIPModel`), saved in `backbone_adapter/` (`adapter_config.json` naming the CLIP as "
+        "`base_model_name_or_path`, `adapter_model.safetensors`); the logit head is in `model.safetensors`. "
+        "`save_pretrained(dir, merge_lora=True)` writes the adapter merged into the vision tower (a plain "
+        "`finetune=\"full\"` folder).",
     ),
 )
 

@@ -33,8 +33,11 @@ CARD = MethodCard(
         "Logits are `logit_scale * fused + logit_bias` with `logit_scale = 1`, `logit_bias = 0` by default (the fused "
         "score itself, in [-1, 1]); the ranking margin is in those units. Pixel normalisation follows the backbone's "
         "processor (the official code feeds ImageNet mean/std to both towers).",
-        "`label_maps [B, C, h, w]` are the student's patch scores `<p_j, t_c>`. Saved weights: the original CLIP, "
-        "the student copies and (stage 2) the prompt vectors (or the token table), so the folder loads on its own.",
+        "`label_maps [B, C, h, w]` are the student's patch scores `<p_j, t_c>`. Saved weights: the whole-model "
+        "layout holds the original CLIP, the student copies and (stage 2) the prompt vectors (or the token table); "
+        "the adapter-only layout (the default for a model built from a Hub id) holds only what the stage did not "
+        "inherit: the student in stage 1, and in stage 2 started from a stage-1 Hub repo only the prompt (the student "
+        "and the CLIP are loaded from that repo).",
     ),
 )
 

@@ -122,6 +122,13 @@ class MKTModel(PromptLearningMixin, OVMLCPreTrainedModel):
         )
 
     @property
+    def inherited_modules(self) -> tuple[str, ...]:
+        """What this stage takes unchanged from the checkpoint it starts from: the CLIP (teacher and text tower); in
+        stage 2 also the student trained by stage 1, so a stage-2 folder built from a stage-1 Hub repo stores only the
+        prompt (the adapter-only layout; see core/weights_layout.py)."""
+        return ("clip",) if self.config.stage == 1 else ("clip", "student")
+
+    @property
     def trains_text_side(self) -> bool:
         """Stage 2 tunes the prompt: the trainer encodes the labels every step, with gradients."""
         return self.config.stage == 2
