@@ -254,9 +254,10 @@ def finished_run_seconds(output: Path, recipe: Path, overrides: Sequence[str]) -
     """The wall time of a finished run in `output` trained with this recipe and overrides, or None (not there, not
     finished, or another recipe). Runs from before the wall-time file count their training loop + cache build."""
     from ovmlc.training.recipe import load_recipe
+    from ovmlc.training.state import read_state_file, state_file
 
-    state_file, recipe_file = output / "trainer_state.json", output / "recipe.yaml"
-    if not state_file.is_file() or not recipe_file.is_file():
+    recipe_file = output / "recipe.yaml"
+    if state_file(output) is None or not recipe_file.is_file():
         return None
     expected = load_recipe(recipe, overrides).to_dict()
     if load_recipe(recipe_file).to_dict() != expected:
@@ -264,7 +265,7 @@ def finished_run_seconds(output: Path, recipe: Path, overrides: Sequence[str]) -
     wall_file = output / WALL_SECONDS_FILE
     if wall_file.is_file():
         return float(json.loads(wall_file.read_text())["seconds"])
-    state = json.loads(state_file.read_text())
+    state = read_state_file(output)
     return float(state["train_seconds"]) + float(state.get("feature_cache_build_seconds") or 0.0)
 
 
@@ -295,7 +296,9 @@ def run_method(
     result = RunResult(
         key, seed, seconds, **evaluate_model(model, dataset_path), output_dir=str(output), partial_label=partial_label
     )
-    state = json.loads((Path(output) / "trainer_state.json").read_text())
+    from ovmlc.training.state import read_state_file
+
+    state = read_state_file(output)
     result.extra["train_loop_seconds"] = float(state["train_seconds"])  # the training loop only (no cache, eval)
     if isinstance(model, ovmlc.MKTModel):
         result.extra.update(mkt_stream_zsl(model, dataset_path))

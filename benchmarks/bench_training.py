@@ -139,7 +139,7 @@ def run(
     path = recipe_dir / f"{output.name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     train(path)
-    return json.loads((output / "trainer_state.json").read_text())
+    return json.loads((output / "ovmlc_trainer_state.json").read_text())
 
 
 def main() -> None:

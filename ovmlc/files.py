@@ -34,9 +34,23 @@ CARD_FILE = "README.md"
 
 # ---------------------------------------------------------------------------------------------- training runs
 RECIPE_FILE = "recipe.yaml"
-TRAINER_STATE_FILE = "trainer_state.json"
+# The run record of `ovmlc train` (output folder) and the resume state of a checkpoint. Not transformers'
+# `trainer_state.json` (another layout: `TrainerState.load_from_json` cannot read it), hence its own name.
+TRAINER_STATE_FILE = "ovmlc_trainer_state.json"
+# The name earlier ovmlc versions used: still read (model cards of old folders, resuming old checkpoints).
+LEGACY_TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
-BEST_WEIGHTS_FILE = "trainable_weights.safetensors"
+# Trainable parameters + buffers of a checkpoint (`checkpoint-*/`, `best-*/`): what resuming and restoring load.
+TRAINABLE_WEIGHTS_FILE = "trainable_weights.safetensors"
+BEST_WEIGHTS_FILE = TRAINABLE_WEIGHTS_FILE
+# Optimizer state tensors (its param groups and scalars in the file's metadata), LR schedule, gradient scaler, and the
+# RNG states of process <rank>: what a checkpoint stores to resume a run, never as pickles.
+OPTIMIZER_STATE_FILE = "optimizer.safetensors"
+SCHEDULER_STATE_FILE = "scheduler.json"
+SCALER_STATE_FILE = "scaler.json"
+RNG_STATE_FILE_PATTERN = "rng_state_{rank}.safetensors"
+# Held (flock) by the main process of a run for its whole duration: one run per output folder.
+RUN_LOCK_FILE = ".ovmlc-run.lock"
 LOGS_DIR = "logs"
 # The test-split report of `ovmlc train` (an evaluation report folder inside the model folder).
 EVAL_DIR = "eval"
@@ -70,8 +84,10 @@ __all__ = [
     "DATASET_DATA_DIR",
     "EVAL_DIR",
     "LABEL_EMBEDDINGS_FILE",
+    "LEGACY_TRAINER_STATE_FILE",
     "LOGS_DIR",
     "METRICS_FILE_NAME",
+    "OPTIMIZER_STATE_FILE",
     "PER_LABEL_FILE_NAME",
     "PIPELINE_FILE",
     "PIPELINE_IMPL",
@@ -81,9 +97,14 @@ __all__ = [
     "PREPROCESSOR_FILE",
     "RECIPE_FILE",
     "RESULTS_FILE_NAME",
+    "RNG_STATE_FILE_PATTERN",
+    "RUN_LOCK_FILE",
+    "SCALER_STATE_FILE",
+    "SCHEDULER_STATE_FILE",
     "SCORES_FILE_NAME",
     "THRESHOLDS_FILE_NAME",
     "TOKENIZER_FILES",
+    "TRAINABLE_WEIGHTS_FILE",
     "TRAINER_STATE_FILE",
     "WEIGHTS_FILE",
     "WEIGHTS_INDEX_FILE",

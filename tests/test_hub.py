@@ -131,9 +131,10 @@ def images_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, clip_dir) -> Path:
-    """The folder layout `ovmlc train` leaves: the saved model (label split and calibrated thresholds in its config),
-    recipe.yaml, trainer_state.json, the evaluation report in eval/ (with scores.npz), resumable checkpoints (with
-    pickles) and tracker logs; the last three must not be uploaded."""
+    """The folder layout `ovmlc train` left in earlier versions: the saved model (label split and calibrated thresholds
+    in its config), recipe.yaml, trainer_state.json (today ovmlc_trainer_state.json; the old name is still read), the
+    evaluation report in eval/ (with scores.npz), resumable checkpoints (with pickles) and tracker logs; the last three
+    must not be uploaded."""
     folder = tmp_path_factory.mktemp("run") / "clip-tiny"
     names = SEEN + UNSEEN
     unseen = np.array([False] * len(SEEN) + [True] * len(UNSEEN))
@@ -552,7 +553,7 @@ def test_trained_run_pushes_and_loads_back(online, tmp_path, monkeypatch):
 
     assert cli_main(["push", "--model", str(output), "--repo", "org/qks-tiny"]) == 0
     uploaded = online.list_files("org/qks-tiny")
-    assert {"modeling_qks.py", "configuration_qks.py", "eval/metrics.json", "trainer_state.json"} <= set(uploaded)
+    assert {"modeling_qks.py", "configuration_qks.py", "eval/metrics.json", "ovmlc_trainer_state.json"} <= set(uploaded)
     assert not [name for name in uploaded if name.startswith("checkpoints/") or name.endswith((".bin", ".pkl", ".npz"))]
     card = ModelCard(online.read_file("org/qks-tiny", "README.md").decode())
     metrics = json.loads((output / "eval" / "metrics.json").read_text())

@@ -174,7 +174,8 @@ def test_float32_image_side_needs_float32_weights(build):
 @pytest.mark.parametrize("name", METHODS)
 def test_bf16_image_side_float32_head_has_no_ties(build, name):
     """Issue 17: a bf16 image tower with a float32 head ranks (by logits) without ties (< 1% of positive-negative
-    pairs); the same model with its head under bf16 autocast (how evaluation and the trainer scored before) ties far more."""
+    pairs); the same model with its head under bf16 autocast (how evaluation and the trainer scored before) ties
+    more."""
     model = build(name)
     rng = np.random.default_rng(0)
     labels = np.where(rng.random((96, len(LABELS))) < 0.3, 1, -1).astype(np.int8)

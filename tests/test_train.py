@@ -58,7 +58,7 @@ def qks_sections(**training):
 
 def test_short_run_lowers_loss_and_writes_a_loadable_model(tmp_path, world):
     output = train(recipe_file(tmp_path, world))
-    state = json.loads((output / "trainer_state.json").read_text())
+    state = json.loads((output / "ovmlc_trainer_state.json").read_text())
     assert state["global_step"] == state["total_steps"] == 3 * 6  # 48 images / batch 8, 3 epochs
     assert state["loss"]["per_epoch"][-1] < state["loss"]["per_epoch"][0]
     assert [entry["step"] for entry in state["validation"]] == [6, 12, 18]
@@ -97,7 +97,7 @@ def test_short_run_lowers_loss_and_writes_a_loadable_model(tmp_path, world):
 
 def test_evaluation_only_recipe_matches_ovmlc_evaluate(tmp_path, world):
     output = train(recipe_file(tmp_path, world, training={"epochs": 0}, freeze=[]))
-    state = json.loads((output / "trainer_state.json").read_text())
+    state = json.loads((output / "ovmlc_trainer_state.json").read_text())
     assert state["global_step"] == 0 and state["validation"] == []
     assert not (output / "checkpoints").exists()
     mine = json.loads((output / "eval" / "metrics.json").read_text())
@@ -125,7 +125,7 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path, world):
         load_file(str(big / "model.safetensors")),
         load_file(str(accumulated / "model.safetensors")),
     )
-    assert json.loads((accumulated / "trainer_state.json").read_text())["global_step"] == 3
+    assert json.loads((accumulated / "ovmlc_trainer_state.json").read_text())["global_step"] == 3
     for name, tensor in big_weights.items():
         torch.testing.assert_close(accumulated_weights[name], tensor, atol=1e-6, rtol=1e-5)
 
@@ -133,8 +133,8 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path, world):
 def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, world):
     cached = train(recipe_file(tmp_path, world, "cached", **qks_sections()))
     uncached = train(recipe_file(tmp_path, world, "uncached", **qks_sections(feature_cache=False)))
-    assert json.loads((cached / "trainer_state.json").read_text())["feature_cache"] is True
-    assert json.loads((uncached / "trainer_state.json").read_text())["feature_cache"] is False
+    assert json.loads((cached / "ovmlc_trainer_state.json").read_text())["feature_cache"] is True
+    assert json.loads((uncached / "ovmlc_trainer_state.json").read_text())["feature_cache"] is False
     cached_weights, uncached_weights = (
         load_file(str(cached / "model.safetensors")),
         load_file(str(uncached / "model.safetensors")),
@@ -170,7 +170,7 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_pa
             },
         )
     )
-    state = json.loads((output / "trainer_state.json").read_text())
+    state = json.loads((output / "ovmlc_trainer_state.json").read_text())
     assert state["stopped_early"] is True
     assert [entry["step"] for entry in state["validation"]] == [2, 4, 6]
     assert state["best_step"] == 2 and state["global_step"] == 6
@@ -183,7 +183,7 @@ def test_selection_last_keeps_the_final_weights(tmp_path, world):
     validated = {"epochs": 2, "eval_every": 2, "selection_metric": "gzsl/num_images", "selection": "last"}
     last = train(recipe_file(tmp_path, world, "last", training=validated))
     unvalidated = train(recipe_file(tmp_path, world, "unvalidated", training={"epochs": 2, "eval_every": None}))
-    state = json.loads((last / "trainer_state.json").read_text())
+    state = json.loads((last / "ovmlc_trainer_state.json").read_text())
     assert state["selection"] == "last" and state["best_step"] == 2 and state["global_step"] == 12
     assert [entry["step"] for entry in state["validation"]] == [2, 4, 6, 8, 10, 12]
     assert not list((last / "checkpoints").glob("best-*"))  # nothing to restore, so no snapshot
@@ -206,12 +206,12 @@ def test_tensorboard_tracker_and_cli(tmp_path, world):
     ]
     # A checkpoint written by another number of processes: a clear error, not accelerate's missing-file trace.
     checkpoint = output / "checkpoints" / "checkpoint-6"
-    (checkpoint / "random_states_1.pkl").write_bytes((checkpoint / "random_states_0.pkl").read_bytes())
+    (checkpoint / "rng_state_1.safetensors").write_bytes((checkpoint / "rng_state_0.safetensors").read_bytes())
     with pytest.raises(TrainingError, match=r"written by 2 process\(es\), this run has 1.*--num_processes 2"):
         train(recipe, resume=str(checkpoint))
     # --overwrite starts over in the same folder.
     assert cli_main(["train", "--config", str(recipe), "training.epochs=0", "--overwrite"]) == 0
-    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 0
+    assert json.loads((output / "ovmlc_trainer_state.json").read_text())["global_step"] == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -321,30 +321,33 @@ class _Accelerator:
     """Just enough of `accelerate.Accelerator` for CheckpointManager on one process."""
 
     is_main_process = True
-
-    def __init__(self, fail_after_files=None):
-        self.fail_after_files = fail_after_files
+    num_processes = 1
 
     def wait_for_everyone(self):
         pass
 
-    def save_state(self, directory):
+
+def _writer(fail_after_files=None):
+    """Writes three files into a checkpoint folder; `fail_after_files` simulates a kill in the middle."""
+
+    def write(directory):
         for index in range(3):
-            if self.fail_after_files == index:
+            if fail_after_files == index:
                 raise KeyboardInterrupt("killed while writing")
             with open(os.path.join(directory, f"part-{index}.bin"), "wb") as handle:
                 handle.write(b"x" * 10)
+
+    return write
 
 
 def test_a_checkpoint_interrupted_while_written_never_replaces_the_last_good_one(tmp_path):
     manager = CheckpointManager(tmp_path, _Accelerator(), total_limit=2)
     for step in (2, 4, 6):
-        manager.save(step, {"global_step": step, "best_step": 2})
+        manager.save(step, {"global_step": step, "best_step": 2}, _writer())
     assert [step for step, _ in manager.checkpoints()] == [4, 6]  # total_limit
 
-    manager.accelerator = _Accelerator(fail_after_files=1)
     with pytest.raises(KeyboardInterrupt):
-        manager.save(8, {"global_step": 8})
+        manager.save(8, {"global_step": 8}, _writer(fail_after_files=1))
     assert manager.latest().name == "checkpoint-6"
     assert manager.read_trainer_state(manager.latest())["global_step"] == 6
     assert (manager.directory / ".tmp-checkpoint-8").is_dir()
@@ -352,8 +355,7 @@ def test_a_checkpoint_interrupted_while_written_never_replaces_the_last_good_one
     assert sorted(path.name for path in manager.directory.iterdir()) == ["checkpoint-4", "checkpoint-6"]
 
     # Replacing a checkpoint (the final one) goes through the same temporary folder.
-    manager.accelerator = _Accelerator()
-    manager.save(6, {"global_step": 6, "finished": True}, replace=True)
+    manager.save(6, {"global_step": 6, "finished": True}, _writer(), replace=True)
     assert manager.read_trainer_state(manager.latest())["finished"] is True
     with pytest.raises(FileNotFoundError, match="not a complete ovmlc checkpoint"):
         manager.resolve_resume(tmp_path / "nowhere")

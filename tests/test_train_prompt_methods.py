@@ -11,6 +11,7 @@ from test_train_fixtures import SEEN, UNSEEN, make_tiny_backbone, make_tiny_data
 import ovmlc
 from ovmlc.data import label_matrix, load_canonical
 from ovmlc.data.splits import mask_partial_label_rows, partial_keep_mask
+from ovmlc.files import TRAINER_STATE_FILE
 from ovmlc.training.recipe import RecipeError, load_recipe
 from ovmlc.training.trainer import Trainer, build_schedule_lambda, train
 
@@ -138,7 +139,7 @@ def test_short_runs_train_and_save_a_loadable_model(tmp_path, world, method, met
         ),
         ["dataset.partial_label=0.7"],
     )
-    state = json.loads((output / "trainer_state.json").read_text())
+    state = json.loads((output / TRAINER_STATE_FILE).read_text())
     assert state["feature_cache"] and state["global_step"] == 12
     assert np.isfinite(state["loss"]["per_epoch"]).all()
     model = ovmlc.load_model(output)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from test_train_fixtures import make_tiny_backbone, make_tiny_dataset
 
 from ovmlc.cli.train import main as train_main
+from ovmlc.files import RUN_LOCK_FILE
 
 TINY_RECIPE = Path(__file__).resolve().parent.parent / "hub_configs" / "tiny-synthetic.yaml"
 
@@ -60,13 +61,16 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mo
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (interrupted / "model.safetensors").exists()
+    # The killed run's lock file stays behind, naming a process that is gone: it must not block --resume.
+    assert json.loads((interrupted / RUN_LOCK_FILE).read_text())["pid"] == process.pid
 
     resumed = subprocess.run(
         _command(dataset, backbone, interrupted, "--resume"), env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    state = json.loads((interrupted / "trainer_state.json").read_text())
-    reference_state = json.loads((reference / "trainer_state.json").read_text())
+    assert not (interrupted / RUN_LOCK_FILE).exists()
+    state = json.loads((interrupted / "ovmlc_trainer_state.json").read_text())
+    reference_state = json.loads((reference / "ovmlc_trainer_state.json").read_text())
     assert state["resumed_from"] or "no checkpoint" in resumed.stdout  # killed before the first complete checkpoint
 
     expected, actual = (

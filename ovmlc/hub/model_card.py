@@ -2,7 +2,7 @@
 
 `OVMLCModelCardData.from_folder(folder)` reads `config.json` (method, backbone, label split, calibrated thresholds),
 `model.safetensors` (parameter count, from the header only), and, when the folder was written by `ovmlc train`,
-`recipe.yaml`, `trainer_state.json` and the evaluation report (`metrics.json`, `results.md`, `per_label_ap.csv`,
+`recipe.yaml`, `ovmlc_trainer_state.json` and the evaluation report (`metrics.json`, `results.md`, `per_label_ap.csv`,
 plots). Nothing is invented: a fact that no file records is left out or said to be missing, so a model built with
 `from_clip(...)` and saved without training gets a card that claims no results.
 
@@ -38,6 +38,7 @@ from ..files import (
     CONFIG_FILE,
     EVAL_DIR,
     LABEL_EMBEDDINGS_FILE,
+    LEGACY_TRAINER_STATE_FILE,
     METRICS_FILE_NAME,
     PER_LABEL_FILE_NAME,
     PIPELINE_TASK,
@@ -191,6 +192,7 @@ class OVMLCModelCardData:
     recipe: dict[str, Any] | None = None
     recipe_text: str | None = None
     trainer_state: dict[str, Any] | None = None
+    trainer_state_file: str = TRAINER_STATE_FILE
     metrics: dict[str, Any] | None = None
     results_markdown: str | None = None
     evaluation_files: list[str] = field(default_factory=list)
@@ -229,7 +231,11 @@ class OVMLCModelCardData:
             while lines and lines[0].startswith("#"):
                 lines.pop(0)
             recipe_text = "\n".join(lines)
-        trainer_state = _read_json(folder / TRAINER_STATE_FILE) if (folder / TRAINER_STATE_FILE).is_file() else None
+        # The run record (`ovmlc_trainer_state.json`; folders of earlier versions: `trainer_state.json`).
+        state_name = next(
+            (name for name in (TRAINER_STATE_FILE, LEGACY_TRAINER_STATE_FILE) if (folder / name).is_file()), None
+        )
+        trainer_state = _read_json(folder / state_name) if state_name is not None else None
         report_dir = next((name for name in REPORT_DIRS if (folder / name / METRICS_FILE_NAME).is_file()), None)
         metrics, results_markdown, report_files = None, None, []
         if report_dir is not None:
@@ -267,6 +273,7 @@ class OVMLCModelCardData:
             recipe=recipe,
             recipe_text=recipe_text,
             trainer_state=trainer_state if isinstance(trainer_state, dict) else None,
+            trainer_state_file=state_name or TRAINER_STATE_FILE,
             metrics=metrics,
             results_markdown=results_markdown,
             evaluation_files=[name for name in report_files if not name.endswith(".png")],
@@ -457,6 +464,7 @@ class OVMLCModelCardData:
             "revision": self.revision,
             "has_recipe": self.recipe is not None,
             "has_trainer_state": self.trainer_state is not None,
+            "trainer_state_file": self.trainer_state_file,
             "has_metrics": self.metrics is not None,
             "method_name": card.name if card is not None else f"`{self.method}`",
             "method_summary": card.summary if card is not None else "no description is registered for this method.",

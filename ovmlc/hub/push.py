@@ -10,11 +10,11 @@ card generated from its contents (`ovmlc.model_card`). What goes up:
   thresholds included; an adapter-only folder (`weights_layout`) must name a base model on the Hub at a commit;
 * `backbone_adapter/` (CLIP-FT LoRA: a peft adapter of the CLIP);
 * the tokenizer and image-processor files, `label_embeddings.safetensors` (cached text embeddings of the label set);
-* for training runs: `recipe.yaml`, `trainer_state.json` and the evaluation report (`eval/`: `metrics.json`,
+* for training runs: `recipe.yaml`, `ovmlc_trainer_state.json` and the evaluation report (`eval/`: `metrics.json`,
   `results.md`, `per_label_ap.csv`, `thresholds.json`, plots);
 * `README.md`: the generated card (any README.md in the folder is replaced by a fresh one naming the target repo).
 
-Never uploaded: `checkpoints/` (resumable training state with optimizer pickles), tracker logs (`logs/`, `runs/`),
+Never uploaded: `checkpoints/` (resumable training state, large), tracker logs (`logs/`, `runs/`),
 `scores.npz` files (large, re-created by `ovmlc evaluate`), hidden files and `__pycache__`.
 
 A dataset folder (written by `ovmlc data prepare`) is uploaded as-is, after checking its card (README.md with

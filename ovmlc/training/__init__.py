@@ -1,4 +1,5 @@
-"""Pieces of the `ovmlc train` engine (`ovmlc/train.py`): recipes, checkpoints, feature cache, datasets, transforms."""
+"""The `ovmlc train` engine (`trainer.py` orchestrates; one module per concern, see its docstring) and
+`pretrain_vlp.py` (`ovmlc pretrain-vlp`)."""
 
 from .recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 

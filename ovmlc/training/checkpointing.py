@@ -1,16 +1,22 @@
-"""Kill-safe training checkpoints in `<output_dir>/checkpoints/`.
+"""Kill-safe training checkpoints in `<output_dir>/checkpoints/`, each one also a model folder.
 
 Layout:
 
     checkpoints/
-      checkpoint-<step>/       accelerate `save_state` (model, optimizer, scheduler, RNG of every rank, sampler)
-                               + trainer_state.json (epoch, position in the epoch, best metric, loss history)
-      best-<step>/             trainable parameters + buffers of the best model on the validation split so far
+      checkpoint-<step>/       a loadable model folder (`save_pretrained`: config.json, weights, code, tokenizer, ...:
+                               `ovmlc evaluate --model checkpoints/checkpoint-<step>`), plus what resuming needs
+                               (`ovmlc.training.resume_files`): trainable_weights.safetensors, optimizer.safetensors,
+                               scheduler.json, rng_state_<rank>.safetensors (one per process), and
+                               ovmlc_trainer_state.json (epoch, position in the epoch, best metric, loss history)
+      best-<step>/             the best model on the validation split so far: a model folder +
+                               trainable_weights.safetensors + ovmlc_trainer_state.json
       .tmp-*/                  a write in progress (or one interrupted by a kill): never read, removed on start
 
-A checkpoint is written into a temporary folder and renamed into place once complete (an atomic `rename` on the same
-filesystem), so a process killed mid-write never replaces or corrupts the last good checkpoint. Only the newest
-`total_limit` checkpoints are kept, together with the `best-*` snapshots they (or the running trainer) refer to.
+Nothing in a checkpoint is a pickle. A checkpoint is written into a temporary folder and renamed into place once
+complete (an atomic `rename` on the same filesystem), so a process killed mid-write, or a write that fails (full
+disk), never replaces or corrupts the last good checkpoint. Only the newest `total_limit` checkpoints are kept,
+together with the `best-*` snapshots they (or the running trainer) refer to. Checkpoints of earlier ovmlc versions
+(accelerate's `save_state` layout with `trainer_state.json`) are still found and resumed.
 """
 
 from __future__ import annotations
@@ -19,16 +25,24 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..files import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, TRAINER_STATE_FILE
+from ..files import CHECKPOINTS_DIR, TRAINER_STATE_FILE
+from .launch import all_processes_succeeded
+from .output_folder import reporting_write_errors, write_error
+from .resume_files import save_trainable_weights, save_training_state
+from .state import read_state_file, state_file
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 _BEST_NAME = re.compile(r"^best-(\d+)$")
 _TMP_PREFIX = ".tmp-"
+
+# Writes the contents of a checkpoint into the (temporary) folder; called on every process.
+ContentWriter = Callable[[Path], None]
 
 
 def _fsync_directory(path: Path) -> None:
@@ -64,7 +78,7 @@ def write_json_atomic(path: Path, content: Any) -> None:
 
 
 class CheckpointManager:
-    """Save, find, prune and resume training checkpoints (one instance per process; only the main one writes)."""
+    """Save, find, prune and resume training checkpoints (one instance per process; only the main one renames)."""
 
     def __init__(self, output_dir: str | os.PathLike, accelerator, total_limit: int = 2):
         self.directory = Path(output_dir) / CHECKPOINTS_DIR
@@ -79,7 +93,7 @@ class CheckpointManager:
         found = []
         for path in self.directory.iterdir():
             match = _CHECKPOINT_NAME.match(path.name)
-            if match and (path / TRAINER_STATE_FILE).is_file():
+            if match and state_file(path) is not None:
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
@@ -99,60 +113,82 @@ class CheckpointManager:
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ writing
-    def save(self, step: int, trainer_state: dict[str, Any], replace: bool = False) -> Path:
-        """`accelerator.save_state` into a temporary folder, add trainer_state.json, then rename it into place.
-
-        Every process calls this (each writes its own RNG state); only the main process renames and prunes. A
-        checkpoint of the same step is kept as is, unless `replace` (the final one, whose trainer state differs).
-        """
+    def save(self, step: int, trainer_state: dict[str, Any], write: ContentWriter, replace: bool = False) -> Path:
+        """Write a checkpoint: `write(folder)` on every process into a temporary folder, then the trainer state,
+        then rename it into place. A checkpoint of the same step is kept as is, unless `replace` (the final one,
+        whose trainer state differs). A failed write (full disk, ...) raises `OutputWriteError` on every process and
+        leaves the earlier checkpoints as they were."""
         final = self.directory / f"checkpoint-{step}"
         if (final / TRAINER_STATE_FILE).is_file() and not replace:
             return final
-        temporary = self.directory / f"{_TMP_PREFIX}checkpoint-{step}"
-        if self.accelerator.is_main_process:
-            if temporary.exists():
-                shutil.rmtree(temporary)
-            temporary.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(temporary))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            # trainer_state.json is written last: it marks the folder as complete.
-            (temporary / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
-            _fsync_tree(temporary)
-            if final.exists():
-                # Move the old one aside first: a kill in between leaves the previous checkpoints to resume from.
-                retired = self.directory / f"{_TMP_PREFIX}retired-checkpoint-{step}"
-                shutil.rmtree(retired, ignore_errors=True)
-                os.rename(final, retired)
-                os.rename(temporary, final)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.rename(temporary, final)
-            _fsync_directory(self.directory)
-            self.prune(keep_best_step=trainer_state.get("best_step"))
-        self.accelerator.wait_for_everyone()
+        return self._write_folder(final, trainer_state, write, prune=True)
+
+    def save_best(self, step: int, trainer_state: dict[str, Any], write: ContentWriter) -> Path:
+        """Snapshot the best model so far (`write` puts the model folder and its trainable weights)."""
+        return self._write_folder(self.best_path(step), trainer_state, write, prune=False)
+
+    def _write_folder(self, final: Path, trainer_state: dict[str, Any], write: ContentWriter, prune: bool) -> Path:
+        accelerator = self.accelerator
+        temporary = self.directory / f"{_TMP_PREFIX}{final.name}"
+        resume_hint = self._resume_hint()
+        error: BaseException | None = None
+        try:
+            if accelerator.is_main_process:
+                with reporting_write_errors(temporary, f"writing checkpoint {final.name}", resume_hint):
+                    if temporary.exists():
+                        shutil.rmtree(temporary)
+                    temporary.mkdir(parents=True)
+        except Exception as caught:  # every process must reach the agreement below
+            error = caught
+        if all_processes_succeeded(accelerator, error is None):
+            try:
+                with reporting_write_errors(temporary, f"writing checkpoint {final.name}", resume_hint):
+                    write(temporary)
+            except Exception as caught:
+                error = caught
+        if all_processes_succeeded(accelerator, error is None) and accelerator.is_main_process:
+            try:
+                with reporting_write_errors(temporary, f"writing checkpoint {final.name}", resume_hint):
+                    # The trainer state is written last: it marks the folder as complete.
+                    (temporary / TRAINER_STATE_FILE).write_text(
+                        json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8"
+                    )
+                    _fsync_tree(temporary)
+                    self._move_into_place(temporary, final)
+                    if prune:
+                        self.prune(keep_best_step=trainer_state.get("best_step"))
+            except Exception as caught:
+                error = caught
+        if not all_processes_succeeded(accelerator, error is None):
+            if accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)  # frees the space a full disk needs back
+            if error is None:
+                error = write_error(
+                    RuntimeError("another process failed to write its part (see its error)"),
+                    temporary,
+                    f"writing checkpoint {final.name}",
+                    resume_hint,
+                )
+            raise error
+        accelerator.wait_for_everyone()
         return final
 
-    def save_best(self, step: int, model: torch.nn.Module, trainer_state: dict[str, Any]) -> Path:
-        """Snapshot the trainable parameters and buffers of `model` (unwrapped) as the best model so far."""
-        from safetensors.torch import save_file
-
-        final = self.best_path(step)
-        if self.accelerator.is_main_process:
-            temporary = self.directory / f"{_TMP_PREFIX}best-{step}"
-            if temporary.exists():
-                shutil.rmtree(temporary)
-            temporary.mkdir(parents=True)
-            save_file(trainable_state_dict(model), str(temporary / BEST_WEIGHTS_FILE))
-            (temporary / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n", encoding="utf-8")
-            _fsync_tree(temporary)
-            if final.exists():
-                shutil.rmtree(final)
+    def _move_into_place(self, temporary: Path, final: Path) -> None:
+        if final.exists():
+            # Move the old one aside first: a kill in between leaves the previous checkpoints to resume from.
+            retired = self.directory / f"{_TMP_PREFIX}retired-{final.name}"
+            shutil.rmtree(retired, ignore_errors=True)
+            os.rename(final, retired)
             os.rename(temporary, final)
-            _fsync_directory(self.directory)
-        self.accelerator.wait_for_everyone()
-        return final
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(temporary, final)
+        _fsync_directory(self.directory)
+
+    def _resume_hint(self) -> str:
+        latest = self.latest()
+        where = f"the last complete checkpoint, {latest}," if latest else "the start (no checkpoint is complete yet)"
+        return f", then rerun the same command with --resume: it continues from {where} and reproduces the run"
 
     def prune(self, keep_best_step: int | None = None) -> None:
         """Keep the newest `total_limit` checkpoints and the best snapshots that any kept state refers to."""
@@ -161,7 +197,7 @@ class CheckpointManager:
             shutil.rmtree(path, ignore_errors=True)
         referenced = {keep_best_step} if keep_best_step is not None else set()
         for _, path in self.checkpoints():
-            state = json.loads((path / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+            state = read_state_file(path)
             if state.get("best_step") is not None:
                 referenced.add(state["best_step"])
         for path in self.directory.iterdir():
@@ -177,32 +213,48 @@ class CheckpointManager:
         if resume is True or resume == "latest":
             return self.latest()
         path = Path(resume)
-        if not (path / TRAINER_STATE_FILE).is_file():
+        if state_file(path) is None:
             raise FileNotFoundError(f"--resume {path}: not a complete ovmlc checkpoint (no {TRAINER_STATE_FILE})")
         return path
 
     @staticmethod
     def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
-        return json.loads((Path(checkpoint) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+        return read_state_file(checkpoint)
 
 
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters and all buffers (the parts of a model that training can change), CPU, contiguous."""
-    parameters = dict(model.named_parameters())
-    state = {
-        name: tensor
-        for name, tensor in model.state_dict(keep_vars=True).items()
-        if name not in parameters or parameters[name].requires_grad
-    }  # persistent buffers (not parameters) + trainable parameters
-    return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()}
+def write_model_checkpoint(
+    folder: Path,
+    accelerator,
+    model: torch.nn.Module,
+    label_space,
+    training_state: tuple[Any, Any, Any] | None = None,
+) -> None:
+    """The contents of a checkpoint folder (every process calls it): on the main process the model folder
+    (`save_pretrained`, with the run's label split and no thresholds: they are calibrated at the end) and the
+    trainable weights; with `training_state = (optimizer, scheduler, scaler)` (None where absent) also what resuming
+    needs, including every process's RNG states."""
+    if accelerator.is_main_process:
+        config = model.config
+        saved_thresholds = config.label_thresholds, config.global_threshold
+        was_training = model.training
+        label_space.apply_to_config(config)
+        config.label_thresholds, config.global_threshold = None, None
+        model.eval()  # label embeddings saved with the folder come from the eval-mode text side
+        try:
+            model.save_pretrained(folder)
+        finally:
+            model.train(was_training)
+            config.label_thresholds, config.global_threshold = saved_thresholds
+        save_trainable_weights(model, folder)
+    if training_state is not None:
+        optimizer, scheduler, scaler = training_state
+        save_training_state(
+            folder, optimizer, scheduler, scaler, accelerator.process_index, accelerator.is_main_process
+        )
 
 
-def load_trainable_state_dict(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a `trainable_state_dict` snapshot back; every snapshot key must exist in the model."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(Path(path) / BEST_WEIGHTS_FILE))
-    missing_in_model = [name for name in state if name not in dict(model.state_dict())]
-    if missing_in_model:
-        raise ValueError(f"best-model snapshot {path} has weights this model lacks: {missing_in_model[:5]}")
-    model.load_state_dict(state, strict=False)
+__all__ = [
+    "CheckpointManager",
+    "write_json_atomic",
+    "write_model_checkpoint",
+]
