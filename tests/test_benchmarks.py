@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ovmlc.files import TRAINER_STATE_FILE
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 
@@ -187,7 +189,7 @@ def test_bench_methods_synthetic_partial_label_table(tmp_path):
     assert "| DualCoOp (value-path tokens) |" in table and "| Linear probe |" in table
     # --reuse-runs: a finished run with the same recipe is scored again, not retrained (a resumed sweep).
     bench._TRAINED.clear()
-    state_file = Path(results[0].output_dir) / "trainer_state.json"
+    state_file = Path(results[0].output_dir) / TRAINER_STATE_FILE
     before = state_file.stat().st_mtime_ns
     again = bench.run_benchmark(
         ["dualcoop-value"], [0], data, tmp_path / "runs", overrides={"dualcoop-value": short}, log=lambda text: None,

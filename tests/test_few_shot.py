@@ -22,6 +22,7 @@ from ovmlc.evaluation.metrics import (
     load_protocol,
     top_k_correct,
 )
+from ovmlc.files import TRAINER_STATE_FILE
 from ovmlc.training.trainer import build_schedule_lambda, train
 
 CLASSES = ["red", "green", "blue", "white"]
@@ -227,7 +228,7 @@ def test_trainer_runs_single_label_few_shot_lamm(tmp_path, single_label_dataset,
         training={"epochs": 3, "batch_size": 4, "eval_every": None, "selection_metric": "all/top1", "log_every": 1},
     )  # fmt: skip
     output = train(recipe)
-    state = json.loads((output / "trainer_state.json").read_text())
+    state = json.loads((output / TRAINER_STATE_FILE).read_text())
     assert state["global_step"] == 3 * 2  # 4 classes x 2 shots = 8 images, batches of 4
     learning_rates = [entry[2] for entry in state["loss"]["history"]]  # after each step
     assert learning_rates[0] == pytest.approx(1.0e-5) and learning_rates[1] == pytest.approx(0.5)  # held, then cosine

@@ -69,13 +69,13 @@ def test_recipe_partial_label_masks_train_and_validation_only(tmp_path, world):
     dataset = load_canonical(world["dataset"])
     for split in ("train", "validation"):
         full = label_matrix(dataset[split], SEEN)
-        masked = trainer.label_rows[split] if split == "train" else trainer.label_rows[split][:, : len(SEEN)]
+        masked = trainer.data.label_rows[split] if split == "train" else trainer.data.label_rows[split][:, : len(SEEN)]
         kept = masked != 0
         assert 0.3 < kept.mean() < 0.7
         np.testing.assert_array_equal(masked[kept], full[kept])  # kept entries keep their label
         expected = mask_partial_label_rows(full, dataset[split]["image_id"], [0, 1, 2, 3], 0.5, seed=2)
         np.testing.assert_array_equal(masked, expected)
-    assert (trainer.label_rows["test"] != 0).all()
+    assert (trainer.data.label_rows["test"] != 0).all()
     with pytest.raises(RecipeError, match="partial_label"):
         load_recipe(recipe_file(tmp_path, world), ["dataset.partial_label=1.5"])
 
