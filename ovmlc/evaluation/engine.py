@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.scoring import Scorer, ranking_description, scores_unseen_labels_alone
+from ..core.scoring import Scorer
 from ..files import (
     METRICS_FILE_NAME,
     PER_LABEL_FILE_NAME,
@@ -365,22 +365,6 @@ def score_dataset(
     return scorer.score_pixel_batches(
         batches, label_names, ranking=ranking, num_rows=_num_rows(dataset_split, limit)
     ).scores
-
-
-# The scoring rules live in `ovmlc.core.scoring`; these names are kept for the trainer and older code.
-ranking_score_description = ranking_description
-
-
-def unseen_labels_scored_alone(
-    model: Any, label_names: Sequence[str], unseen: Any, score: Callable[[list[str]], np.ndarray]
-) -> np.ndarray | None:
-    """`[N, C_unseen]` scores of the unseen labels scored on their own when the model's scores depend on the label set
-    (the rule: `ovmlc.core.scoring.scores_unseen_labels_alone`), else None; `score(names)` scores the split with those
-    labels. Kept for callers that score with their own loop; `Scorer.score_for_views` applies the same rule."""
-    unseen = np.asarray(unseen, dtype=bool)
-    if not scores_unseen_labels_alone(model) or not unseen.any():
-        return None
-    return score([name for name, is_unseen in zip(label_names, unseen) if is_unseen])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

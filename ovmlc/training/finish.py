@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..core.scoring import ViewScores
 from ..files import EVAL_DIR, RECIPE_FILE, TRAINER_STATE_FILE
 from .label_space import LabelSpace
 from .recipe import Recipe
@@ -29,7 +32,6 @@ def finish_run(
     print_fn: Callable[..., None] = print,
 ) -> None:
     """`model` is the unwrapped model; `best_weights` the best-model folder to restore (None: keep the weights)."""
-    from ..evaluation import engine as evaluation
     from .output_folder import reporting_write_errors
     from .resume_files import load_trainable_weights
 
@@ -38,13 +40,9 @@ def finish_run(
     labels = data.labels
     names, unseen = labels.evaluation, labels.evaluation_unseen
     validation_scores = validator.predict(model, "validation", names)  # predicted scores: thresholds are fitted on them
-    test_scores = validator.predict(model, "test", names, ranking=True)  # what the report's tables rank
-    ranking_description = evaluation.ranking_score_description(model)
-    # The predicted test scores, for the threshold metrics, when the ranking scores differ (CLIP zero-shot).
-    test_threshold_scores = validator.predict(model, "test", names) if ranking_description is not None else None
-    test_unseen_scores = evaluation.unseen_labels_scored_alone(
-        model, names, unseen, lambda unseen_names: validator.predict(model, "test", unseen_names)
-    )
+    # Ranking scores (what the report's tables rank), the predicted ones when they differ (CLIP zero-shot) and the
+    # unseen labels alone (MKT), with their logits.
+    test_views = validator.score_views(model, "test", names, unseen)
     then = (
         ", then rerun the same command with --resume: training is complete, so it only redoes the final "
         "evaluation and save"
@@ -55,16 +53,7 @@ def finish_run(
     if accelerator.is_main_process:
         with reporting_write_errors(output_dir, "writing the final model and test report", then):
             thresholds = _calibrate(recipe, data, validation_scores, output_dir / EVAL_DIR, print_fn)
-            test_report = _test_report(
-                recipe,
-                data,
-                output_dir,
-                test_scores,
-                test_unseen_scores,
-                test_threshold_scores,
-                thresholds,
-                ranking_description,
-            )
+            test_report = _test_report(recipe, data, output_dir, test_views, thresholds)
             labels.apply_to_config(model.config, thresholds)
             model.save_pretrained(output_dir)
             _write_final_state(recipe, data, state, output_dir, test_report, environment)
@@ -109,11 +98,8 @@ def _test_report(
     recipe: Recipe,
     data: RunData,
     output_dir: Path,
-    test_scores,
-    test_unseen_scores,
-    test_threshold_scores,
+    test_views: ViewScores,
     thresholds: dict[str, Any] | None,
-    ranking_description: str | None,
 ) -> dict[str, Any]:
     from ..evaluation import engine as evaluation
 
@@ -122,18 +108,18 @@ def _test_report(
     test_split = data.splits["test"]
     image_ids = test_split["image_id"] if "image_id" in test_split.column_names else None
     test_rows = data.label_rows["test"]
+    arrays = test_views.scores_file_arrays()
+    ranking_description = test_views.ranking_description
     scores_file = evaluation.ScoresFile(
-        test_scores, test_rows, list(names), unseen, image_ids, test_unseen_scores, test_threshold_scores
+        labels=test_rows, label_names=list(names), unseen=np.asarray(unseen), image_ids=image_ids, **arrays
     )
     evaluation.save_scores(
         eval_dir / evaluation.SCORES_FILE_NAME,
-        test_scores,
-        test_rows,
-        names,
-        unseen,
+        labels=test_rows,
+        label_names=names,
+        unseen=unseen,
         image_ids=image_ids,
-        unseen_scores=test_unseen_scores,
-        threshold_scores=test_threshold_scores,
+        **arrays,
     )
     return evaluation.evaluate_scores(
         scores_file,

@@ -1,18 +1,18 @@
 """Scoring a split, and validation: the selection metric on the validation split, the best-model snapshot, the
 plateau schedule's step and early stopping. The test split is never seen here.
 
-`predict_split` is the one place the trainer turns images (or cached features) into scores.
+Scores come from the one `ovmlc.core.scoring.Scorer` (`split_scorer`: batches gathered across processes).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..core.scoring import Scorer, ViewScores
 from .errors import TrainingError
 from .optimization import plateau_metric_name
 from .recipe import Recipe, RecipeError
@@ -89,31 +89,11 @@ def label_embeddings(accelerator, model: torch.nn.Module, names: Sequence[str]) 
     return embeddings.to(accelerator.device)
 
 
-@torch.no_grad()
-def predict_split(
-    accelerator, model: torch.nn.Module, loader, num_rows: int, names: Sequence[str], ranking: bool = False, desc=""
-) -> np.ndarray:
-    """Sigmoid scores `[N, C]` of a split, computed across processes; every process gets all rows, in order.
-    `ranking=True` scores under `model.ranking_scores()` (what paper-style tables rank; see evaluation)."""
-    from tqdm.auto import tqdm
-
-    from .data import model_inputs
-
-    model.eval()
-    label_embeds = label_embeddings(accelerator, model, names)
-    scores = np.zeros((num_rows, len(names)), dtype=np.float32)
-    seen = np.zeros(num_rows, dtype=np.int64)
-    with model.ranking_scores() if ranking else contextlib.nullcontext():
-        progress = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not accelerator.is_local_main_process)
-        for batch in progress:
-            logits = model(**model_inputs(batch), label_embeds=label_embeds).logits  # [b, C]
-            indices, batch_scores = accelerator.gather_for_metrics((batch["index"], torch.sigmoid(logits.float())))
-            indices = indices.cpu().numpy()
-            scores[indices] = batch_scores.cpu().numpy()
-            np.add.at(seen, indices, 1)
-    if not (seen == 1).all():
-        raise RuntimeError(f"{desc}: saw {int((seen == 0).sum())} rows never and {int((seen > 1).sum())} rows twice")
-    return scores
+def split_scorer(accelerator, model: torch.nn.Module, description: str = "") -> Scorer:
+    """The `Scorer` of a split on several processes: every batch gathered (`gather_for_metrics` drops the samples the
+    distributed sampler repeated), rows placed by the batches' `index`, so every process gets all rows, in order."""
+    progress = description if accelerator.is_local_main_process and description else False
+    return Scorer(model, gather=accelerator.gather_for_metrics, progress=progress)
 
 
 class Validator:
@@ -135,25 +115,45 @@ class Validator:
         self.save_best = save_best  # snapshot the current weights as the best model (called with the step)
         self.print = print_fn
 
-    def predict(self, model: torch.nn.Module, split: str, names: Sequence[str], ranking: bool = False) -> np.ndarray:
-        """`[N, C]` sigmoid scores of `split` ("validation" | "test") by `model` (unwrapped)."""
-        loader, num_rows = self.eval_loaders[split], len(self.data.datasets[split])
-        return predict_split(self.accelerator, model, loader, num_rows, names, ranking, desc=f"scoring {split}")
+    def score_views(
+        self, model: torch.nn.Module, split: str, names: Sequence[str], unseen, with_predicted: bool = True
+    ) -> ViewScores:
+        """What a report of `split` ("validation" | "test") by `model` (unwrapped) needs, through the one `Scorer`:
+        ranking scores, the predicted ones when they differ, the unseen labels alone when the trait says so."""
+        label_embeddings(self.accelerator, model, names)  # fills the label cache, main process first
+        scorer = split_scorer(self.accelerator, model, f"scoring {split}")
+        loader = self.eval_loaders[split]
+        num_rows = len(self.data.datasets[split])
+        return scorer.score_for_views(loader, names, unseen, with_predicted=with_predicted, num_rows=num_rows)
+
+    def predict(self, model: torch.nn.Module, split: str, names: Sequence[str]) -> np.ndarray:
+        """`[N, C]` predicted sigmoid scores of `split` by `model` (unwrapped): what thresholds are fitted on."""
+        label_embeddings(self.accelerator, model, names)
+        scorer = split_scorer(self.accelerator, model, f"scoring {split}")
+        return scorer.score_pixel_batches(
+            self.eval_loaders[split], names, num_rows=len(self.data.datasets[split])
+        ).scores
 
     def validate(self, model: torch.nn.Module, state: TrainerState, plateau=None) -> bool:
         """Score the validation split with `model` (unwrapped), record the metric in `state`, snapshot a new best,
         step the plateau schedule; True when early stopping triggers. Leaves `model` in eval mode."""
-        from ..evaluation import engine as evaluation
         from ..evaluation.metrics import evaluate_protocol
 
         training = self.recipe.training
         names, unseen = self.data.labels.validation, self.data.labels.validation_unseen
-        scores = self.predict(model, "validation", names, ranking=True)
-        unseen_scores = evaluation.unseen_labels_scored_alone(
-            model, names, unseen, lambda unseen_names: self.predict(model, "validation", unseen_names)
-        )
+        views = self.score_views(model, "validation", names, unseen, with_predicted=False)
         labels = self.data.validation_label_rows
-        report = evaluate_protocol(scores, labels, names, unseen, self.recipe.protocol, unseen_scores=unseen_scores)
+        arrays = views.scores_file_arrays()  # scores and logits: AP ranks the logits (sigmoids saturate at 1.0)
+        report = evaluate_protocol(
+            arrays["scores"],
+            labels,
+            names,
+            unseen,
+            self.recipe.protocol,
+            unseen_scores=arrays["unseen_scores"],
+            logits=arrays["logits"],
+            unseen_logits=arrays["unseen_logits"],
+        )
         metric = metric_at(report, training.selection_metric)
         summary = summarize_report(report)
         epochs = round(state.global_step / max(1, state.num_update_steps_per_epoch), 3)
@@ -189,6 +189,6 @@ __all__ = [
     "check_metrics",
     "label_embeddings",
     "metric_at",
-    "predict_split",
+    "split_scorer",
     "summarize_report",
 ]
