@@ -10,6 +10,7 @@ from .methods.clip_zeroshot import CLIPZeroShotConfig, CLIPZeroShotModel
 from .methods.clipft import CLIPFTConfig, CLIPFTModel
 from .methods.mkt import MKTConfig, MKTModel
 from .methods.qks import QKSConfig, QKSModel
+from .methods.vild import ViLDConfig, ViLDModel
 from .modeling_base import PIPELINE_TASK, MultiLabelOutput, OVMLCConfig, OVMLCPreTrainedModel
 from .pipeline import OpenVocabularyMultiLabelPipeline
 from .vocabulary import LabelVocabulary, list_templates, load_labelset, load_templates
@@ -22,6 +23,7 @@ METHODS = {
     "clipft": (CLIPFTConfig, CLIPFTModel),
     "mkt": (MKTConfig, MKTModel),
     "qks": (QKSConfig, QKSModel),
+    "vild": (ViLDConfig, ViLDModel),
 }
 
 for _config_class, _model_class in METHODS.values():
@@ -50,6 +52,8 @@ __all__ = [
     "QKSConfig",
     "QKSModel",
     "SYNTHETIC_CLIP_PATH",
+    "ViLDConfig",
+    "ViLDModel",
     "list_templates",
     "load_clip_backbone",
     "load_image",
