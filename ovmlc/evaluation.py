@@ -393,11 +393,13 @@ def evaluate_scores(
     thresholds: Any = None,
     plots: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    localization: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute a protocol's report on a scores file and (if `output_dir`) write the report folder.
 
     `thresholds` (scalar, vector or calibration dict) adds P/R/F1 at those thresholds; `provenance` (model, dataset,
-    split, ...) is recorded in metrics.json. Returns the report dict.
+    split, ...) is recorded in metrics.json; `localization` (from `ovmlc.localization.evaluate_localization`) is
+    added as the report's `localization` section. Returns the report dict.
     """
     provenance = dict(provenance or {})
     if not isinstance(scores_file, ScoresFile):
@@ -414,6 +416,8 @@ def evaluate_scores(
         unseen_scores=scores_file.unseen_scores,
     )
     report["provenance"] = {"created": datetime.now().isoformat(timespec="seconds"), **provenance}
+    if localization is not None:
+        report["localization"] = dict(localization)
     if thresholds is not None and isinstance(thresholds, Mapping):
         report["calibrated_thresholds"] = {"global_threshold": thresholds["global_threshold"]}
     if output_dir is not None:
@@ -433,6 +437,7 @@ def evaluate_model(
     label_split: tuple[Sequence[str], Sequence[str]] | None = None,
     plots: bool = True,
     progress: bool = True,
+    localization: bool = True,
 ) -> dict[str, Any]:
     """Score a canonical dataset split with a model, save `scores.npz`, and compute and write the protocol's report.
 
@@ -441,7 +446,9 @@ def evaluate_model(
     `label_split=(seen, unseen)`, else every label counts as seen). Labels are ordered seen then unseen (BiAM/MKT/QKS
     order). With `calibrate_split`, thresholds are fitted on that split with the unseen columns masked as
     unannotated (so no unseen annotation leaks in), written to `thresholds.json` and used for the threshold metrics.
-    Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report.
+    Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report. With
+    `localization` (default), a model that returns boxes (ViLD) on a split with an `objects` column also gets box
+    AP@0.5 and pointing accuracy (the report's `localization` section).
     """
     from . import data as ovmlc_data
     from .factory import load_model
@@ -507,8 +514,22 @@ def evaluate_model(
         )
         provenance["calibrate_split"] = calibrate_split
     scores_file = ScoresFile(scores, labels, label_names, unseen, image_ids, unseen_scores)
+    localization_report = None
+    if localization:
+        from .localization import evaluate_localization, supports_localization
+
+        if supports_localization(model, evaluated):
+            localization_report = evaluate_localization(
+                model, evaluated, label_names, unseen, batch_size=batch_size, progress=progress
+            )
     return evaluate_scores(
-        scores_file, protocol, output_dir=output_dir, thresholds=thresholds, plots=plots, provenance=provenance
+        scores_file,
+        protocol,
+        output_dir=output_dir,
+        thresholds=thresholds,
+        plots=plots,
+        provenance=provenance,
+        localization=localization_report,
     )
 
 
@@ -668,7 +689,31 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
     for name, reason in report.get("skipped_views", {}).items():
         lines.append(f"- {VIEW_TITLES.get(name, name)}: skipped ({reason})")
     lines.append("")
+    if report.get("localization"):
+        lines += render_localization_markdown(report["localization"])
     return "\n".join(lines)
+
+
+def render_localization_markdown(localization: Mapping[str, Any]) -> list[str]:
+    """The localisation section of results.md: box AP and pointing accuracy per label group (see ovmlc.box_metrics)."""
+    threshold = localization["iou_threshold"]
+    lines = [
+        "## Localisation",
+        "",
+        f"Box AP@{threshold:g} (VOC all-point AP per label, mean over labels with a box) and pointing accuracy "
+        "(share of (image, label) pairs whose best region's centre lies in a box of the label), on "
+        f"{localization['num_images']} images, in %.",
+        "",
+        "| Labels | With boxes | Box AP | Pointing |",
+        "|---|---|---|---|",
+    ]
+    for group in ("seen", "unseen", "all"):
+        lines.append(
+            f"| {group} | {localization['labels_with_boxes'][group]} | {_percent(localization['box_ap'][group])} | "
+            f"{_percent(localization['pointing'][group])} |"
+        )
+    lines.append("")
+    return lines
 
 
 def write_per_label_csv(report: Mapping[str, Any], path: str | Path) -> Path:

@@ -4,7 +4,6 @@ Gu, Lin, Kuo, Cui, "Open-vocabulary Object Detection via Vision and Language Kno
 Written from the paper and the notes in `docs/methods.md`; no code copied from the official repository.
 """
 
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -263,7 +262,8 @@ class ViLDModel(OVMLCPreTrainedModel):
             valid = torch.ones(boxes.shape[:2], dtype=torch.bool, device=device)
             num_windows = windows.shape[0]
         objects = image_features.get("object_boxes")
-        if self.training and self.config.train_on_object_boxes and objects is not None and given is None:
+        box_supervised = self.config.train_on_object_boxes and self.config.text_supervision != "image"
+        if self.training and box_supervised and objects is not None and given is None:
             object_valid = image_features["object_labels"].to(device) >= 0  # [B, K]
             boxes = torch.cat([boxes, objects.to(device).float()], dim=1)
             valid = torch.cat([valid, object_valid], dim=1)
@@ -506,7 +506,8 @@ class ViLDModel(OVMLCPreTrainedModel):
             columns.append(outputs.region_text_logits.new_zeros((*best_iou.shape, extra)))
         log_softmax = torch.log_softmax(torch.cat(columns, dim=-1), dim=-1)  # [B, R, 1 + C + U]
         target = torch.zeros_like(log_softmax)
-        target[..., 1 : 1 + num_labels] = multi_hot / multi_hot.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        share = multi_hot / multi_hot.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        target[..., 1 : 1 + num_labels] = share * positive[..., None]  # background regions learn background only
         target[..., 0] = background.to(target.dtype)
         used = positive | background
         per_region = -(target * log_softmax).sum(dim=-1)  # [B, R]
@@ -621,7 +622,12 @@ class ViLDModel(OVMLCPreTrainedModel):
     def _detections(self, outputs: ViLDOutput, index: int, geometry, names, threshold, limit, iou) -> list[dict]:
         log_odds = outputs.region_log_odds[index].float()  # [R, C]
         log_odds = log_odds.masked_fill(~outputs.region_valid[index][:, None], float("-inf"))
-        min_log_odds = None if threshold <= 0 else math.log(threshold) - math.log1p(-min(threshold, 1 - 1e-12))
+        if threshold <= 0:
+            min_log_odds = None
+        elif threshold >= 1:  # p = 1 only where the log-odds saturate; nothing passes a threshold above 1
+            min_log_odds = MAX_LOG_ODDS if threshold == 1 else math.inf
+        else:
+            min_log_odds = math.log(threshold) - math.log1p(-threshold)
         kept = per_label_nms(outputs.region_boxes[index].float(), log_odds, iou, limit, min_log_odds)
         pixels = geometry.normalized_to_pixels(outputs.region_boxes[index].float().cpu())
         return [
