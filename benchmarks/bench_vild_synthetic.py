@@ -1,0 +1,230 @@
+"""ViLD on the synthetic shapes world (CPU): tags and localisation of ViLD-text, ViLD-image, the ViLD ensemble and the
+training-free baseline (zero-shot CLIP on the same windows).
+
+Every variant runs `hub_configs/vild-synthetic.yaml` through the real trainer (`ovmlc.train`) with its overrides and
+the training seed; the numbers are the trainer's own test report (`eval/metrics.json`), i.e. exactly what
+`ovmlc evaluate` reports for the saved model:
+
+* tags, `synthetic` protocol: ZSL = the 10 unseen labels on the test images with an unseen positive, scored on their
+  own (ViLD's softmax makes a label's score depend on the labels scored with it, as MKT's normalisation does); GZSL =
+  all 38 labels on all images; seen = the 28 training labels among the 38 scores;
+* localisation (`ovmlc.box_metrics`): box AP@0.5 per label and pointing accuracy, averaged over the unseen / seen
+  labels with a box in the test split (8 unseen: 6 shapes + pink + cyan; 24 seen; background patterns have none).
+
+The ViLD-image and ensemble variants share one cache of the teacher embeddings (CLIP on 2 crops of 26 windows of each
+of the 10,000 training images): the first of them builds it. Prints two markdown tables (mean ± sd over seeds).
+
+    ovmlc data prepare synthetic --root synthetic --out data/synthetic
+    python benchmarks/bench_vild_synthetic.py --data data/synthetic --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "hub_configs" / "vild-synthetic.yaml"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: tuple[str, ...] = ()
+    trained: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    "clip-windows": Variant(
+        "zero-shot CLIP on the windows",
+        (
+            "method_config.region_encoder=clip_crops",
+            "method_config.double_branch=false",
+            "training.epochs=0",
+        ),
+        trained=False,
+    ),
+    "vild-text": Variant("ViLD-text", ("method_config.distillation_weight=0", "method_config.double_branch=false")),
+    "vild-image": Variant("ViLD-image", ("method_config.text_weight=0", "method_config.double_branch=false")),
+    "vild": Variant("ViLD (ensemble)"),
+}
+TAG_METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "seen_map")
+BOX_METRICS = ("unseen_box_ap", "unseen_pointing", "seen_box_ap", "seen_pointing", "all_box_ap")
+
+
+@dataclass
+class RunResult:
+    variant: str
+    seed: int
+    seconds: float
+    zsl_map: float
+    zsl_f1_3: float
+    gzsl_map: float
+    seen_map: float
+    unseen_box_ap: float
+    unseen_pointing: float
+    seen_box_ap: float
+    seen_pointing: float
+    all_box_ap: float
+    output_dir: str
+    per_label: dict = field(default_factory=dict)
+
+
+def ensure_dataset(path: str | os.PathLike) -> Path:
+    """The canonical synthetic dataset at `path` (prepared with the default sizes and seed 0 if missing)."""
+    path = Path(path)
+    if not (path / "README.md").is_file():
+        from ovmlc.cli import main as cli_main
+
+        print(f"preparing the synthetic dataset in {path} ...", file=sys.stderr)
+        code = cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(path), "--no-progress"])
+        if code:
+            raise RuntimeError(f"`ovmlc data prepare synthetic --out {path}` failed with exit code {code}")
+    return path
+
+
+def read_run(variant: str, seed: int, output: Path, seconds: float) -> RunResult:
+    """The numbers of a finished run from its test report (percent)."""
+    metrics = json.loads((output / "eval" / "metrics.json").read_text())
+    views, localization = metrics["views"], metrics["localization"]
+    return RunResult(
+        variant=variant,
+        seed=seed,
+        seconds=seconds,
+        zsl_map=100 * views["zsl"]["mAP"],
+        zsl_f1_3=100 * views["zsl"]["top_k"]["3"]["f1"],
+        gzsl_map=100 * views["gzsl"]["mAP"],
+        seen_map=100 * views["seen"]["mAP"],
+        unseen_box_ap=100 * localization["box_ap"]["unseen"],
+        unseen_pointing=100 * localization["pointing"]["unseen"],
+        seen_box_ap=100 * localization["box_ap"]["seen"],
+        seen_pointing=100 * localization["pointing"]["seen"],
+        all_box_ap=100 * localization["box_ap"]["all"],
+        output_dir=str(output),
+        per_label={
+            name: {"box_ap": entry["box_ap"], "pointing": entry["pointing"]}
+            for name, entry in localization["per_label"].items()
+            if entry["unseen"]
+        },
+    )
+
+
+def run_variant(key: str, dataset: Path, seed: int, work_dir: Path, extra: Sequence[str] = ()) -> RunResult:
+    from ovmlc.train import train
+
+    output = work_dir / f"{key}-seed{seed}"
+    overrides = [
+        f"dataset.path={dataset}",
+        f"training.seed={seed}",
+        f"output_dir={output}",
+        "tracker=none",
+        *VARIANTS[key].overrides,
+        *extra,
+    ]
+    started = time.perf_counter()
+    train(RECIPE, overrides, overwrite=True)
+    return read_run(key, seed, output, time.perf_counter() - started)
+
+
+def run_benchmark(
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    dataset_path: str | os.PathLike,
+    work_dir: str | os.PathLike | None = None,
+    extra: Sequence[str] = (),
+    log=print,
+) -> list[RunResult]:
+    """Every variant for every seed (the training-free baseline once: it has no randomness)."""
+    dataset = ensure_dataset(dataset_path)
+    work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ovmlc-bench-vild-"))
+    results = []
+    for key in variants:
+        if key not in VARIANTS:
+            raise ValueError(f"unknown variant {key!r}; available: {', '.join(VARIANTS)}")
+        for seed in seeds if VARIANTS[key].trained else seeds[:1]:
+            result = run_variant(key, dataset, seed, work_dir, extra)
+            numbers = ", ".join(f"{name} {getattr(result, name):.1f}" for name in (*TAG_METRICS, *BOX_METRICS))
+            log(f"{VARIANTS[key].name} seed {seed}: {numbers} ({result.seconds:.0f} s)")
+            results.append(result)
+    return results
+
+
+def summarize(results: Sequence[RunResult], metric: str) -> dict[str, tuple[float, float, int]]:
+    """`{variant: (mean, sd, runs)}` of one metric (sd 0 for a single run)."""
+    summary = {}
+    for key in dict.fromkeys(result.variant for result in results):
+        values = np.array([getattr(r, metric) for r in results if r.variant == key], dtype=np.float64)
+        summary[key] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values))
+    return summary
+
+
+def markdown_tables(results: Sequence[RunResult]) -> str:
+    def cell(key: str, metric: str) -> str:
+        mean, sd, runs = summarize(results, metric)[key]
+        return f"{mean:.1f} ± {sd:.1f}" if runs > 1 else f"{mean:.1f}"
+
+    keys = list(dict.fromkeys(result.variant for result in results))
+    lines = [
+        "| variant | ZSL mAP | ZSL F1@3 | GZSL mAP | seen mAP | runs | time / run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key in keys:
+        seconds, _, runs = summarize(results, "seconds")[key]
+        cells = " | ".join(cell(key, metric) for metric in TAG_METRICS)
+        lines.append(f"| {VARIANTS[key].name} | {cells} | {runs} | {seconds:.0f} s |")
+    lines += [
+        "",
+        "| variant | unseen box AP@0.5 | unseen pointing | seen box AP@0.5 | seen pointing | all box AP@0.5 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key in keys:
+        lines.append(f"| {VARIANTS[key].name} | " + " | ".join(cell(key, metric) for metric in BOX_METRICS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="data/synthetic", help="canonical synthetic dataset (prepared if missing)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (0 1 2)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
+    parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
+    parser.add_argument("overrides", nargs="*", help="extra recipe overrides for every variant (key=value)")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    results = run_benchmark(
+        args.variants, args.seeds, args.data, args.work_dir, args.overrides, log=lambda t: print(t, file=sys.stderr)
+    )
+    print(
+        f"ViLD on the synthetic shapes world ({args.data}, test split), seeds {' '.join(map(str, args.seeds))}; "
+        f"percent, mean ± sd over seeds; CPU ({torch.get_num_threads()} threads), total wall time "
+        f"{(time.perf_counter() - started) / 60:.1f} min.\n"
+    )
+    print(markdown_tables(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(result) for result in results], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
