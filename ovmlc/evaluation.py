@@ -268,15 +268,24 @@ def score_dataset(
     return scores
 
 
+def zsl_scores_unseen_alone(model: Any) -> bool:
+    """Whether the ZSL views score the unseen labels on their own: the model's `zsl_scores_unseen_alone` trait if it
+    has one, else `scores_depend_on_label_set`."""
+    explicit = getattr(model, "zsl_scores_unseen_alone", None)
+    return bool(getattr(model, "scores_depend_on_label_set", False) if explicit is None else explicit)
+
+
 def unseen_labels_scored_alone(
     model: Any, label_names: Sequence[str], unseen: Any, score: Callable[[list[str]], np.ndarray]
 ) -> np.ndarray | None:
     """`[N, C_unseen]` scores of the unseen labels scored on their own, for models whose scores depend on the scored
     label set (`scores_depend_on_label_set`, e.g. MKT normalises across labels; its ZSL protocol scores the unseen
-    labels alone); None for the others (their ZSL columns are the GZSL ones) or without unseen labels.
+    labels alone); None for the others (their ZSL columns are the GZSL ones) or without unseen labels. A method whose
+    paper scores unseen labels within the whole vocabulary although its scores depend on it (ViLD's detection
+    protocol) sets `zsl_scores_unseen_alone = False`.
     `score(names)` scores the evaluated split with those labels (`score_dataset` or the trainer's distributed pass)."""
     unseen = np.asarray(unseen, dtype=bool)
-    if not getattr(model, "scores_depend_on_label_set", False) or not unseen.any():
+    if not zsl_scores_unseen_alone(model) or not unseen.any():
         return None
     return score([name for name, is_unseen in zip(label_names, unseen) if is_unseen])
 

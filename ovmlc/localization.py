@@ -35,9 +35,8 @@ def evaluate_localization(
 
     Detections are the model's regions after per-label NMS (`config.nms_iou`, at most `config.max_detections` per
     image, no score threshold), ranked by their log-odds; the pointing box of a label is its best region. Boxes are
-    compared in the pixels of the stored images. When the model's scores depend on the scored label set
-    (`scores_depend_on_label_set`, ViLD's softmax), the unseen labels are scored on their own, as the ZSL view of the
-    tags is (`scored_alone`, default: that trait), and the seen labels with all labels.
+    compared in the pixels of the stored images. The unseen labels are scored on their own when the ZSL views of the
+    tags are (`scored_alone`, default: `ovmlc.evaluation.zsl_scores_unseen_alone(model)`), else within all labels.
     """
     import torch
     from tqdm.auto import tqdm
@@ -49,7 +48,9 @@ def evaluate_localization(
     label_names = list(label_names)
     unseen = np.asarray(unseen, dtype=bool)
     if scored_alone is None:
-        scored_alone = bool(getattr(model, "scores_depend_on_label_set", False)) and bool(unseen.any())
+        from .evaluation import zsl_scores_unseen_alone
+
+        scored_alone = zsl_scores_unseen_alone(model) and bool(unseen.any())
     count = len(split) if limit is None else min(int(limit), len(split))
     split = split.select(range(count)) if count < len(split) else split
     objects = object_rows(split, label_names)

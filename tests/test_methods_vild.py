@@ -66,7 +66,11 @@ def test_only_the_heads_and_background_train(model, ensemble):
     assert trainable == {"text_head", "image_head", "background"}
     assert 0.005 < ensemble.background.embedding.std().item() < 0.02  # N(0, 0.01)
     assert model.uses_frozen_image_features and not model.augment_allowed and model.produces_boxes
-    assert model.scores_depend_on_label_set  # softmax over the scored labels
+    assert model.scores_depend_on_label_set  # softmax over the scored labels ...
+    from ovmlc.evaluation import zsl_scores_unseen_alone
+
+    assert not zsl_scores_unseen_alone(model)  # ... but ViLD's protocol scores unseen labels among all labels
+    assert zsl_scores_unseen_alone(ovmlc.MKTModel) and not zsl_scores_unseen_alone(ovmlc.QKSModel)
     assert not ViLDModel.from_clip(
         model.config.backbone_name_or_path, region_scoring="sigmoid", **SMALL
     ).scores_depend_on_label_set

@@ -177,10 +177,14 @@ class ViLDModel(OVMLCPreTrainedModel):
         self.clip.eval()  # frozen backbone and teacher
         return self
 
+    # ViLD's protocol (LVIS / COCO generalized detection) scores novel classes within the whole vocabulary: the ZSL
+    # views use the unseen columns of the all-label scores, even though a softmax makes them depend on the label set.
+    zsl_scores_unseen_alone = False
+
     @property
     def scores_depend_on_label_set(self) -> bool:  # type: ignore[override]
         """True with `region_scoring="softmax"` (ViLD): a region's probabilities are normalised over the scored
-        labels, so evaluation scores the unseen labels alone for the ZSL views. (Read on the class, the property
+        labels, so a label's score changes with the labels scored next to it. (Read on the class, the property
         object is truthy: the conservative answer.)"""
         return self.config.region_scoring == "softmax"
 
@@ -331,7 +335,8 @@ class ViLDModel(OVMLCPreTrainedModel):
         background_logits = text_embeds @ self.background().to(text_embeds.dtype) / temperature  # [B, R]
         background = background_logits if self.uses_background else None
         log_p, log_not = log_probabilities(text_logits, background, config.region_scoring)
-        if self.image_head is not None:
+        # The ensemble is an inference-time combination: training steps only need each head's own outputs.
+        if self.image_head is not None and not self.training:
             image_background = (
                 (image_embeds @ self.background().to(image_embeds.dtype) / temperature)
                 if background is not None
