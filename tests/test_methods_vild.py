@@ -262,6 +262,11 @@ def test_clip_crops_baseline_scores_the_teacher_embeddings(clip_dir, pixel_value
     assert torch.equal(output.region_text_embeds, features["region_embeds"].float())
     with pytest.raises(ValueError, match="nothing to train"):
         baseline(image_features=features, label_embeds=baseline.encode_labels(LABELS), labels=torch.ones(3, 5))
+    image = random_images(1, size=40, seed=4)[0]
+    detections = baseline.detect([image], LABELS, boxes=[[(4.0, 4.0, 20.0, 20.0)]])[0]  # crops of the caller's box
+    assert {d["box"] for d in detections} == {(4.0, 4.0, 20.0, 20.0)} and len(detections) == len(LABELS)
+    with pytest.raises(ValueError, match="region embeddings"):
+        baseline(image_features=features, label_embeds=baseline.encode_labels(LABELS), region_boxes=torch.rand(3, 2, 4))
 
 
 def test_detect_returns_pixel_boxes_after_per_label_nms(model):

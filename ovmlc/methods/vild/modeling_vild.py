@@ -321,6 +321,11 @@ class ViLDModel(OVMLCPreTrainedModel):
                 )
             batch, device = image_features["patch_tokens"].shape[0], image_features["patch_tokens"].device
         boxes, valid, _ = self._regions(image_features, batch, device)
+        if config.region_encoder == "clip_crops" and text_embeds.shape[1] != boxes.shape[1]:
+            raise ValueError(
+                f"{text_embeds.shape[1]} region embeddings for {boxes.shape[1]} regions: with region_encoder="
+                "'clip_crops', pass pixel_values with region_boxes (the crops are embedded for those boxes)"
+            )
         if config.region_encoder == "head":
             head_inputs = self._head_inputs(
                 image_features["patch_tokens"].to(self.text_head.projection.weight.dtype), boxes
