@@ -35,6 +35,10 @@ UNSEEN_POINTING_MARGIN = 15.0  # unseen pointing accuracy points
 # The ensemble is best overall: above both single heads on all labels, by at least:
 OVERALL_GZSL_MARGIN = 2.0  # GZSL tag mAP points
 OVERALL_BOX_AP_MARGIN = 4.0  # box AP@0.5 points over all labels with boxes
+# ... and above the training-free baseline (zero-shot CLIP on the same windows), by at least:
+BASELINE_GZSL_MARGIN = 2.0  # GZSL tag mAP points
+BASELINE_BOX_AP_MARGIN = 20.0  # box AP@0.5 points, all labels
+BASELINE_UNSEEN_BOX_AP_MARGIN = 8.0  # box AP@0.5 points, unseen labels
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +90,26 @@ def test_vild_ensemble_is_best_overall(runs):
             text[seed],
             image[seed],
         )
+
+
+def test_vild_ensemble_beats_zero_shot_clip_on_the_same_windows(runs):
+    """Training adds localisation (a background, tight boxes) and fits the seen labels; the baseline has neither."""
+    (baseline,) = runs["clip-windows"]
+    for ensemble in runs["vild"]:
+        assert ensemble.gzsl_map >= baseline.gzsl_map + BASELINE_GZSL_MARGIN, (ensemble, baseline)
+        assert ensemble.all_box_ap >= baseline.all_box_ap + BASELINE_BOX_AP_MARGIN, (ensemble, baseline)
+        assert ensemble.unseen_box_ap >= baseline.unseen_box_ap + BASELINE_UNSEEN_BOX_AP_MARGIN, (ensemble, baseline)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/vild.md, seed 0): on unseen *tags* the ensemble (ZSL mAP 91.8) stays below ViLD-image "
+    "(93.9) and the zero-shot baseline on the windows (95.1): with lambda = 1/3 the text head, which learned the "
+    "unseen objects of the training images as background, still pulls their probabilities down (background labels: "
+    "dotted 83.4, grid 75.0 AP); the ensemble wins on unseen boxes instead (box AP 64.0 vs 44.5 / 45.7)",
+)
+def test_vild_ensemble_is_also_best_on_unseen_tags(runs):
+    (baseline,) = runs["clip-windows"]
+    image = by_seed(runs, "vild-image")
+    for ensemble in runs["vild"]:
+        assert ensemble.zsl_map >= max(image[ensemble.seed].zsl_map, baseline.zsl_map), (ensemble, baseline)
