@@ -128,7 +128,8 @@ def test_coco_converter_writes_instance_boxes(tmp_path):
         {"id": 99, "image_id": 11, "category_id": CATEGORY_ID["cat"], "iscrowd": 1, "bbox": [0, 0, 20, 20]}
     )
     instances.write_text(json.dumps(data))
-    out = tmp_path / "coco"
+    # A folder name no other test uses: `datasets` caches local folders by name and file mtimes.
+    out = tmp_path / "coco-with-boxes"
     assert main(["data", "prepare", "coco", "--root", str(root), "--out", str(out), "--no-progress"]) == 0
     test = objects_by_id(load_canonical(out, split="test"))
     expected_11 = sorted(
@@ -159,7 +160,7 @@ def test_openimages_converter_merges_the_sorted_box_stream(tmp_path):
     ]
     (root / "train" / "train-annotations-bbox.csv").write_text("\n".join([header, *rows]) + "\n")
     (root / "test" / "test-annotations-bbox.csv").write_text(header + "\n0100,human,/m/e,1,0.5,1.0,0.5,1.0,0,0,0,0,0\n")
-    out = tmp_path / "oi"
+    out = tmp_path / "oi-with-boxes"
     argv = ["data", "prepare", "openimages", "--root", str(root), "--unseen-file", str(root / "unseen.txt")]
     assert main([*argv, "--out", str(out), "--no-progress", "--val-fraction", "0"]) == 0
     dataset = load_canonical(out)
