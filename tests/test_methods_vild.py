@@ -342,3 +342,36 @@ def test_pipeline_return_boxes(model, tmp_path):
     plain = ovmlc.CLIPZeroShotModel.from_clip(model.config.backbone_name_or_path)
     with pytest.raises(ValueError, match="localise"):
         pipeline(ovmlc.PIPELINE_TASK, model=plain)(image, candidate_labels=LABELS, return_boxes=True)
+
+
+def test_fresh_process_remote_code_load(model, tmp_path):
+    """A saved ViLD folder loads with `trust_remote_code=True` without importing ovmlc first, and detects."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    model.save_pretrained(tmp_path / "vild")
+    pixel_values = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values, label_embeds=model.encode_labels(LABELS)).logits.numpy()
+    np.save(tmp_path / "pixels.npy", pixel_values.numpy())
+    random_images(1, size=40, seed=6)[0].save(tmp_path / "image.png")
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, torch
+        from transformers import AutoModel
+        assert "ovmlc" not in sys.modules
+        model = AutoModel.from_pretrained({str(tmp_path / "vild")!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        pixels = torch.from_numpy(np.load({str(tmp_path / "pixels.npy")!r}))
+        with torch.no_grad():
+            output = model(pixel_values=pixels, label_embeds=model.encode_labels({LABELS!r}))
+        np.save({str(tmp_path / "logits.npy")!r}, output.logits.numpy())
+        detections = model.detect({str(tmp_path / "image.png")!r}, {LABELS!r}, max_detections=3)
+        assert len(detections) == 3 and all(len(d["box"]) == 4 for d in detections)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=1e-5)
