@@ -6,7 +6,9 @@ A canonical split is a `datasets.Dataset` with
 * `labels`: `List(ClassLabel(names=ALL_LABELS))`, the positives,
 * `image_id`: `Value("string")`,
 * `negative_labels` (only for partially annotated data): same type as `labels`, the explicit negatives,
-* `caption` (optional): `Value("string")`.
+* `caption` (optional): `Value("string")`,
+* `objects` (optional): `List({"label": ClassLabel, "bbox": List(float32, length=4)})`, labelled boxes, XYWH pixels
+  (see `ovmlc.data.objects`).
 
 Without `negative_labels` every label that is not positive is negative (`annotation: full`); with it, a label that is
 in neither column is unannotated (`annotation: partial`). `label_matrix` turns this into the `int8 [N, C]` matrix in
@@ -21,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
+
+from ovmlc.data.objects import objects_feature, validate_objects_feature
 
 # Version of the canonical folder layout + card block (bumped only on incompatible changes).
 CANONICAL_FORMAT_VERSION = "1"
@@ -39,7 +43,11 @@ class CanonicalSchemaError(ValueError):
 
 
 def canonical_features(
-    label_names: Sequence[str], *, with_negative_labels: bool = False, with_caption: bool = False
+    label_names: Sequence[str],
+    *,
+    with_negative_labels: bool = False,
+    with_caption: bool = False,
+    with_objects: bool = False,
 ) -> Features:
     """Features of a canonical split over `label_names` (the ClassLabel order is the label order everywhere)."""
     label_names = list(label_names)
@@ -55,6 +63,8 @@ def canonical_features(
         columns["negative_labels"] = List(ClassLabel(names=label_names))
     if with_caption:
         columns["caption"] = Value("string")
+    if with_objects:
+        columns["objects"] = objects_feature(label_names)
     return Features(columns)
 
 
@@ -88,6 +98,8 @@ def validate_canonical_features(features: Features, split: str = "dataset") -> l
             raise CanonicalSchemaError(f"{split}: 'negative_labels' and 'labels' must share the same ClassLabel names")
     if "caption" in features and not isinstance(features["caption"], Value):
         raise CanonicalSchemaError(f"{split}: column 'caption' must be Value('string'), got {features['caption']!r}")
+    if "objects" in features:
+        validate_objects_feature(features["objects"], names, split)
     return names
 
 

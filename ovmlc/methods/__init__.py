@@ -4,4 +4,4 @@
 Importing this package imports every method subpackage, which is what registers them (`ovmlc.core.registry`).
 """
 
-from . import clip_zeroshot, clipft, mkt, qks  # noqa: F401 - registration order = `ovmlc.METHODS` order
+from . import clip_zeroshot, clipft, mkt, qks, vild  # noqa: F401 - registration order = `ovmlc.METHODS` order

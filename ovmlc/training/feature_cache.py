@@ -57,10 +57,14 @@ def default_feature_cache_dir() -> Path:
 
 
 def image_side_fingerprint(model: torch.nn.Module) -> str:
-    """Digest of the image-side weights, the method class and its config (minus label bookkeeping)."""
-    config = model.config.to_dict()
-    for name in _NON_IMAGE_CONFIG_FIELDS:
-        config.pop(name, None)
+    """Digest of the image-side weights, the method class and its config (minus label bookkeeping; a method may
+    narrow the config to the fields its image features depend on with `image_feature_config()`)."""
+    if hasattr(model, "image_feature_config"):
+        config = dict(model.image_feature_config())
+    else:
+        config = model.config.to_dict()
+        for name in _NON_IMAGE_CONFIG_FIELDS:
+            config.pop(name, None)
     extra = type(model).__name__ + json.dumps(config, sort_keys=True, default=str)
     return module_fingerprint(*model.image_side_modules(), extra=extra)
 
@@ -190,8 +194,10 @@ def build_feature_cache(
     num_workers: int = 0,
     collate_fn=None,
     progress_desc: str = "caching features",
+    encode_fn=None,
 ) -> Path:
-    """Compute `model.encode_image_features` for every row of `pixel_dataset` (items with `pixel_values`) into `path`.
+    """Compute `model.encode_image_features` (or `encode_fn`, e.g. a method's `encode_training_features`) for every
+    row of `pixel_dataset` (items with `pixel_values`) into `path`.
 
     Every process of `accelerator` calls this; rows are split between them. Returns `path` once complete everywhere.
     """
@@ -208,9 +214,11 @@ def build_feature_cache(
     was_training = model.training
     model.eval()
 
+    encode_features = encode_fn or model.encode_image_features
+
     def encode(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         with accelerator.autocast():
-            features = model.encode_image_features(pixel_values.to(device))
+            features = encode_features(pixel_values.to(device))
         return {name: value.float().cpu() for name, value in features.items()}
 
     # Shapes from one example (every rank computes them, so nobody waits for the main process here).

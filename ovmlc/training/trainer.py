@@ -476,6 +476,10 @@ class Trainer:
                 raise RecipeError(f"recipe {recipe.source}: freeze pattern {pattern!r} matches no parameter")
             for parameter in matched:
                 parameter.requires_grad_(False)
+        # The label split is part of the model from the start (ViLD weights seen and unseen labels differently and
+        # masks the unseen rows while training); `_finish` writes the same values.
+        model.config.seen_labels = list(self.labels.train)
+        model.config.unseen_labels = self.labels.unseen
         self.model = model
         self.trainable_parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
         if self.is_main:
@@ -530,18 +534,20 @@ class Trainer:
         self.model.to(self.accelerator.device)
         self.feature_cache_seconds = 0.0
         self.train_transform, self.eval_transform, self.transform_description = self._build_transforms()
+        objects = self._object_targets()
         self.datasets = {}
         for name in self.splits:
             rows = self.label_rows[name] if name == "train" else None
             if self.use_feature_cache:
                 features = self._feature_cache(name)
-                self.datasets[name] = LabeledFeatureDataset(features, rows)
+                self.datasets[name] = LabeledFeatureDataset(features, rows, objects if name == "train" else None)
             elif name == "train":
                 self.datasets[name] = LabeledImageDataset(
                     self.splits[name],
                     self.train_transform,
                     rows,
                     augment_seed=training.seed if augmenting else None,
+                    objects=objects,
                 )
             else:
                 self.datasets[name] = LabeledImageDataset(self.splits[name], self.eval_transform)
@@ -549,6 +555,25 @@ class Trainer:
             cached = "cached image features" if self.use_feature_cache else "images"
             sizes = ", ".join(f"{name} {len(data)}" for name, data in self.datasets.items())
             self.print(f"ovmlc train: {recipe.method} on {recipe.dataset.path} ({sizes}; training from {cached})")
+
+    def _object_targets(self):
+        """Box targets of the train split (`ObjectTargets`) for methods that train on boxes (`uses_object_boxes`),
+        when the split has an `objects` column; mapped through the evaluation transform's resize/crop (such methods
+        do not allow augmentation, so training images go through the same geometry)."""
+        from ..core.regions import UnsupportedGeometryError
+        from ..data.objects import has_objects, object_targets
+
+        train = self.splits.get("train")
+        if train is None or not self.model.uses_object_boxes or not has_objects(train):
+            return None
+        try:
+            targets = object_targets(train, self.labels.train, self.train_transform.to_config()["steps"])
+        except UnsupportedGeometryError as error:
+            raise RecipeError(f"recipe {self.recipe.source}: box targets: {error}") from None
+        if self.is_main:
+            boxes = int((targets.labels >= 0).sum())
+            self.print(f"ovmlc train: {boxes:,} object boxes of the training labels in {len(targets):,} images")
+        return targets
 
     def _feature_cache(self, split_name: str):
         from .data import LabeledImageDataset
@@ -577,6 +602,10 @@ class Trainer:
             mixed_precision=self.accelerator.mixed_precision,
             dtype=training.feature_cache_dtype,
         )
+        # The train split caches what a training step needs (e.g. ViLD's distillation targets), when it differs.
+        encode_fn = getattr(self.model, "encode_training_features", None) if split_name == "train" else None
+        if encode_fn is not None:
+            description["features"] = "training"
         cache_dir = Path(training.feature_cache_dir) if training.feature_cache_dir else default_feature_cache_dir()
         path = cache_path(cache_dir, description)
         if not path.is_file():
@@ -591,6 +620,7 @@ class Trainer:
                 batch_size=max(1, training.eval_batch_size // self.accelerator.num_processes),
                 num_workers=training.num_workers,
                 progress_desc=f"caching {split_name} features",
+                encode_fn=encode_fn,
             )
             self.feature_cache_seconds += time.perf_counter() - started
         return CachedFeatures(path)
@@ -947,6 +977,7 @@ class Trainer:
                 )
             test_split = self.splits["test"]
             image_ids = test_split["image_id"] if "image_id" in test_split.column_names else None
+            localization = self._localization(model, test_split, names, unseen)
             scores_file = evaluation.ScoresFile(
                 test_scores,
                 self.label_rows["test"],
@@ -980,6 +1011,7 @@ class Trainer:
                     "selection": recipe.training.selection,
                     **({"ranking_scores": ranking_description} if ranking_description is not None else {}),
                 },
+                localization=localization,
             )
             config = model.config
             config.label_names = self.labels.model_labels
@@ -997,6 +1029,22 @@ class Trainer:
             shown = ", ".join(f"{key} {100 * value:.2f}" for key, value in summary.items() if key.endswith("mAP"))
             self.print(f"ovmlc train: test ({recipe.protocol}): {shown}; model and report written to {self.output_dir}")
         self.accelerator.wait_for_everyone()
+
+    def _localization(self, model, split, names: Sequence[str], unseen: np.ndarray) -> dict[str, Any] | None:
+        """Box AP / pointing accuracy on the test split for models that return boxes, when it has an `objects`
+        column (main process only)."""
+        from ..evaluation.localization import evaluate_localization, supports_localization
+
+        if not supports_localization(model, split):
+            return None
+        return evaluate_localization(
+            model,
+            split,
+            names,
+            unseen,
+            batch_size=self.recipe.training.eval_batch_size,
+            progress=self.accelerator.is_local_main_process,
+        )
 
     def _write_final_state(self, test_report: dict[str, Any]) -> None:
         from .checkpointing import write_json_atomic
@@ -1029,6 +1077,11 @@ class Trainer:
             },
             "validation": state.eval_history,
             "test": summarize_report(test_report),
+            **(
+                {"localization": {key: test_report["localization"][key] for key in ("box_ap", "pointing")}}
+                if test_report.get("localization")
+                else {}
+            ),
             "feature_cache": self.use_feature_cache,
             "labels": {
                 "train": len(self.labels.train),

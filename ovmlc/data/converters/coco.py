@@ -8,7 +8,8 @@ Raw layout (under `--root`):
     val2014/COCO_val2014_000000000042.jpg ...
 
 Labels are image-level: a category is positive when the image has at least one instance of it (crowd instances
-included), negative otherwise (`annotation: full`).
+included), negative otherwise (`annotation: full`). The instance boxes (`bbox`, XYWH pixels) of the label set fill the
+`objects` column (crowd regions excluded, as COCO's box evaluation ignores them); `--no-boxes` leaves it out.
 
 * `--split full`: 80 labels; train = train2014 images with an instance, test = val2014 images with an instance.
 * `--split zsl-48-17` (default): the Bansal et al. split used by DualCoOp (label set `coco-48-17`): 65 labels
@@ -31,8 +32,11 @@ from ovmlc.data.schema import ANNOTATION_FULL
 COCO_SPLITS = ("zsl-48-17", "full")
 
 
-def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[int, set[int]]]:
-    """(category id -> name, image id -> file name, image id -> category ids present) of an instances json."""
+def _load_instances(
+    path: Path,
+) -> tuple[dict[int, str], dict[int, str], dict[int, set[int]], dict[int, list[tuple[int, list[float]]]]]:
+    """(category id -> name, image id -> file name, image id -> category ids present, image id -> non-crowd
+    `(category id, [x, y, w, h])` boxes) of an instances json."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -44,6 +48,7 @@ def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[in
     categories = {int(category["id"]): str(category["name"]) for category in data["categories"]}
     images = {int(image["id"]): str(image["file_name"]) for image in data["images"]}
     present: dict[int, set[int]] = defaultdict(set)
+    boxes: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
     unknown_categories: set[int] = set()
     unknown_images: set[int] = set()
     for annotation in data["annotations"]:
@@ -55,6 +60,13 @@ def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[in
             unknown_images.add(image_id)
             continue
         present[image_id].add(category_id)
+        if annotation.get("iscrowd"):
+            continue
+        bbox = annotation.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise SourceFormatError(f"{path}: annotation {annotation.get('id')!r} has no [x, y, w, h] bbox: {bbox!r}")
+        if bbox[2] > 0 and bbox[3] > 0:  # COCO has a few zero-area boxes: no box, the label stays
+            boxes[image_id].append((category_id, [float(value) for value in bbox]))
     if unknown_categories:
         raise SourceFormatError(
             f"{path}: annotations use {len(unknown_categories)} category id(s) missing from 'categories': "
@@ -65,7 +77,7 @@ def _load_instances(path: Path) -> tuple[dict[int, str], dict[int, str], dict[in
             f"{path}: annotations reference {len(unknown_images)} image id(s) missing from 'images': "
             f"{sorted(unknown_images)[:20]}"
         )
-    return categories, images, present
+    return categories, images, present, boxes
 
 
 class CocoConverter(Converter):
@@ -85,6 +97,9 @@ class CocoConverter(Converter):
         parser.add_argument("--val-json", help="default: ROOT/annotations/instances_val2014.json")
         parser.add_argument("--train-image-dir", help="default: ROOT/train2014")
         parser.add_argument("--val-image-dir", help="default: ROOT/val2014")
+        parser.add_argument(
+            "--no-boxes", action="store_true", help="leave out the `objects` column (instance boxes, XYWH pixels)"
+        )
 
     def plan(self, args: argparse.Namespace) -> SourcePlan:
         root = Path(args.root).expanduser()
@@ -98,8 +113,9 @@ class CocoConverter(Converter):
             root, ["train2014", "images/train2014"], "COCO train2014 image folder", args.train_image_dir
         )
         val_dir = find_dir(root, ["val2014", "images/val2014"], "COCO val2014 image folder", args.val_image_dir)
-        train_categories, train_images, train_present = _load_instances(train_json)
-        val_categories, val_images, val_present = _load_instances(val_json)
+        train_categories, train_images, train_present, train_boxes = _load_instances(train_json)
+        val_categories, val_images, val_present, val_boxes = _load_instances(val_json)
+        with_boxes = not getattr(args, "no_boxes", False)
         if train_categories != val_categories:
             raise SourceFormatError(f"{train_json} and {val_json} define different categories")
         names = [train_categories[category_id] for category_id in sorted(train_categories)]
@@ -125,6 +141,12 @@ class CocoConverter(Converter):
         def labels_of(category_ids: set[int]) -> list[str]:
             return [train_categories[c] for c in sorted(category_ids) if train_categories[c] in label_set]
 
+        def objects_of(boxes: list[tuple[int, list[float]]]) -> list[dict] | None:
+            if not with_boxes:
+                return None
+            named = ((train_categories[category], bbox) for category, bbox in boxes)
+            return [{"label": name, "bbox": bbox} for name, bbox in named if name in label_set]
+
         train_records = []
         dropped_unseen = dropped_empty = 0
         for image_id in sorted(train_images):
@@ -136,7 +158,12 @@ class CocoConverter(Converter):
                 dropped_empty += 1
                 continue
             train_records.append(
-                SourceRecord(image_id=str(image_id), image=train_dir / train_images[image_id], labels=labels)
+                SourceRecord(
+                    image_id=str(image_id),
+                    image=train_dir / train_images[image_id],
+                    labels=labels,
+                    objects=objects_of(train_boxes.get(image_id, [])),
+                )
             )
         test_records = []
         dropped_test = 0
@@ -146,7 +173,12 @@ class CocoConverter(Converter):
                 dropped_test += 1
                 continue
             test_records.append(
-                SourceRecord(image_id=str(image_id), image=val_dir / val_images[image_id], labels=labels)
+                SourceRecord(
+                    image_id=str(image_id),
+                    image=val_dir / val_images[image_id],
+                    labels=labels,
+                    objects=objects_of(val_boxes.get(image_id, [])),
+                )
             )
 
         if dropped_unseen:
@@ -154,6 +186,8 @@ class CocoConverter(Converter):
         kind = "a seen" if unseen else "an"
         notes.append(f"removed {dropped_empty:,} train2014 image(s) without {kind} instance of the label set")
         notes.append(f"removed {dropped_test:,} val2014 image(s) without an instance of the {len(label_names)} labels")
+        if with_boxes:
+            notes.append("objects: instance boxes (XYWH pixels) of the label set, crowd regions excluded")
         if unseen:
             with_unseen = sum(1 for record in test_records if unseen_set & set(record.labels))
             notes.append(
@@ -182,6 +216,7 @@ class CocoConverter(Converter):
             description=description,
             splits={"train": train_records, "test": test_records},
             notes=notes,
+            has_objects=with_boxes,
             extra_metadata={"coco_split": split},
             pretty_name=f"MS-COCO 2014 {split}",
             root=root,
