@@ -103,8 +103,8 @@ def zsl_unseen_alone(output: Path, dataset: Path, batch_size: int = 256) -> floa
     """ZSL mAP (percent) of a saved model with the unseen labels scored on their own (`synthetic` protocol)."""
     import ovmlc
     from ovmlc import data as ovmlc_data
-    from ovmlc.evaluation import score_dataset
-    from ovmlc.metrics import evaluate_protocol
+    from ovmlc.evaluation.engine import score_dataset
+    from ovmlc.evaluation.metrics import evaluate_protocol
 
     _, unseen = ovmlc_data.read_label_split(dataset)
     test = ovmlc_data.load_canonical(dataset, split="test")
@@ -147,7 +147,7 @@ def read_run(variant: str, seed: int, output: Path, seconds: float, zsl_alone_ma
 
 
 def run_variant(key: str, dataset: Path, seed: int, work_dir: Path, extra: Sequence[str] = ()) -> RunResult:
-    from ovmlc.train import train
+    from ovmlc.training.trainer import train
 
     output = work_dir / f"{key}-seed{seed}"
     overrides = [

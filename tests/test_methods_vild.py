@@ -10,8 +10,8 @@ from helpers import random_images, save_hub_layout_clip
 
 import ovmlc
 from ovmlc import ViLDConfig, ViLDModel
+from ovmlc.core.regions import box_iou, crop_regions, expand_boxes
 from ovmlc.methods.vild.modeling_vild import ViLDOutput, log_probabilities
-from ovmlc.core.regions import box_iou
 
 LABELS = ["cat", "dog", "red car", "tree", "sky"]
 SMALL = {"templates": "single", "head_hidden_size": 16, "head_num_layers": 1}
@@ -67,10 +67,10 @@ def test_only_the_heads_and_background_train(model, ensemble):
     assert 0.005 < ensemble.background.embedding.std().item() < 0.02  # N(0, 0.01)
     assert model.uses_frozen_image_features and not model.augment_allowed and model.produces_boxes
     assert model.scores_depend_on_label_set  # softmax over the scored labels ...
-    from ovmlc.evaluation import zsl_scores_unseen_alone
+    from ovmlc.core.scoring import scores_unseen_labels_alone
 
-    assert not zsl_scores_unseen_alone(model)  # ... but ViLD's protocol scores unseen labels among all labels
-    assert zsl_scores_unseen_alone(ovmlc.MKTModel) and not zsl_scores_unseen_alone(ovmlc.QKSModel)
+    assert not scores_unseen_labels_alone(model)  # ... but ViLD's protocol scores unseen labels among all labels
+    assert scores_unseen_labels_alone(ovmlc.MKTModel) and not scores_unseen_labels_alone(ovmlc.QKSModel)
     assert not ViLDModel.from_clip(
         model.config.backbone_name_or_path, region_scoring="sigmoid", **SMALL
     ).scores_depend_on_label_set
@@ -210,9 +210,7 @@ def test_distillation_targets_and_loss(ensemble, pixel_values):
     assert teacher.shape == (3, 26, 16) and torch.allclose(teacher.norm(dim=-1), torch.ones(3, 26), atol=1e-5)
     # 1x and 1.5x crops (masked in place), each normalised, averaged, renormalised.
     window = ensemble.windows()[5]
-    crops = [
-        ovmlc.core.regions.crop_regions(pixel_values, ovmlc.core.regions.expand_boxes(window, f), "mask") for f in (1.0, 1.5)
-    ]
+    crops = [crop_regions(pixel_values, expand_boxes(window, f), "mask") for f in (1.0, 1.5)]
     embeds = [F.normalize(ensemble.clip.get_image_features(pixel_values=c).pooler_output, dim=-1) for c in crops]
     assert torch.allclose(teacher[:, 5], F.normalize(embeds[0] + embeds[1], dim=-1), atol=1e-5)
     assert set(ensemble.encode_image_features(pixel_values)) == {"patch_tokens"}  # inference never crops

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from helpers import tiny_image_processor
 from PIL import Image
 
-from ovmlc.data.transforms import load_transform
 from ovmlc.core.regions import (
     UnsupportedGeometryError,
     box_iou,
@@ -23,6 +22,7 @@ from ovmlc.core.regions import (
     steps_geometry,
     xywh_to_xyxy,
 )
+from ovmlc.data.transforms import load_transform
 
 
 def test_windows_tile_the_image_coarse_to_fine():

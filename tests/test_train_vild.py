@@ -14,8 +14,8 @@ import ovmlc
 from ovmlc.cli import main as cli_main
 from ovmlc.data import load_canonical
 from ovmlc.data.objects import object_targets
-from ovmlc.train import train
 from ovmlc.training.recipe import load_recipe, validate_method_config
+from ovmlc.training.trainer import train
 
 HUB_CONFIGS = Path(__file__).resolve().parent.parent / "hub_configs"
 VILD = {"templates": "single", "head_hidden_size": 16, "head_num_layers": 1, "crop_mode": "mask"}

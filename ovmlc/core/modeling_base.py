@@ -184,7 +184,8 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     #   trainer encodes the labels every step (a method whose text side trains only in some configurations makes it
     #   a property of the config, as MKT's stage 2).
     # - zsl_scores_unseen_alone: None = follow `scores_depend_on_label_set`; True / False = the method's ZSL protocol
-    #   scores the unseen labels alone / within all labels (ViLD: False), read by `core.scoring.scores_unseen_labels_alone`;
+    #   scores the unseen labels alone / within all labels (ViLD: False); read by
+    #   `core.scoring.scores_unseen_labels_alone` only;
     # - uses_object_boxes: the trainer passes the train split's `objects` as `object_boxes [B, K, 4]` / `object_labels
     #   [B, K]` to `forward` (ViLD); produces_boxes: outputs carry regions (`region_boxes`, `region_log_odds`,
     #   `label_boxes`), so evaluation reports box AP / pointing accuracy, the pipeline takes `return_boxes=True` and

@@ -15,31 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Image, List, Value
+from datasets import Dataset, Image
 
-OBJECTS_COLUMN = "objects"
-
-
-def objects_feature(label_names: Sequence[str]) -> List:
-    """The `objects` feature over `label_names` (same ClassLabel names as `labels`)."""
-    return List({"label": ClassLabel(names=list(label_names)), "bbox": List(Value("float32"), length=4)})
-
-
-def validate_objects_feature(feature: Any, label_names: Sequence[str], where: str) -> None:
-    """Raise `CanonicalSchemaError` unless `feature` is `objects_feature(label_names)`."""
-    from ovmlc.data.schema import CanonicalSchemaError
-
-    inner = getattr(feature, "feature", None)
-    if not isinstance(feature, List) or not isinstance(inner, dict) or set(inner) != {"label", "bbox"}:
-        raise CanonicalSchemaError(
-            f"{where}: column 'objects' must be List({{'label': ClassLabel, 'bbox': List(float32, length=4)}}), "
-            f"got {feature!r}"
-        )
-    if not isinstance(inner["label"], ClassLabel) or list(inner["label"].names) != list(label_names):
-        raise CanonicalSchemaError(f"{where}: 'objects' labels must be ClassLabel with the names of 'labels'")
-    bbox = inner["bbox"]
-    if not isinstance(bbox, List) or getattr(bbox, "length", None) != 4:
-        raise CanonicalSchemaError(f"{where}: 'objects' bbox must be List(Value('float32'), length=4), got {bbox!r}")
+# The column's feature and its validation belong to the canonical schema (one direction of import).
+from ovmlc.data.schema import (
+    OBJECTS_COLUMN,
+    CanonicalSchemaError,
+    dataset_label_names,
+    objects_feature,
+    validate_objects_feature,
+)
 
 
 def has_objects(split: Dataset) -> bool:
@@ -49,8 +34,6 @@ def has_objects(split: Dataset) -> bool:
 def object_rows(split: Dataset, label_names: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per row of a split: `(columns [K] int64, boxes [K, 4] float32 XYWH pixels)` of its objects whose label is in
     `label_names` (columns index `label_names`); rows without such objects get empty arrays."""
-    from ovmlc.data.schema import CanonicalSchemaError, dataset_label_names
-
     if not has_objects(split):
         raise CanonicalSchemaError(f"the split has no '{OBJECTS_COLUMN}' column (columns: {list(split.features)})")
     dataset_names = dataset_label_names(split)

@@ -18,13 +18,12 @@ in neither column is unannotated (`annotation: partial`). `label_matrix` turns t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
-
-from ovmlc.data.objects import objects_feature, validate_objects_feature
 
 # Version of the canonical folder layout + card block (bumped only on incompatible changes).
 CANONICAL_FORMAT_VERSION = "1"
@@ -40,6 +39,29 @@ LABEL_NEGATIVE = -1
 
 class CanonicalSchemaError(ValueError):
     """A dataset does not follow the canonical schema; the message names the split and column."""
+
+
+OBJECTS_COLUMN = "objects"
+
+
+def objects_feature(label_names: Sequence[str]) -> List:
+    """The `objects` feature over `label_names` (same ClassLabel names as `labels`)."""
+    return List({"label": ClassLabel(names=list(label_names)), "bbox": List(Value("float32"), length=4)})
+
+
+def validate_objects_feature(feature: Any, label_names: Sequence[str], where: str) -> None:
+    """Raise `CanonicalSchemaError` unless `feature` is `objects_feature(label_names)`."""
+    inner = getattr(feature, "feature", None)
+    if not isinstance(feature, List) or not isinstance(inner, dict) or set(inner) != {"label", "bbox"}:
+        raise CanonicalSchemaError(
+            f"{where}: column 'objects' must be List({{'label': ClassLabel, 'bbox': List(float32, length=4)}}), "
+            f"got {feature!r}"
+        )
+    if not isinstance(inner["label"], ClassLabel) or list(inner["label"].names) != list(label_names):
+        raise CanonicalSchemaError(f"{where}: 'objects' labels must be ClassLabel with the names of 'labels'")
+    bbox = inner["bbox"]
+    if not isinstance(bbox, List) or getattr(bbox, "length", None) != 4:
+        raise CanonicalSchemaError(f"{where}: 'objects' bbox must be List(Value('float32'), length=4), got {bbox!r}")
 
 
 def canonical_features(

@@ -12,7 +12,7 @@ Definitions (boxes are `(x0, y0, x1, y1)` in pixels of the evaluated images):
   whose top-scoring region centre falls inside (borders included) one of those boxes. Means over labels are macro
   averages, like mAP.
 
-Only numpy: scores and boxes come from any model (`ovmlc.localization` runs ViLD over a dataset).
+Only numpy: scores and boxes come from any model (`ovmlc.evaluation.localization` runs ViLD over a dataset).
 """
 
 from __future__ import annotations

@@ -485,8 +485,8 @@ def evaluate_scores(
     """Compute a protocol's report on a scores file and (if `output_dir`) write the report folder.
 
     `thresholds` (scalar, vector or calibration dict) adds P/R/F1 at those thresholds; `provenance` (model, dataset,
-    split, ...) is recorded in metrics.json; `localization` (from `ovmlc.evaluation.localization.evaluate_localization`)
-    is added as the report's `localization` section. AP and top-K rank the file's `logits` when it has them. A view whose
+    split, ...) is recorded in metrics.json; `localization` (from `evaluation.localization.evaluate_localization`) is
+    added as the report's `localization` section. AP and top-K rank the file's `logits` when it has them. A view whose
     ranking scores tie on more than `TIE_WARNING_FRACTION` of its (positive, negative) pairs raises a
     `TiedScoresWarning` and is listed in the report's `warnings`. Returns the report dict.
     """
@@ -871,7 +871,8 @@ def _view_line(name: str, view: Mapping[str, Any]) -> str:
 
 
 def render_localization_markdown(localization: Mapping[str, Any]) -> list[str]:
-    """The localisation section of results.md: box AP and pointing accuracy per label group (see ovmlc.evaluation.box_metrics)."""
+    """The localisation section of results.md: box AP and pointing accuracy per label group (see
+    `ovmlc.evaluation.box_metrics`)."""
     threshold = localization["iou_threshold"]
     lines = [
         "## Localisation",

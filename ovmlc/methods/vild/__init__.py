@@ -100,6 +100,7 @@ register_method(
                 "window_sizes": [1.0],
                 "window_strides": [1.0],
                 "distillation_weight": 0.0,
+                "double_branch": False,
                 "region_scoring": "sigmoid",
             },
         ),

@@ -141,6 +141,8 @@ class ViLDModel(OVMLCPreTrainedModel):
     # Traits of region-based methods (docs/architecture.md): the trainer feeds object boxes; outputs carry boxes.
     uses_object_boxes = True
     produces_boxes = True
+    # Built by the method (a CLIP checkpoint has none of them); the frozen CLIP is the one inherited module.
+    modules_created_on_load = ("text_head", "image_head", "background")
 
     def __init__(self, config: ViLDConfig):
         super().__init__(config)
