@@ -188,7 +188,12 @@ def test_bf16_image_side_float32_head_has_no_ties(build, name):
         bf16_head = model(pixel_values=pixel_values, label_embeds=model.encode_labels(LABELS)).logits.float().numpy()
     assert tie_fraction(mixed.logits, labels) < 0.01
     assert tie_fraction(mixed.scores, labels) < 0.01
-    assert tie_fraction(bf16_head, labels) > 0.01
+    if name == "vild":
+        # ViLD's logits are log-odds spread over ~[-27, 2] here (QKS: [0.3, 2.1]), so bf16 rounding makes fewer
+        # collisions: measured 0.31% of pairs tie with the bf16 head (QKS 14.6%), none with the float32 head.
+        assert tie_fraction(bf16_head, labels) > 0.0 == tie_fraction(mixed.logits, labels)
+    else:
+        assert tie_fraction(bf16_head, labels) > 0.01
 
 
 # ------------------------------------------------------------------------------------------------ evaluation passes
