@@ -197,3 +197,40 @@ def test_bench_methods_synthetic_partial_label_table(tmp_path):
     )  # fmt: skip
     assert state_file.stat().st_mtime_ns == before
     assert (again[0].seen_map, again[0].train_seconds) == (results[0].seen_map, results[0].train_seconds)
+
+
+@pytest.mark.slow
+def test_bench_vild_synthetic_runs_every_variant_through_the_trainer(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_vild_synthetic as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from ovmlc.cli import main as cli_main
+
+    monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    sizes = ["--num-train", "32", "--num-val", "8", "--num-test", "16", "--no-progress"]
+    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), *sizes]) == 0
+    small = ["training.epochs=1", "training.batch_size=16", "training.eval_batch_size=16"]
+    small += ["method_config.head_hidden_size=16", "method_config.window_sizes=[0.5,1.0]"]
+    small += ["method_config.window_strides=[0.5,0.5]"]
+    results = bench.run_benchmark(list(bench.VARIANTS), [0, 1], data, tmp_path / "runs", small, log=lambda t: None)
+    assert [(r.variant, r.seed) for r in results] == [
+        ("clip-windows", 0),
+        ("vild-text", 0),
+        ("vild-text", 1),
+        ("vild-image", 0),
+        ("vild-image", 1),
+        ("vild", 0),
+        ("vild", 1),
+    ]
+    for result in results:
+        for name in (*bench.TAG_METRICS, *bench.BOX_METRICS):
+            assert 0.0 <= getattr(result, name) <= 100.0, result
+    # ViLD-image and the ensemble share one teacher cache: one training-feature file with teacher embeddings.
+    assert len(list((tmp_path / "cache" / "features").glob("train-*.safetensors"))) == 2  # + ViLD-text's
+    tables = bench.markdown_tables(results).split("\n\n")
+    assert tables[0].splitlines()[2].startswith("| zero-shot CLIP on the windows |")
+    assert re.fullmatch(r"\| ViLD \(ensemble\) \|( \d+\.\d ± \d+\.\d \|){5}", tables[1].splitlines()[-1])
+    assert re.fullmatch(r"\| ViLD-text \|( \d+\.\d ± \d+\.\d \|){5} 2 \| \d+ s \|", tables[0].splitlines()[3])

@@ -188,6 +188,23 @@ def test_open_image_limits_and_models_without_maps(models, image_files, workdir)
     assert annotations == [] and "no per-label maps" in result.heatmap_note and len(result.ranked) == 2
 
 
+def test_vild_models_get_boxes_instead_of_heatmaps(workdir, image_files):
+    from ovmlc import ViLDModel
+
+    torch.manual_seed(0)
+    backbone = save_hub_layout_clip(workdir / "tiny-vild", seed=0)
+    model = ViLDModel.from_clip(str(backbone), templates="single", head_hidden_size=16, head_num_layers=1).eval()
+    result = TaggingService({"vild": model}, LIMITS).tag(str(image_files[0]), "red, star, heart", top_k=2)
+    display, annotations = result.heatmap
+    assert [name for _, name in annotations] == [label for label, _ in result.ranked][: LIMITS.heatmap_labels]
+    detections = model.detect(str(image_files[0]), ["red", "star", "heart"], max_detections=100)
+    scale = display.width / Image.open(image_files[0]).width  # 1: smaller than the display size, shown as is
+    for (x0, y0, x1, y1), name in annotations:
+        best = next(d for d in detections if d["label"] == name)["box"]  # the label's best region
+        assert (x0, y0, x1, y1) == tuple(round(v * scale) for v in best)
+        assert 0 <= x0 < x1 <= display.width and 0 <= y0 < y1 <= display.height
+
+
 def test_heatmap_geometry():
     # A 2x2 map whose top-left cell is hottest lands in the top-left of the region the processor saw.
     label_maps = torch.tensor([[[4.0, 1.0], [1.0, 0.0]]])  # [K=1, h=2, w=2]

@@ -156,7 +156,7 @@ def test_prepare_synthetic_canonical_dataset(tmp_path):
     assert main([*argv, "--seed", "5", "--no-progress"]) == 0
     dataset = load_canonical(tmp_path / "synthetic")
     assert {split: len(dataset[split]) for split in dataset} == {"train": 40, "validation": 10, "test": 30}
-    assert set(dataset["train"].features) == {"image", "labels", "image_id", "caption"}
+    assert set(dataset["train"].features) == {"image", "labels", "image_id", "caption", "objects"}
     seen, unseen = read_label_split(tmp_path / "synthetic")
     labelset = load_labelset()
     assert sorted(unseen) == sorted(labelset["unseen"]) and len(seen) == 28
@@ -174,6 +174,15 @@ def test_prepare_synthetic_canonical_dataset(tmp_path):
     train_world = generate_world(40, seed=5, stream="train", num_workers=1)
     assert train_world.images.tobytes() != test_world.images[:30].tobytes()
     assert all(isinstance(c, str) and c for c in dataset["test"]["caption"])
+    # objects: every object's cell under its shape and colour label (test: all labels; train: seen labels only)
+    names = dataset["test"].features["labels"].feature.names
+    for index in range(3):
+        boxes = [(names[o["label"]], tuple(o["bbox"])) for o in dataset["test"][index]["objects"]]
+        expected = [(o["label"], tuple(o["bbox"])) for o in test_world.scenes.object_boxes(index)]
+        assert sorted(boxes) == sorted(expected) and len(boxes) == 2 * len(test_world.scenes.objects(index))
+    for row in dataset["train"]:
+        assert {o["label"] for o in row["objects"]} <= set(row["labels"])
+        assert not {names[o["label"]] for o in row["objects"]} & set(labelset["unseen"])
 
 
 def test_examples_match_their_labels():

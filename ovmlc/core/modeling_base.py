@@ -183,9 +183,19 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     # - trains_text_side: `encode_label_embeddings` is differentiable in training and its parameters train, so the
     #   trainer encodes the labels every step (a method whose text side trains only in some configurations makes it
     #   a property of the config, as MKT's stage 2).
+    # - zsl_scores_unseen_alone: None = follow `scores_depend_on_label_set`; True / False = the method's ZSL protocol
+    #   scores the unseen labels alone / within all labels (ViLD: False); read by
+    #   `core.scoring.scores_unseen_labels_alone` only;
+    # - uses_object_boxes: the trainer passes the train split's `objects` as `object_boxes [B, K, 4]` / `object_labels
+    #   [B, K]` to `forward` (ViLD); produces_boxes: outputs carry regions (`region_boxes`, `region_log_odds`,
+    #   `label_boxes`), so evaluation reports box AP / pointing accuracy, the pipeline takes `return_boxes=True` and
+    #   the Space draws boxes.
     uses_frozen_image_features = False
     augment_allowed = True
     scores_depend_on_label_set = False
+    zsl_scores_unseen_alone: bool | None = None
+    uses_object_boxes = False
+    produces_boxes = False
     trains_text_side = False
     # Top-level modules the method builds itself when a checkpoint lacks them entirely (a CLIP checkpoint has none
     # of them; MKT's prompt learner is new when stage 2 starts from a stage-1 folder): they are initialised by design

@@ -75,9 +75,14 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 
 
 def scores_unseen_labels_alone(model: Any) -> bool:
-    """Whether the ZSL views score the unseen labels on their own: the model's `scores_depend_on_label_set` trait (a
-    label's score depends on the labels scored with it, as MKT's normalisation across labels; its ZSL protocol scores
-    the unseen labels alone). Read here only, so evaluation and the trainer apply one rule."""
+    """Whether the ZSL views score the unseen labels on their own: the model's `zsl_scores_unseen_alone` trait when it
+    sets one (True / False: its paper's protocol), else its `scores_depend_on_label_set` trait (a label's score depends
+    on the labels scored with it, as MKT's normalisation across labels; its ZSL protocol scores the unseen labels
+    alone). ViLD's scores depend on the label set, yet its paper scores novel classes within the whole vocabulary:
+    `zsl_scores_unseen_alone = False`. Read here only, so evaluation, localisation and the trainer apply one rule."""
+    explicit = getattr(model, "zsl_scores_unseen_alone", None)
+    if explicit is not None:
+        return bool(explicit)
     return bool(getattr(model, "scores_depend_on_label_set", False))
 
 

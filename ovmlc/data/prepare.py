@@ -35,7 +35,9 @@ class SourceRecord:
 
     `image` is a file path, encoded bytes, a `{"bytes", "path"}` dict or a PIL image. `labels` are positive label
     names. `negative_labels` are explicit negatives; `None` means the record is fully annotated (every label that is
-    not positive is negative).
+    not positive is negative). `objects` are labelled boxes `{"label": name, "bbox": (x, y, width, height)}` in
+    pixels, or as fractions of the image size with `objects_relative=True` (Open Images); a box whose label is not a
+    positive of the written row is dropped.
     """
 
     image_id: str
@@ -43,6 +45,8 @@ class SourceRecord:
     labels: Sequence[str]
     negative_labels: Sequence[str] | None = None
     caption: str | None = None
+    objects: Sequence[Mapping[str, Any]] | None = None
+    objects_relative: bool = False
 
 
 @dataclass
@@ -63,6 +67,7 @@ class SourcePlan:
     split_sizes: dict[str, int | None] = field(default_factory=dict)
     train_label_set: list[str] | None = None
     has_captions: bool = False
+    has_objects: bool = False  # records carry `objects` (boxes): the dataset gets an `objects` column
     notes: list[str] = field(default_factory=list)
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     pretty_name: str | None = None
@@ -145,6 +150,7 @@ class _RowBuilder:
         self.options = options
         self.annotation = annotation
         self.has_captions = plan.has_captions
+        self.has_objects = plan.has_objects
         self.source = plan.source
         self.masks_partial_labels = options.partial_ratio is not None and not plan.partial_labels_applied
 
@@ -188,7 +194,25 @@ class _RowBuilder:
             row["negative_labels"] = negatives
         if self.has_captions:
             row["caption"] = record.caption
+        if self.has_objects:
+            row["objects"] = self._objects(record, set(positives))
         return row
+
+    def _objects(self, record: SourceRecord, positives: set[int]) -> list[dict[str, Any]]:
+        """The record's boxes whose label is a positive of this row (unseen labels in training splits, masked
+        partial labels and unknown labels never get a box); relative boxes stay relative until the image is read."""
+        objects = []
+        for entry in record.objects or ():
+            label = self._ids([entry["label"]], record, "object")[0]
+            bbox = [float(value) for value in entry["bbox"]]
+            if len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
+                raise ValueError(
+                    f"{self.source}: image {record.image_id!r} has an object box {entry['bbox']!r} that is not "
+                    "(x, y, width, height) with a positive width and height"
+                )
+            if label in positives:
+                objects.append({"label": label, "bbox": bbox})
+        return objects
 
 
 def _encode_all(
@@ -269,7 +293,10 @@ def prepare_canonical(
         extra=extra,
     )
     features = canonical_features(
-        plan.label_names, with_negative_labels=annotation == ANNOTATION_PARTIAL, with_caption=plan.has_captions
+        plan.label_names,
+        with_negative_labels=annotation == ANNOTATION_PARTIAL,
+        with_caption=plan.has_captions,
+        with_objects=plan.has_objects,
     )
     builder = _RowBuilder(plan, options, annotation)
     stats = {split: SplitStats(positives=np.zeros(len(plan.label_names), dtype=np.int64)) for split in SPLITS}
@@ -319,7 +346,7 @@ def prepare_canonical(
                         continue
                     yield split, record, row
 
-            for split, _record, row, image in _encode_all(
+            for split, record, row, image in _encode_all(
                 annotated_rows(), options.verify, options.num_workers, options.exif_orientation
             ):
                 progress.update(1)
@@ -327,6 +354,8 @@ def prepare_canonical(
                     skip(f"{image.reason} image", str(image.where))
                     continue
                 row["image"] = image
+                if record.objects_relative and row.get("objects"):
+                    _scale_relative_boxes(row["objects"], image)
                 writer.split(split).write_row(row)
                 split_stats = stats[split]
                 split_stats.images += 1
@@ -365,6 +394,19 @@ def prepare_canonical(
         skipped_examples=skipped_examples,
         notes=notes,
     )
+
+
+def _scale_relative_boxes(objects: list[dict[str, Any]], image: Mapping[str, Any]) -> None:
+    """Relative XYWH boxes → pixels of the encoded image (its size is read from the header)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image["bytes"])) as opened:
+        width, height = opened.size
+    for entry in objects:
+        x, y, w, h = entry["bbox"]
+        entry["bbox"] = [x * width, y * height, w * width, h * height]
 
 
 def summarize_plan_sizes(splits: Mapping[str, Iterable[SourceRecord]]) -> dict[str, int | None]:

@@ -6,7 +6,9 @@ A canonical split is a `datasets.Dataset` with
 * `labels`: `List(ClassLabel(names=ALL_LABELS))`, the positives,
 * `image_id`: `Value("string")`,
 * `negative_labels` (only for partially annotated data): same type as `labels`, the explicit negatives,
-* `caption` (optional): `Value("string")`.
+* `caption` (optional): `Value("string")`,
+* `objects` (optional): `List({"label": ClassLabel, "bbox": List(float32, length=4)})`, labelled boxes, XYWH pixels
+  (see `ovmlc.data.objects`).
 
 Without `negative_labels` every label that is not positive is negative (`annotation: full`); with it, a label that is
 in neither column is unannotated (`annotation: partial`). `label_matrix` turns this into the `int8 [N, C]` matrix in
@@ -16,6 +18,7 @@ in neither column is unannotated (`annotation: partial`). `label_matrix` turns t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,8 +41,35 @@ class CanonicalSchemaError(ValueError):
     """A dataset does not follow the canonical schema; the message names the split and column."""
 
 
+OBJECTS_COLUMN = "objects"
+
+
+def objects_feature(label_names: Sequence[str]) -> List:
+    """The `objects` feature over `label_names` (same ClassLabel names as `labels`)."""
+    return List({"label": ClassLabel(names=list(label_names)), "bbox": List(Value("float32"), length=4)})
+
+
+def validate_objects_feature(feature: Any, label_names: Sequence[str], where: str) -> None:
+    """Raise `CanonicalSchemaError` unless `feature` is `objects_feature(label_names)`."""
+    inner = getattr(feature, "feature", None)
+    if not isinstance(feature, List) or not isinstance(inner, dict) or set(inner) != {"label", "bbox"}:
+        raise CanonicalSchemaError(
+            f"{where}: column 'objects' must be List({{'label': ClassLabel, 'bbox': List(float32, length=4)}}), "
+            f"got {feature!r}"
+        )
+    if not isinstance(inner["label"], ClassLabel) or list(inner["label"].names) != list(label_names):
+        raise CanonicalSchemaError(f"{where}: 'objects' labels must be ClassLabel with the names of 'labels'")
+    bbox = inner["bbox"]
+    if not isinstance(bbox, List) or getattr(bbox, "length", None) != 4:
+        raise CanonicalSchemaError(f"{where}: 'objects' bbox must be List(Value('float32'), length=4), got {bbox!r}")
+
+
 def canonical_features(
-    label_names: Sequence[str], *, with_negative_labels: bool = False, with_caption: bool = False
+    label_names: Sequence[str],
+    *,
+    with_negative_labels: bool = False,
+    with_caption: bool = False,
+    with_objects: bool = False,
 ) -> Features:
     """Features of a canonical split over `label_names` (the ClassLabel order is the label order everywhere)."""
     label_names = list(label_names)
@@ -55,6 +85,8 @@ def canonical_features(
         columns["negative_labels"] = List(ClassLabel(names=label_names))
     if with_caption:
         columns["caption"] = Value("string")
+    if with_objects:
+        columns["objects"] = objects_feature(label_names)
     return Features(columns)
 
 
@@ -88,6 +120,8 @@ def validate_canonical_features(features: Features, split: str = "dataset") -> l
             raise CanonicalSchemaError(f"{split}: 'negative_labels' and 'labels' must share the same ClassLabel names")
     if "caption" in features and not isinstance(features["caption"], Value):
         raise CanonicalSchemaError(f"{split}: column 'caption' must be Value('string'), got {features['caption']!r}")
+    if "objects" in features:
+        validate_objects_feature(features["objects"], names, split)
     return names
 
 

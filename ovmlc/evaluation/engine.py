@@ -466,11 +466,13 @@ def evaluate_scores(
     thresholds: Any = None,
     plots: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    localization: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute a protocol's report on a scores file and (if `output_dir`) write the report folder.
 
     `thresholds` (scalar, vector or calibration dict) adds P/R/F1 at those thresholds; `provenance` (model, dataset,
-    split, ...) is recorded in metrics.json. AP and top-K rank the file's `logits` when it has them. A view whose
+    split, ...) is recorded in metrics.json; `localization` (from `evaluation.localization.evaluate_localization`) is
+    added as the report's `localization` section. AP and top-K rank the file's `logits` when it has them. A view whose
     ranking scores tie on more than `TIE_WARNING_FRACTION` of its (positive, negative) pairs raises a
     `TiedScoresWarning` and is listed in the report's `warnings`. Returns the report dict.
     """
@@ -507,6 +509,8 @@ def evaluate_scores(
         report["warnings"] = tie_warnings
         for message in tie_warnings:
             warnings.warn(f"ovmlc evaluate: {message}.", TiedScoresWarning, stacklevel=2)
+    if localization is not None:
+        report["localization"] = dict(localization)
     if thresholds is not None and isinstance(thresholds, Mapping):
         report["calibrated_thresholds"] = {"global_threshold": thresholds["global_threshold"]}
     if output_dir is not None:
@@ -527,6 +531,7 @@ def evaluate_model(
     plots: bool = True,
     progress: bool = True,
     image_dtype: Any = None,
+    localization: bool = True,
 ) -> dict[str, Any]:
     """Score a canonical dataset split with a model, save `scores.npz`, and compute and write the protocol's report.
 
@@ -537,7 +542,9 @@ def evaluate_model(
     unannotated (so no unseen annotation leaks in), written to `thresholds.json` and used for the threshold metrics.
     Writes everything to `output_dir` (default `./ovmlc-eval/<protocol>-<timestamp>`) and returns the report.
     Scoring goes through `ovmlc.core.scoring.Scorer`: `image_dtype` (e.g. `torch.bfloat16`) runs the image side under
-    autocast, the head and the saved scores and logits are float32.
+    autocast, the head and the saved scores and logits are float32. With
+    `localization` (default), a model that returns boxes (ViLD) on a split with an `objects` column also gets box
+    AP@0.5 and pointing accuracy (the report's `localization` section).
     """
     from .. import data as ovmlc_data
     from ..inference.factory import load_model
@@ -620,8 +627,22 @@ def evaluate_model(
         arrays["logits"],
         arrays["unseen_logits"],
     )
+    localization_report = None
+    if localization:
+        from .localization import evaluate_localization, supports_localization
+
+        if supports_localization(model, evaluated):
+            localization_report = evaluate_localization(
+                model, evaluated, label_names, unseen, batch_size=batch_size, progress=progress, image_dtype=image_dtype
+            )
     return evaluate_scores(
-        scores_file, protocol, output_dir=output_dir, thresholds=thresholds, plots=plots, provenance=provenance
+        scores_file,
+        protocol,
+        output_dir=output_dir,
+        thresholds=thresholds,
+        plots=plots,
+        provenance=provenance,
+        localization=localization_report,
     )
 
 
@@ -811,6 +832,8 @@ def render_results_markdown(report: Mapping[str, Any]) -> str:
     for name, reason in report.get("skipped_views", {}).items():
         lines.append(f"- {VIEW_TITLES.get(name, name)}: skipped ({reason})")
     lines.append("")
+    if report.get("localization"):
+        lines += render_localization_markdown(report["localization"])
     return "\n".join(lines)
 
 
@@ -834,6 +857,29 @@ def _view_line(name: str, view: Mapping[str, Any]) -> str:
     if view.get("tie_fraction") is not None:
         line += f"; tied (positive, negative) pairs: {100 * view['tie_fraction']:.2f}%"
     return line
+
+
+def render_localization_markdown(localization: Mapping[str, Any]) -> list[str]:
+    """The localisation section of results.md: box AP and pointing accuracy per label group (see
+    `ovmlc.evaluation.box_metrics`)."""
+    threshold = localization["iou_threshold"]
+    lines = [
+        "## Localisation",
+        "",
+        f"Box AP@{threshold:g} (VOC all-point AP per label, mean over labels with a box) and pointing accuracy "
+        "(share of (image, label) pairs whose best region's centre lies in a box of the label), on "
+        f"{localization['num_images']} images, in %.",
+        "",
+        "| Labels | With boxes | Box AP | Pointing |",
+        "|---|---|---|---|",
+    ]
+    for group in ("seen", "unseen", "all"):
+        lines.append(
+            f"| {group} | {localization['labels_with_boxes'][group]} | {_percent(localization['box_ap'][group])} | "
+            f"{_percent(localization['pointing'][group])} |"
+        )
+    lines.append("")
+    return lines
 
 
 def write_per_label_csv(report: Mapping[str, Any], path: str | Path) -> Path:

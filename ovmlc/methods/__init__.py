@@ -14,4 +14,5 @@ from . import (  # noqa: F401 - registration order = `ovmlc.METHODS` order
     linear_probe,
     mkt,
     qks,
+    vild,
 )

@@ -32,6 +32,7 @@ from PIL import Image
 from ..core.images import ImageLoadError, load_image, load_image_file
 from ..core.modeling_base import OVMLCPreTrainedModel
 from ..core.outputs import rank_labels
+from ..core.regions import processor_geometry
 from ..core.scoring import Scorer
 from ..core.vocabulary import load_labelset, normalize_label
 from ..inference.pipeline import split_label_text
@@ -95,7 +96,7 @@ class TagResult:
     """One image tagged: ranked `(label, score)` pairs, optional heatmap, timings in milliseconds."""
 
     ranked: list[tuple[str, float]]
-    heatmap: tuple[Image.Image, list[tuple[np.ndarray, str]]] | None
+    heatmap: tuple[Image.Image, list[tuple[np.ndarray | tuple[int, int, int, int], str]]] | None  # masks or boxes
     timings: dict[str, float]
     model_name: str
     num_labels: int
@@ -414,7 +415,11 @@ class TaggingService:
         heatmap, heatmap_note = None, ""
         if heatmaps:
             start = time.perf_counter()
-            heatmap, heatmap_note = self._heatmap(model, pil_image, scored.label_maps, labels, scores, ranked)
+            label_boxes = getattr(scored.outputs, "label_boxes", None)
+            if label_boxes is not None:  # models that localise labels (ViLD): boxes
+                heatmap, heatmap_note = self._boxes(model, pil_image, label_boxes, labels, scores, ranked)
+            else:
+                heatmap, heatmap_note = self._heatmap(model, pil_image, scored.label_maps, labels, scores, ranked)
             timings["heatmap"] = _ms(start)
         return TagResult(ranked, heatmap, timings, model_name, len(labels), note, heatmap_note)
 
@@ -432,6 +437,21 @@ class TaggingService:
         sx, sy = display.width / image.width, display.height / image.height
         masks = heatmap_masks(label_maps[0, indices], display.size, (left * sx, top * sy, right * sx, bottom * sy))
         return (display, [(mask, name) for mask, name in zip(masks, names)]), ""
+
+    def _boxes(self, model, image, label_boxes, labels, scores, ranked):
+        """(display image, [((x0, y0, x1, y1), label), ...]): the best region of each top label, in display pixels."""
+        display = image.copy()
+        display.thumbnail((self.limits.display_max_side, self.limits.display_max_side), Image.Resampling.LANCZOS)
+        names = [label for label, _ in ranked] or [labels[i] for i in np.argsort(-scores, kind="stable")]
+        names = names[: self.limits.heatmap_labels]
+        geometry = processor_geometry(model.processor, *image.size)
+        pixels = geometry.normalized_to_pixels(label_boxes[0].float().cpu())  # [C, 4] in original pixels
+        sx, sy = display.width / image.width, display.height / image.height
+        annotations = []
+        for name in names:
+            x0, y0, x1, y1 = pixels[labels.index(name)].tolist()
+            annotations.append(((round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)), name))
+        return (display, annotations), ""
 
     def tag_batch(
         self,

@@ -194,8 +194,10 @@ def build_feature_cache(
     num_workers: int = 0,
     collate_fn=None,
     progress_desc: str = "caching features",
+    encode_fn=None,
 ) -> Path:
-    """Compute `model.encode_image_features` for every row of `pixel_dataset` (items with `pixel_values`) into `path`.
+    """Compute `model.encode_image_features` (or `encode_fn`, e.g. a method's `encode_training_features`) for every
+    row of `pixel_dataset` (items with `pixel_values`) into `path`.
 
     Every process of `accelerator` calls this; rows are split between them. Returns `path` once complete everywhere.
     """
@@ -212,9 +214,11 @@ def build_feature_cache(
     was_training = model.training
     model.eval()
 
+    encode_features = encode_fn or model.encode_image_features
+
     def encode(pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         with accelerator.autocast():
-            features = model.encode_image_features(pixel_values.to(device))
+            features = encode_features(pixel_values.to(device))
         return {name: value.float().cpu() for name, value in features.items()}
 
     # Shapes from one example (every rank computes them, so nobody waits for the main process here).

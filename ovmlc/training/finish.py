@@ -53,7 +53,8 @@ def finish_run(
     if accelerator.is_main_process:
         with reporting_write_errors(output_dir, "writing the final model and test report", then):
             thresholds = _calibrate(recipe, data, validation_scores, output_dir / EVAL_DIR, print_fn)
-            test_report = _test_report(recipe, data, output_dir, test_views, thresholds)
+            localization = _localization(recipe, accelerator, model, data)
+            test_report = _test_report(recipe, data, output_dir, test_views, thresholds, localization)
             labels.apply_to_config(model.config, thresholds)
             model.save_pretrained(output_dir)
             _write_final_state(recipe, data, state, output_dir, test_report, environment)
@@ -100,6 +101,7 @@ def _test_report(
     output_dir: Path,
     test_views: ViewScores,
     thresholds: dict[str, Any] | None,
+    localization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from ..evaluation import engine as evaluation
 
@@ -135,6 +137,25 @@ def _test_report(
             "selection": recipe.training.selection,
             **({"ranking_scores": ranking_description} if ranking_description is not None else {}),
         },
+        localization=localization,
+    )
+
+
+def _localization(recipe: Recipe, accelerator, model, data: RunData) -> dict[str, Any] | None:
+    """Box AP / pointing accuracy on the test split for models that return boxes, when it has an `objects` column
+    (main process only)."""
+    from ..evaluation.localization import evaluate_localization, supports_localization
+
+    split = data.splits["test"]
+    if not supports_localization(model, split):
+        return None
+    return evaluate_localization(
+        model,
+        split,
+        data.labels.evaluation,
+        data.labels.evaluation_unseen,
+        batch_size=recipe.training.eval_batch_size,
+        progress=accelerator.is_local_main_process,
     )
 
 
@@ -177,6 +198,11 @@ def _write_final_state(
         },
         "validation": state.eval_history,
         "test": summarize_report(test_report),
+        **(
+            {"localization": {key: test_report["localization"][key] for key in ("box_ap", "pointing")}}
+            if test_report.get("localization")
+            else {}
+        ),
         "feature_cache": data.use_feature_cache,
         "labels": {"train": len(labels.train), "evaluation": len(labels.evaluation), "unseen": len(labels.unseen)},
         "resumed_from": state.resumed_from,

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..files import CONFIG_FILE
+from .label_space import LabelSpace
 from .recipe import Recipe, RecipeError, validate_method_config
 
 
@@ -23,9 +24,9 @@ class BuiltModel:
     encode_labels_every_step: bool
 
 
-def build_model(recipe: Recipe, seen_labels: list[str], print_fn=print, is_main_process: bool = True) -> BuiltModel:
-    """The recipe's model: from its backbone (sized for `seen_labels`, the training labels: class-specific prompts, a
-    linear probe) or from `init_from`; `freeze` patterns applied."""
+def build_model(recipe: Recipe, labels: LabelSpace, print_fn=print, is_main_process: bool = True) -> BuiltModel:
+    """The recipe's model: from its backbone (sized for the training labels `labels.train`: class-specific prompts, a
+    linear probe) or from `init_from`; `freeze` patterns applied; the label split recorded in its config."""
     from .. import methods  # noqa: F401 - registers the built-in methods
     from ..core.registry import get_method, list_methods
 
@@ -52,13 +53,19 @@ def build_model(recipe: Recipe, seen_labels: list[str], print_fn=print, is_main_
             )
         model = model_class.from_pretrained(recipe.init_from, dtype=torch.float32, **method_kwargs)
     else:
-        model = model_class.from_clip(recipe.backbone, dtype=torch.float32, seen_labels=seen_labels, **method_kwargs)
+        model = model_class.from_clip(
+            recipe.backbone, dtype=torch.float32, seen_labels=list(labels.train), **method_kwargs
+        )
     for pattern in recipe.freeze:
         matched = [parameter for name, parameter in model.named_parameters() if re.search(pattern, name)]
         if not matched:
             raise RecipeError(f"recipe {recipe.source}: freeze pattern {pattern!r} matches no parameter")
         for parameter in matched:
             parameter.requires_grad_(False)
+    # The label split is part of the model from the start (ViLD weights seen and unseen labels differently and masks
+    # the unseen rows while training); the finish step writes the same values.
+    model.config.seen_labels = list(labels.train)
+    model.config.unseen_labels = labels.unseen
     trainable_parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if is_main_process:
         model.print_trainable_parameters(print_fn=print_fn)

@@ -195,20 +195,43 @@ def build_datasets(recipe: Recipe, model, accelerator, data: RunData, print_fn=p
 
     model.to(accelerator.device)
     train_transform, eval_transform, transform_description = build_image_transforms(recipe, model)
+    objects = object_targets_of(recipe, model, data, train_transform, print_fn if accelerator.is_main_process else None)
     for name, split in data.splits.items():
         rows = data.label_rows[name] if name == "train" else None
         if data.use_feature_cache:
             features = _cached_features(recipe, model, accelerator, data, name, eval_transform, transform_description)
-            data.datasets[name] = LabeledFeatureDataset(features, rows)
+            data.datasets[name] = LabeledFeatureDataset(features, rows, objects if name == "train" else None)
         elif name == "train":
             augment_seed = training.seed if augmenting else None
-            data.datasets[name] = LabeledImageDataset(split, train_transform, rows, augment_seed=augment_seed)
+            data.datasets[name] = LabeledImageDataset(
+                split, train_transform, rows, augment_seed=augment_seed, objects=objects
+            )
         else:
             data.datasets[name] = LabeledImageDataset(split, eval_transform)
     if accelerator.is_main_process:
         cached = "cached image features" if data.use_feature_cache else "images"
         sizes = ", ".join(f"{name} {len(dataset)}" for name, dataset in data.datasets.items())
         print_fn(f"ovmlc train: {recipe.method} on {recipe.dataset.path} ({sizes}; training from {cached})")
+
+
+def object_targets_of(recipe: Recipe, model, data: RunData, train_transform, print_fn=None):
+    """Box targets of the train split (`ObjectTargets`) for methods that train on boxes (`uses_object_boxes`), when
+    the split has an `objects` column; mapped through the train transform's resize/crop (such methods do not allow
+    augmentation, so training images go through the evaluation geometry)."""
+    from ..core.regions import UnsupportedGeometryError
+    from ..data.objects import has_objects, object_targets
+
+    train = data.splits.get("train")
+    if train is None or not model.uses_object_boxes or not has_objects(train):
+        return None
+    try:
+        targets = object_targets(train, data.labels.train, train_transform.to_config()["steps"])
+    except UnsupportedGeometryError as error:
+        raise RecipeError(f"recipe {recipe.source}: box targets: {error}") from None
+    if print_fn is not None:
+        boxes = int((targets.labels >= 0).sum())
+        print_fn(f"ovmlc train: {boxes:,} object boxes of the training labels in {len(targets):,} images")
+    return targets
 
 
 def _cached_features(recipe: Recipe, model, accelerator, data: RunData, split_name: str, eval_transform, description):
@@ -236,6 +259,10 @@ def _cached_features(recipe: Recipe, model, accelerator, data: RunData, split_na
         mixed_precision=accelerator.mixed_precision,
         dtype=training.feature_cache_dtype,
     )
+    # The train split caches what a training step needs (e.g. ViLD's distillation targets), when it differs.
+    encode_fn = getattr(model, "encode_training_features", None) if split_name == "train" else None
+    if encode_fn is not None:
+        key["features"] = "training"
     cache_dir = Path(training.feature_cache_dir) if training.feature_cache_dir else default_feature_cache_dir()
     path = cache_path(cache_dir, key)
     if not path.is_file():
@@ -250,6 +277,7 @@ def _cached_features(recipe: Recipe, model, accelerator, data: RunData, split_na
             batch_size=max(1, training.eval_batch_size // accelerator.num_processes),
             num_workers=training.num_workers,
             progress_desc=f"caching {split_name} features",
+            encode_fn=encode_fn,
         )
         data.feature_cache_seconds += time.perf_counter() - started
     return CachedFeatures(path)

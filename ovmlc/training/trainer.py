@@ -139,7 +139,7 @@ class Trainer:
         from .model_setup import build_model
         from .run_data import build_datasets
 
-        built = build_model(self.recipe, list(self.labels.train), print_fn=self.print, is_main_process=self.is_main)
+        built = build_model(self.recipe, self.labels, print_fn=self.print, is_main_process=self.is_main)
         self.model = built.model
         self.trainable_parameters = built.trainable_parameters
         self.encode_labels_every_step = built.encode_labels_every_step

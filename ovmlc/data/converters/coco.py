@@ -8,7 +8,8 @@ Raw layout (under `--root`):
     val2014/COCO_val2014_000000000042.jpg ...
 
 Labels are image-level: a category is positive when the image has at least one instance of it (crowd instances
-included), negative otherwise (`annotation: full`).
+included), negative otherwise (`annotation: full`). The instance boxes (`bbox`, XYWH pixels) of the label set fill the
+`objects` column (crowd regions excluded, as COCO's box evaluation ignores them); `--no-boxes` leaves it out.
 
 * `--split full`: 80 labels; train = train2014 images with an instance, test = val2014 images with an instance.
 * `--split zsl-48-17` (default): the Bansal et al. split used by DualCoOp (label set `coco-48-17`): 65 labels
@@ -52,9 +53,16 @@ def _size_row(area: float) -> int:
 
 def _load_instances(
     path: Path, with_sizes: bool = False
-) -> tuple[dict[int, str], dict[int, str], dict[int, set[int]], dict[int, set[tuple[int, int]]]]:
+) -> tuple[
+    dict[int, str],
+    dict[int, str],
+    dict[int, set[int]],
+    dict[int, set[tuple[int, int]]],
+    dict[int, list[tuple[int, list[float]]]],
+]:
     """(category id -> name, image id -> file name, image id -> category ids present, image id -> {(size row,
-    category id)}) of an instances json (size rows only with `with_sizes`, from each instance's `area`)."""
+    category id)}, image id -> non-crowd `(category id, [x, y, w, h])` boxes) of an instances json (size rows only
+    with `with_sizes`, from each instance's `area`)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -67,6 +75,7 @@ def _load_instances(
     images = {int(image["id"]): str(image["file_name"]) for image in data["images"]}
     present: dict[int, set[int]] = defaultdict(set)
     sized: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    boxes: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
     unknown_categories: set[int] = set()
     unknown_images: set[int] = set()
     for annotation in data["annotations"]:
@@ -85,6 +94,13 @@ def _load_instances(
                     f"--partial-label-mode dualcoop-size-rows)"
                 )
             sized[image_id].add((_size_row(float(annotation["area"])), category_id))
+        if annotation.get("iscrowd"):
+            continue
+        bbox = annotation.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise SourceFormatError(f"{path}: annotation {annotation.get('id')!r} has no [x, y, w, h] bbox: {bbox!r}")
+        if bbox[2] > 0 and bbox[3] > 0:  # COCO has a few zero-area boxes: no box, the label stays
+            boxes[image_id].append((category_id, [float(value) for value in bbox]))
     if unknown_categories:
         raise SourceFormatError(
             f"{path}: annotations use {len(unknown_categories)} category id(s) missing from 'categories': "
@@ -95,7 +111,7 @@ def _load_instances(
             f"{path}: annotations reference {len(unknown_images)} image id(s) missing from 'images': "
             f"{sorted(unknown_images)[:20]}"
         )
-    return categories, images, present, sized
+    return categories, images, present, sized, boxes
 
 
 def size_row_partial_labels(
@@ -146,6 +162,9 @@ class CocoConverter(Converter):
             "dualcoop-size-rows reproduces the per-object-size-row masking of DualCoOp issues #4/#10 (keeps "
             "1-(1-P)^3 of the entries, turns some positives into negatives; documented leak, not the protocol)",
         )
+        parser.add_argument(
+            "--no-boxes", action="store_true", help="leave out the `objects` column (instance boxes, XYWH pixels)"
+        )
 
     def plan(self, args: argparse.Namespace) -> SourcePlan:
         root = Path(args.root).expanduser()
@@ -164,8 +183,9 @@ class CocoConverter(Converter):
         proportion = getattr(args, "partial_ratio", None)
         if size_rows and proportion is None:
             raise SourceFormatError("--partial-label-mode dualcoop-size-rows needs --partial-ratio P")
-        train_categories, train_images, train_present, train_sized = _load_instances(train_json, size_rows)
-        val_categories, val_images, val_present, _ = _load_instances(val_json)
+        train_categories, train_images, train_present, train_sized, train_boxes = _load_instances(train_json, size_rows)
+        val_categories, val_images, val_present, _, val_boxes = _load_instances(val_json)
+        with_boxes = not getattr(args, "no_boxes", False)
         if train_categories != val_categories:
             raise SourceFormatError(f"{train_json} and {val_json} define different categories")
         names = [train_categories[category_id] for category_id in sorted(train_categories)]
@@ -191,6 +211,12 @@ class CocoConverter(Converter):
         def labels_of(category_ids: set[int]) -> list[str]:
             return [train_categories[c] for c in sorted(category_ids) if train_categories[c] in label_set]
 
+        def objects_of(boxes: list[tuple[int, list[float]]]) -> list[dict] | None:
+            if not with_boxes:
+                return None
+            named = ((train_categories[category], bbox) for category, bbox in boxes)
+            return [{"label": name, "bbox": bbox} for name, bbox in named if name in label_set]
+
         train_records = []
         dropped_unseen = dropped_empty = 0
         label_category_ids = [c for c in sorted(train_categories) if train_categories[c] in label_set]
@@ -202,7 +228,12 @@ class CocoConverter(Converter):
             if not any(label in train_allowed for label in labels):
                 dropped_empty += 1
                 continue
-            record = SourceRecord(image_id=str(image_id), image=train_dir / train_images[image_id], labels=labels)
+            record = SourceRecord(
+                image_id=str(image_id),
+                image=train_dir / train_images[image_id],
+                labels=labels,
+                objects=objects_of(train_boxes.get(image_id, [])),
+            )
             if size_rows:
                 positives, negatives = size_row_partial_labels(
                     str(image_id), train_sized.get(image_id, set()), label_category_ids, proportion, args.seed
@@ -218,7 +249,12 @@ class CocoConverter(Converter):
                 dropped_test += 1
                 continue
             test_records.append(
-                SourceRecord(image_id=str(image_id), image=val_dir / val_images[image_id], labels=labels)
+                SourceRecord(
+                    image_id=str(image_id),
+                    image=val_dir / val_images[image_id],
+                    labels=labels,
+                    objects=objects_of(val_boxes.get(image_id, [])),
+                )
             )
 
         if dropped_unseen:
@@ -226,6 +262,8 @@ class CocoConverter(Converter):
         kind = "a seen" if unseen else "an"
         notes.append(f"removed {dropped_empty:,} train2014 image(s) without {kind} instance of the label set")
         notes.append(f"removed {dropped_test:,} val2014 image(s) without an instance of the {len(label_names)} labels")
+        if with_boxes:
+            notes.append("objects: instance boxes (XYWH pixels) of the label set, crowd regions excluded")
         if unseen:
             with_unseen = sum(1 for record in test_records if unseen_set & set(record.labels))
             notes.append(
@@ -254,6 +292,7 @@ class CocoConverter(Converter):
             description=description,
             splits={"train": train_records, "test": test_records},
             notes=notes,
+            has_objects=with_boxes,
             extra_metadata={"coco_split": split, **({"partial_label_mode": mode} if size_rows else {})},
             partial_labels_applied=size_rows,
             pretty_name=f"MS-COCO 2014 {split}",

@@ -7,14 +7,20 @@ Raw layout (under `--root`; every file can be given explicitly):
     train/train-annotations-human-imagelabels.csv | oidv6-train-annotations-human-imagelabels.csv
     test/test-annotations-human-imagelabels.csv | test-annotations-human-imagelabels.csv
     train/<ImageID>.jpg, test/<ImageID>.jpg                               images (--train-image-dir/--test-image-dir)
+    train/train-annotations-bbox.csv | oidv6-train-annotations-bbox.csv  boxes (optional; --train-boxes)
+    test/test-annotations-bbox.csv | test-annotations-bbox.csv           boxes (optional; --test-boxes)
 
 Labels: Confidence 1 -> positive, 0 -> negative, not verified -> unannotated (`annotation: partial`). Seen = the
 trainable classes; unseen = the MIDs (or display names) listed in `--unseen-file` (e.g. LESA's top-400). Label names
 are display names; a display name shared by several MIDs becomes "name (MID)" (reported).
 
-The label CSVs hold tens of millions of rows: they are streamed row by row, grouped by ImageID (the official files are
-sorted by ImageID), so memory stays bounded whatever their size. Only images present on disk are kept (missing ones
-are reported), as LESA and QKS do.
+Boxes (when the bbox CSVs are present, unless `--no-boxes`) fill the `objects` column: XMin/XMax/YMin/YMax are
+fractions of the image size, converted to XYWH pixels once the image is read; group-of boxes (IsGroupOf = 1) are left
+out; a box makes its label a positive of the image.
+
+The label and box CSVs hold tens of millions of rows: they are streamed row by row, grouped by ImageID (the official
+files are sorted by ImageID, and the two streams are merged), so memory stays bounded whatever their size. Only images
+present on disk are kept (missing ones are reported), as LESA and QKS do.
 """
 
 from __future__ import annotations
@@ -87,6 +93,71 @@ def iter_image_label_groups(path: Path) -> Iterator[tuple[str, list[tuple[str, s
             yield current, group
 
 
+BOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
+
+
+def iter_image_box_groups(path: Path) -> Iterator[tuple[str, list[tuple[str, float, float, float, float, bool]]]]:
+    """(ImageID, [(LabelName, XMin, XMax, YMin, YMax, IsGroupOf), ...]) per image of a bbox CSV, streamed (sorted by
+    ImageID, as released)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        missing = [column for column in BOX_COLUMNS if column not in header]
+        if missing:
+            raise SourceFormatError(f"{path}: header lacks the box column(s) {missing}, got {header}")
+        index = {column: header.index(column) for column in (*BOX_COLUMNS, "IsGroupOf") if column in header}
+        current: str | None = None
+        group: list[tuple[str, float, float, float, float, bool]] = []
+        for line_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                image_id = row[index["ImageID"]]
+                x_min, x_max, y_min, y_max = (float(row[index[key]]) for key in ("XMin", "XMax", "YMin", "YMax"))
+                group_of = "IsGroupOf" in index and row[index["IsGroupOf"]].strip() == "1"
+                entry = (row[index["LabelName"]], x_min, x_max, y_min, y_max, group_of)
+            except (IndexError, ValueError) as error:
+                raise SourceFormatError(f"{path}, line {line_number}: unreadable box row {row} ({error})") from None
+            if image_id != current:
+                if current is not None:
+                    if image_id < current:
+                        raise SourceFormatError(
+                            f"{path}, line {line_number}: rows are not sorted by ImageID ({image_id} after {current}); "
+                            f"sort the file first, e.g. (head -n 1 F && tail -n +2 F | sort -t, -k1,1) > F.sorted"
+                        )
+                    yield current, group
+                current, group = image_id, []
+            group.append(entry)
+        if current is not None:
+            yield current, group
+
+
+class _BoxStream:
+    """Boxes of one image at a time from a sorted bbox CSV, for image ids asked in increasing order."""
+
+    def __init__(self, path: Path | None):
+        self.groups = iter_image_box_groups(path) if path is not None else iter(())
+        self.pending = next(self.groups, None)
+        self.images_without_labels = 0
+
+    def boxes(self, image_id: str) -> list[tuple[str, float, float, float, float, bool]]:
+        while self.pending is not None and self.pending[0] < image_id:
+            self.images_without_labels += 1  # boxed image absent from the label CSV
+            self.pending = next(self.groups, None)
+        if self.pending is not None and self.pending[0] == image_id:
+            found, self.pending = self.pending[1], next(self.groups, None)
+            return found
+        return []
+
+
+def _optional_file(root: Path, candidates: list[str], override: str | None, what: str) -> Path | None:
+    if override:
+        return find_file(root, candidates, what, override)
+    return next((root / candidate for candidate in candidates if (root / candidate).is_file()), None)
+
+
 def read_mid_list(path: Path, descriptions: dict[str, str], what: str) -> list[str]:
     """MIDs from a list file: one MID or display name per line (extra CSV columns ignored)."""
     by_name: dict[str, list[str]] = {}
@@ -147,6 +218,9 @@ class OpenImagesConverter(Converter):
         parser.add_argument("--test-labels", help="test human image-labels CSV (default: found under ROOT)")
         parser.add_argument("--train-image-dir", help="default: ROOT/train")
         parser.add_argument("--test-image-dir", help="default: ROOT/test")
+        parser.add_argument("--train-boxes", help="train bbox CSV (default: found under ROOT when present)")
+        parser.add_argument("--test-boxes", help="test bbox CSV (default: found under ROOT when present)")
+        parser.add_argument("--no-boxes", action="store_true", help="leave out the `objects` column (boxes)")
 
     def plan(self, args: argparse.Namespace) -> SourcePlan:
         root = Path(args.root).expanduser()
@@ -186,6 +260,21 @@ class OpenImagesConverter(Converter):
             "Open Images test human image labels",
             args.test_labels,
         )
+        train_boxes_csv = test_boxes_csv = None
+        if not getattr(args, "no_boxes", False):
+            train_boxes_csv = _optional_file(
+                root,
+                ["train/train-annotations-bbox.csv", "train-annotations-bbox.csv", "oidv6-train-annotations-bbox.csv"],
+                getattr(args, "train_boxes", None),
+                "Open Images train boxes",
+            )
+            test_boxes_csv = _optional_file(
+                root,
+                ["test/test-annotations-bbox.csv", "test-annotations-bbox.csv"],
+                getattr(args, "test_boxes", None),
+                "Open Images test boxes",
+            )
+        with_boxes = train_boxes_csv is not None or test_boxes_csv is not None
         train_image_dir = Path(args.train_image_dir).expanduser() if args.train_image_dir else root / "train"
         test_image_dir = Path(args.test_image_dir).expanduser() if args.test_image_dir else root / "test"
 
@@ -215,7 +304,8 @@ class OpenImagesConverter(Converter):
         counters: Counter = Counter()
         unknown_examples: list[str] = []
 
-        def records(csv_path: Path, image_dir: Path, split: str) -> Iterator[SourceRecord]:
+        def records(csv_path: Path, image_dir: Path, split: str, boxes_csv: Path | None) -> Iterator[SourceRecord]:
+            box_stream = _BoxStream(boxes_csv)
             for image_id, rows in iter_image_label_groups(csv_path):
                 positives: set[str] = set()
                 negatives: set[str] = set()
@@ -240,12 +330,29 @@ class OpenImagesConverter(Converter):
                     counters[f"{split} conflicting (image, label) entries made unannotated"] += len(conflicting)
                     positives -= conflicting
                     negatives -= conflicting
+                objects = []
+                for mid, x_min, x_max, y_min, y_max, group_of in box_stream.boxes(image_id):
+                    name = names.get(mid)
+                    if name is None or x_max <= x_min or y_max <= y_min:
+                        continue
+                    if group_of:
+                        counters[f"{split} group-of boxes left out"] += 1
+                        continue
+                    if name in negatives:
+                        counters[f"{split} labels verified absent but boxed, made positive"] += 1
+                        negatives.discard(name)
+                    positives.add(name)  # a drawn box is a positive
+                    objects.append({"label": name, "bbox": (x_min, y_min, x_max - x_min, y_max - y_min)})
                 yield SourceRecord(
                     image_id=image_id,
                     image=image_dir / f"{image_id}.jpg",
                     labels=sorted(positives),
                     negative_labels=sorted(negatives),
+                    objects=objects if with_boxes else None,
+                    objects_relative=True,
                 )
+            if box_stream.images_without_labels:
+                counters[f"{split} boxed images without image labels (skipped)"] += box_stream.images_without_labels
             if split == "test":  # both CSVs are consumed: report what was left out
                 if counters["unknown MID"]:
                     notes.append(
@@ -257,8 +364,13 @@ class OpenImagesConverter(Converter):
                         f"{counters['outside label set']:,} label row(s) of classes outside seen/unseen ignored"
                     )
                 for key, count in counters.items():
-                    if "conflicting" in key or key == "unreadable confidence":
+                    if "conflicting" in key or "box" in key or key == "unreadable confidence":
                         notes.append(f"{count:,} {key}")
+                if with_boxes:
+                    notes.append(
+                        "objects: human-drawn boxes (XYWH pixels) from "
+                        + ", ".join(path.name for path in (train_boxes_csv, test_boxes_csv) if path is not None)
+                    )
 
         unseen_source = Path(args.unseen_file).name if args.unseen_file else "(no --unseen-file)"
         return SourcePlan(
@@ -276,10 +388,11 @@ class OpenImagesConverter(Converter):
                 "(the LESA zero-shot protocol uses its top-400 list)."
             ),
             splits={
-                "train": records(train_csv, train_image_dir, "train"),
-                "test": records(test_csv, test_image_dir, "test"),
+                "train": records(train_csv, train_image_dir, "train", train_boxes_csv),
+                "test": records(test_csv, test_image_dir, "test", test_boxes_csv),
             },
             notes=notes,
+            has_objects=with_boxes,
             extra_metadata={"label_mids": seen_mids + unseen_mids},
             pretty_name="Open Images (human-verified labels)",
             root=root,

@@ -1,0 +1,115 @@
+"""ViLD's claims on the synthetic shapes world with the shipped offline CLIP (slow: trains 3 variants x 3 seeds).
+
+The numbers come from `benchmarks/bench_vild_synthetic.py` (docs/vild.md, "Results"): these tests run the same
+recipe (`hub_configs/vild-synthetic.yaml`) through the real trainer on the same dataset (`ovmlc data prepare
+synthetic`, default sizes) for training seeds 0, 1, 2, and every seed must satisfy each claim (no lucky run). Margins
+are below the smallest gap measured over the seeds. Run with `pytest -m quality -s tests/test_vild_quality.py`; set
+`OVMLC_SYNTHETIC_DATA` to an already prepared default-size dataset folder (the world is deterministic, so the numbers
+are the same) to reuse it and its feature caches (`OVMLC_CACHE`), and `OVMLC_BENCH_JSON` to keep every run's numbers.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ovmlc.core.backbones import SYNTHETIC_CLIP_PATH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_vild_synthetic as bench  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.quality,
+    pytest.mark.skipif(
+        not (SYNTHETIC_CLIP_PATH / "model.safetensors").is_file(), reason="the shipped synthetic CLIP is missing"
+    ),
+]
+SEEDS = (0, 1, 2)
+# ViLD-image keeps the unseen labels better than ViLD-text (the paper's Table 3 direction), by at least:
+UNSEEN_ZSL_MARGIN = 30.0  # ZSL tag mAP points
+UNSEEN_BOX_AP_MARGIN = 8.0  # unseen box AP@0.5 points
+UNSEEN_POINTING_MARGIN = 15.0  # unseen pointing accuracy points
+# The ensemble is best overall: above both single heads on all labels, by at least:
+OVERALL_GZSL_MARGIN = 2.0  # GZSL tag mAP points
+OVERALL_BOX_AP_MARGIN = 4.0  # box AP@0.5 points over all labels with boxes
+# ... and above the training-free baseline (zero-shot CLIP on the same windows), by at least:
+BASELINE_GZSL_MARGIN = 2.0  # GZSL tag mAP points
+BASELINE_BOX_AP_MARGIN = 20.0  # box AP@0.5 points, all labels
+BASELINE_UNSEEN_BOX_AP_MARGIN = 8.0  # box AP@0.5 points, unseen labels
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every variant for every seed, trained once per module: `{variant: [RunResult per seed]}`."""
+    data = os.environ.get("OVMLC_SYNTHETIC_DATA")
+    if not data:
+        from ovmlc.cli import main as cli_main
+
+        data = tmp_path_factory.mktemp("synthetic") / "data"
+        assert (
+            cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), "--no-progress"]) == 0
+        )
+    results = bench.run_benchmark(list(bench.VARIANTS), SEEDS, data, tmp_path_factory.mktemp("runs"), log=print)
+    print("\n" + bench.markdown_tables(results))
+    if os.environ.get("OVMLC_BENCH_JSON"):
+        from dataclasses import asdict
+
+        Path(os.environ["OVMLC_BENCH_JSON"]).write_text(json.dumps([asdict(r) for r in results], indent=1))
+    grouped = {}
+    for result in results:
+        grouped.setdefault(result.variant, []).append(result)
+    return grouped
+
+
+def by_seed(runs, variant):
+    return {result.seed: result for result in runs[variant]}
+
+
+def test_vild_image_keeps_unseen_labels_better_than_vild_text(runs):
+    text, image = by_seed(runs, "vild-text"), by_seed(runs, "vild-image")
+    for seed in SEEDS:
+        assert image[seed].zsl_map >= text[seed].zsl_map + UNSEEN_ZSL_MARGIN, (image[seed], text[seed])
+        assert image[seed].unseen_box_ap >= text[seed].unseen_box_ap + UNSEEN_BOX_AP_MARGIN, (image[seed], text[seed])
+        assert image[seed].unseen_pointing >= text[seed].unseen_pointing + UNSEEN_POINTING_MARGIN, (
+            image[seed],
+            text[seed],
+        )
+
+
+def test_vild_ensemble_is_best_overall(runs):
+    text, image, ensemble = (by_seed(runs, key) for key in ("vild-text", "vild-image", "vild"))
+    for seed in SEEDS:
+        best_single = max(text[seed].gzsl_map, image[seed].gzsl_map)
+        assert ensemble[seed].gzsl_map >= best_single + OVERALL_GZSL_MARGIN, (ensemble[seed], text[seed], image[seed])
+        best_single = max(text[seed].all_box_ap, image[seed].all_box_ap)
+        assert ensemble[seed].all_box_ap >= best_single + OVERALL_BOX_AP_MARGIN, (
+            ensemble[seed],
+            text[seed],
+            image[seed],
+        )
+
+
+def test_vild_ensemble_beats_zero_shot_clip_on_the_same_windows(runs):
+    """Training adds localisation (a background, tight boxes) and fits the seen labels; the baseline has neither."""
+    (baseline,) = runs["clip-windows"]
+    for ensemble in runs["vild"]:
+        assert ensemble.gzsl_map >= baseline.gzsl_map + BASELINE_GZSL_MARGIN, (ensemble, baseline)
+        assert ensemble.all_box_ap >= baseline.all_box_ap + BASELINE_BOX_AP_MARGIN, (ensemble, baseline)
+        assert ensemble.unseen_box_ap >= baseline.unseen_box_ap + BASELINE_UNSEEN_BOX_AP_MARGIN, (ensemble, baseline)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/vild.md, seed 0): on unseen *tags* the ensemble (ZSL mAP 91.8) stays below ViLD-image "
+    "(93.9) and the zero-shot baseline on the windows (95.1): with lambda = 1/3 the text head, which learned the "
+    "unseen objects of the training images as background, still pulls their probabilities down (background labels: "
+    "dotted 83.4, grid 75.0 AP); the ensemble wins on unseen boxes instead (box AP 64.0 vs 44.5 / 45.7)",
+)
+def test_vild_ensemble_is_also_best_on_unseen_tags(runs):
+    (baseline,) = runs["clip-windows"]
+    image = by_seed(runs, "vild-image")
+    for ensemble in runs["vild"]:
+        assert ensemble.zsl_map >= max(image[ensemble.seed].zsl_map, baseline.zsl_map), (ensemble, baseline)
