@@ -14,6 +14,7 @@ import ovmlc
 from ovmlc.cli import main as cli_main
 from ovmlc.data import load_canonical
 from ovmlc.data.objects import object_targets
+from ovmlc.files import TRAINER_STATE_FILE
 from ovmlc.training.recipe import load_recipe, validate_method_config
 from ovmlc.training.trainer import train
 
@@ -71,7 +72,7 @@ def test_box_targets_follow_the_evaluation_transform(world):
 
 def test_vild_ensemble_trains_caches_teachers_and_reports_localisation(tmp_path, world):
     output = train(vild_recipe(tmp_path, world, "ensemble", double_branch=True))
-    state = json.loads((output / "trainer_state.json").read_text())
+    state = json.loads((output / TRAINER_STATE_FILE).read_text())
     assert state["feature_cache"] and state["loss"]["per_epoch"][-1] < state["loss"]["per_epoch"][0]
     assert set(state["localization"]) == {"box_ap", "pointing"}
     metrics = json.loads((output / "eval" / "metrics.json").read_text())
