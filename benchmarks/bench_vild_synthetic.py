@@ -155,8 +155,8 @@ def run_variant(key: str, dataset: Path, seed: int, work_dir: Path, extra: Seque
         f"training.seed={seed}",
         f"output_dir={output}",
         "tracker=none",
-        *VARIANTS[key].overrides,
         *extra,
+        *VARIANTS[key].overrides,  # last: a variant's defining settings (e.g. no training) win over shared extras
     ]
     started = time.perf_counter()
     train(RECIPE, overrides, overwrite=True)

@@ -311,7 +311,7 @@ def test_fresh_process_without_ovmlc_loads_every_folder_from_its_own_code(saved,
     assert len(set(modules.values())) == len(modules)  # one flat copy per folder, never a shared class
     for case_id, case in saved.items():
         assert modules[str(case["folder"])].startswith(
-            f"transformers_modules.{case['folder'].name.replace('-', '_hyphen_')}"
+            f"transformers_modules.{case['folder'].name.replace('-', '_hyphen_').replace('.', '_dot_')}"
         )
         outputs = load_file(str(case["folder"] / "remote_outputs.safetensors"))
         message = lambda text, case_id=case_id: f"{case_id}: {text}"  # noqa: E731
