@@ -114,3 +114,22 @@ def test_clipft_fixed_vocabulary_folds(clip_dir, tmp_path):
     model = ovmlc.CLIPFTModel.from_clip(str(clip_dir), finetune="full")
     info = export_onnx(model, tmp_path / "clipft", labels=LABELS)
     assert info["head"] == "folded-matrix" and info["max_abs_logit_difference"] <= PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["coop", "dualcoop", "dualcooppp", "linear_probe", "lamm", "vild"])
+def test_newer_methods_export_a_fixed_vocabulary(clip_dir, tmp_path, name):
+    """The prompt family, the linear probe, LAMM and ViLD export with `--labels` (their learned label embeddings or
+    per-label weights become the graph's label bank); only ViLD, whose labels go through CLIP's text tower, also
+    exports an open vocabulary."""
+    spec = ovmlc.get_method(name)
+    torch.manual_seed(0)
+    model = spec.model_class.from_clip(str(clip_dir), **{"seen_labels": LABELS, **spec.example_config}).eval()
+    info = export_onnx(model, tmp_path / "fixed", labels=LABELS)
+    assert info["head"] in ("folded-matrix", "label-bank-constant")
+    assert info["max_abs_logit_difference"] <= PARITY_TOLERANCE
+    _check_against_pytorch(model, tmp_path / "fixed")
+    if name == "vild":
+        assert export_onnx(model, tmp_path / "open")["max_abs_logit_difference"] <= PARITY_TOLERANCE
+    else:
+        with pytest.raises(ExportError, match="--labels"):
+            export_onnx(model, tmp_path / "open")
