@@ -255,8 +255,8 @@ def export_onnx(
             raise ExportError("--quantize needs --labels (the fixed-vocabulary graph)")
         if not text_side_is_clip(model):
             raise ExportError(
-                f"{type(model).__name__} computes label embeddings with learned weights (prompts or per-label rows), not "
-                "CLIP's text tower alone: "
+                f"{type(model).__name__} computes label embeddings with learned weights (prompts or per-label "
+                "rows), not CLIP's text tower alone: "
                 "export it with --labels (a fixed vocabulary)"
             )
         names = sorted(features)
