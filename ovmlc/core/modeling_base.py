@@ -163,6 +163,21 @@ class OVMLCConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
+def with_own_lr_group(
+    groups: list[dict[str, Any]], parameters: list[nn.Parameter], learning_rate: float, multiplier: float
+) -> list[dict[str, Any]]:
+    """`groups` without `parameters`, plus one group of them at `learning_rate * multiplier` without weight decay (a
+    logit scale and bias that need a larger step than the rest)."""
+    own = {id(parameter) for parameter in parameters}
+    groups = [dict(group, params=[p for p in group["params"] if id(p) not in own]) for group in groups]
+    groups = [group for group in groups if group["params"]]
+    if parameters:
+        groups.append(
+            {"params": parameters, "lr": learning_rate * multiplier, "lr_scale": multiplier, "weight_decay": 0.0}
+        )
+    return groups
+
+
 class OVMLCPreTrainedModel(PreTrainedModel):
     """Base class: wraps `CLIPModel` as `self.clip` and provides the shared inference API."""
 

@@ -28,7 +28,12 @@ from transformers import initialization as init
 from transformers.utils import cached_file
 
 from ovmlc.core.backbones import BACKBONE_ALIASES, patch_grid_size, resolve_backbone
-from ovmlc.core.modeling_base import MODEL_LOADING_KWARGS, OVMLCPreTrainedModel, read_folder_config
+from ovmlc.core.modeling_base import (
+    MODEL_LOADING_KWARGS,
+    OVMLCPreTrainedModel,
+    read_folder_config,
+    with_own_lr_group,
+)
 from ovmlc.core.outputs import MultiLabelOutput
 from ovmlc.core.weights_layout import CheckpointRef, record_versions
 from ovmlc.files import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, BACKBONE_ADAPTER_DIR, WEIGHTS_FILE
@@ -159,18 +164,8 @@ class CLIPFTModel(OVMLCPreTrainedModel):
         """The base groups (no weight decay on biases, norms, 1-d parameters) for the image side, plus the logit
         scale and bias at `learning_rate * logit_lr_multiplier` without weight decay."""
         head = [parameter for parameter in self.logit_head.parameters() if parameter.requires_grad]
-        head_ids = {id(parameter) for parameter in head}
-        groups = [
-            dict(group, params=[p for p in group["params"] if id(p) not in head_ids])
-            for group in super().parameter_groups(learning_rate, weight_decay, layer_decay)
-        ]
-        groups = [group for group in groups if group["params"]]
-        if head:
-            multiplier = float(self.config.logit_lr_multiplier)
-            groups.append(
-                {"params": head, "lr": learning_rate * multiplier, "lr_scale": multiplier, "weight_decay": 0.0}
-            )
-        return groups
+        groups = super().parameter_groups(learning_rate, weight_decay, layer_decay)
+        return with_own_lr_group(groups, head, learning_rate, float(self.config.logit_lr_multiplier))
 
     def post_load(self) -> None:
         if self.config.finetune == "lora":

@@ -18,7 +18,7 @@ from transformers import initialization as init
 from ovmlc.core.backbones import image_features as clip_image_features
 from ovmlc.core.backbones import module_fingerprint, patch_grid_size, text_token_embedding, text_tower_modules
 from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
-from ovmlc.core.modeling_base import OVMLCPreTrainedModel
+from ovmlc.core.modeling_base import OVMLCPreTrainedModel, with_own_lr_group
 from ovmlc.core.outputs import MultiLabelOutput
 from ovmlc.core.vocabulary import LabelVocabulary, normalize_label
 from ovmlc.prompting.configuration_prompting import PromptLearningConfig
@@ -362,18 +362,8 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
         """The base groups for the prompt learner, plus the head's scale and bias (when trained) at
         `learning_rate * logit_lr_multiplier` without weight decay."""
         head = [parameter for parameter in self.head.parameters() if parameter.requires_grad]
-        head_ids = {id(parameter) for parameter in head}
-        groups = [
-            dict(group, params=[p for p in group["params"] if id(p) not in head_ids])
-            for group in super().parameter_groups(learning_rate, weight_decay, layer_decay)
-        ]
-        groups = [group for group in groups if group["params"]]
-        if head:
-            multiplier = float(self.config.logit_lr_multiplier)
-            groups.append(
-                {"params": head, "lr": learning_rate * multiplier, "lr_scale": multiplier, "weight_decay": 0.0}
-            )
-        return groups
+        groups = super().parameter_groups(learning_rate, weight_decay, layer_decay)
+        return with_own_lr_group(groups, head, learning_rate, float(self.config.logit_lr_multiplier))
 
     # ------------------------------------------------------------------ class-incremental learning
     @torch.no_grad()
