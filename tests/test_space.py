@@ -150,6 +150,18 @@ def test_label_embeddings_come_from_the_models_small_memory_cache(models, monkey
         TaggingService(models, DemoLimits(max_labels=10, label_cache_size=5))
 
 
+def test_labels_cut_at_the_text_context_reach_the_user_as_warnings(models, image_files):
+    """A browser user never sees the server log: the truncation warning comes back with the result (the UI shows it
+    with `gr.Warning`), for one image and for a batch; short labels give none."""
+    service = TaggingService(models, DemoLimits(max_labels=40, max_label_chars=400))
+    long_label = "red " * 90 + "cat"
+    result = service.tag(str(image_files[0]), [long_label, "star"], top_k=2)
+    assert len(result.warnings) == 1 and "context of" in result.warnings[0] and "'red red" in result.warnings[0]
+    batch = service.tag_batch([str(image_files[0])], [long_label, "star"], top_k=2)
+    assert len(batch.warnings) == 1 and "context of" in batch.warnings[0]
+    assert service.tag(str(image_files[0]), ["red", "star"], top_k=2).warnings == []
+
+
 def test_tag_matches_model_predict_and_calibrated(models, image_files):
     service = TaggingService(models, LIMITS)
     name_a, name_b = list(models)

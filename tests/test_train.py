@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
-from test_train_fixtures import SEEN, UNSEEN, make_tiny_backbone, make_tiny_dataset, write_recipe
+from test_train_fixtures import SEEN, UNSEEN, write_recipe
 
 import ovmlc
 from ovmlc import evaluation
@@ -20,25 +20,13 @@ from ovmlc.training.feature_cache import open_feature_file
 from ovmlc.training.recipe import RecipeError, load_recipe
 from ovmlc.training.trainer import Trainer, TrainingError, build_schedule_lambda, train
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-world")
-    return {"dataset": make_tiny_dataset(root / "data"), "backbone": make_tiny_backbone(root / "clip")}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path):
-    # Tiny models on a shared 2-core machine: one thread is faster and keeps runs reproducible.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "ovmlc-cache"))
-    yield
-    torch.set_num_threads(threads)
-
-
-def recipe_file(tmp_path, world, name="recipe", **sections):
-    return write_recipe(tmp_path / f"{name}.yaml", world["dataset"], world["backbone"], tmp_path / name, **sections)
+def recipe_file(tmp_path, train_world, name="recipe", **sections):
+    return write_recipe(
+        tmp_path / f"{name}.yaml", train_world["dataset"], train_world["backbone"], tmp_path / name, **sections
+    )
 
 
 def qks_sections(**training):
@@ -56,8 +44,8 @@ def qks_sections(**training):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_short_run_lowers_loss_and_writes_a_loadable_model(tmp_path, world):
-    output = train(recipe_file(tmp_path, world))
+def test_short_run_lowers_loss_and_writes_a_loadable_model(tmp_path, train_world):
+    output = train(recipe_file(tmp_path, train_world))
     state = json.loads((output / "ovmlc_trainer_state.json").read_text())
     assert state["global_step"] == state["total_steps"] == 3 * 6  # 48 images / batch 8, 3 epochs
     assert state["loss"]["per_epoch"][-1] < state["loss"]["per_epoch"][0]
@@ -95,27 +83,33 @@ def test_short_run_lowers_loss_and_writes_a_loadable_model(tmp_path, world):
         train(tmp_path / "recipe.yaml")
 
 
-def test_evaluation_only_recipe_matches_ovmlc_evaluate(tmp_path, world):
-    output = train(recipe_file(tmp_path, world, training={"epochs": 0}, freeze=[]))
+def test_evaluation_only_recipe_matches_ovmlc_evaluate(tmp_path, train_world):
+    output = train(recipe_file(tmp_path, train_world, training={"epochs": 0}, freeze=[]))
     state = json.loads((output / "ovmlc_trainer_state.json").read_text())
     assert state["global_step"] == 0 and state["validation"] == []
     assert not (output / "checkpoints").exists()
     mine = json.loads((output / "eval" / "metrics.json").read_text())
     reference = evaluation.evaluate_model(
-        str(world["backbone"]), str(world["dataset"]), "synthetic", output_dir=tmp_path / "reference", progress=False
+        str(train_world["backbone"]),
+        str(train_world["dataset"]),
+        "synthetic",
+        output_dir=tmp_path / "reference",
+        progress=False,
     )
     for view in ("zsl", "gzsl", "seen"):
         assert mine["views"][view]["mAP"] == pytest.approx(reference["views"][view]["mAP"], abs=1e-6)
     assert (output / "model.safetensors").is_file()
 
 
-def test_gradient_accumulation_matches_a_larger_batch(tmp_path, world):
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path, train_world):
     plain_sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.0}
-    big = train(recipe_file(tmp_path, world, "big", optimizer=plain_sgd, training={"epochs": 1, "batch_size": 16}))
+    big = train(
+        recipe_file(tmp_path, train_world, "big", optimizer=plain_sgd, training={"epochs": 1, "batch_size": 16})
+    )
     accumulated = train(
         recipe_file(
             tmp_path,
-            world,
+            train_world,
             "accumulated",
             optimizer=plain_sgd,
             training={"epochs": 1, "batch_size": 8, "gradient_accumulation_steps": 2},
@@ -130,9 +124,9 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path, world):
         torch.testing.assert_close(accumulated_weights[name], tensor, atol=1e-6, rtol=1e-5)
 
 
-def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, world):
-    cached = train(recipe_file(tmp_path, world, "cached", **qks_sections()))
-    uncached = train(recipe_file(tmp_path, world, "uncached", **qks_sections(feature_cache=False)))
+def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, train_world):
+    cached = train(recipe_file(tmp_path, train_world, "cached", **qks_sections()))
+    uncached = train(recipe_file(tmp_path, train_world, "uncached", **qks_sections(feature_cache=False)))
     assert json.loads((cached / "ovmlc_trainer_state.json").read_text())["feature_cache"] is True
     assert json.loads((uncached / "ovmlc_trainer_state.json").read_text())["feature_cache"] is False
     cached_weights, uncached_weights = (
@@ -151,16 +145,16 @@ def test_feature_cache_trains_like_the_image_path_and_is_reused(tmp_path, world)
         assert tuple(handle.get_tensor("vision_tokens").shape) == (48, 17, 32)
     assert open_feature_file(train_file)["vision_tokens"].shape == (48, 17, 32)
     modified = {path: path.stat().st_mtime_ns for path in files}
-    train(recipe_file(tmp_path, world, "again", **qks_sections()))
+    train(recipe_file(tmp_path, train_world, "again", **qks_sections()))
     assert {path: path.stat().st_mtime_ns for path in files} == modified  # reused, not rebuilt
 
 
-def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_path, world):
+def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_path, train_world):
     # A selection metric that never improves after the first evaluation: the image count of the gzsl view.
     output = train(
         recipe_file(
             tmp_path,
-            world,
+            train_world,
             schedule={"name": "plateau", "mode": "max", "patience": 0, "factor": 0.5},
             training={
                 "epochs": 3,
@@ -178,11 +172,11 @@ def test_plateau_schedule_and_early_stopping_follow_the_validation_metric(tmp_pa
     assert learning_rates == pytest.approx([3.0e-3, 3.0e-3, 1.5e-3])  # halved after each evaluation without gain
 
 
-def test_selection_last_keeps_the_final_weights(tmp_path, world):
+def test_selection_last_keeps_the_final_weights(tmp_path, train_world):
     # The gzsl image count never improves after the first validation: `best` would restore step 2.
     validated = {"epochs": 2, "eval_every": 2, "selection_metric": "gzsl/num_images", "selection": "last"}
-    last = train(recipe_file(tmp_path, world, "last", training=validated))
-    unvalidated = train(recipe_file(tmp_path, world, "unvalidated", training={"epochs": 2, "eval_every": None}))
+    last = train(recipe_file(tmp_path, train_world, "last", training=validated))
+    unvalidated = train(recipe_file(tmp_path, train_world, "unvalidated", training={"epochs": 2, "eval_every": None}))
     state = json.loads((last / "ovmlc_trainer_state.json").read_text())
     assert state["selection"] == "last" and state["best_step"] == 2 and state["global_step"] == 12
     assert [entry["step"] for entry in state["validation"]] == [2, 4, 6, 8, 10, 12]
@@ -196,8 +190,8 @@ def test_selection_last_keeps_the_final_weights(tmp_path, world):
     assert json.loads((last / "eval" / "metrics.json").read_text())["provenance"]["selection"] == "last"
 
 
-def test_tensorboard_tracker_and_cli(tmp_path, world):
-    recipe = recipe_file(tmp_path, world, training={"epochs": 1}, tracker="tensorboard")
+def test_tensorboard_tracker_and_cli(tmp_path, train_world):
+    recipe = recipe_file(tmp_path, train_world, training={"epochs": 1}, tracker="tensorboard")
     assert cli_main(["train", "--config", str(recipe), "training.checkpoint_every=null"]) == 0
     output = tmp_path / "recipe"
     assert list((output / "logs").rglob("events.out.tfevents.*"))
@@ -229,9 +223,9 @@ def test_shipped_recipes_are_valid():
     assert load_recipe(hub_configs / "clip-zeroshot-nuswide.yaml").training.epochs == 0
 
 
-def test_overrides_set_nested_keys_with_yaml_values(tmp_path, world):
+def test_overrides_set_nested_keys_with_yaml_values(tmp_path, train_world):
     recipe = load_recipe(
-        recipe_file(tmp_path, world),
+        recipe_file(tmp_path, train_world),
         ["training.epochs=5", "optimizer.betas=[0.8, 0.9]", "training.max_steps=null", "method_config.logit_bias=-1"],
     )
     assert recipe.training.epochs == 5 and recipe.optimizer.betas == [0.8, 0.9]
@@ -256,15 +250,15 @@ def test_overrides_set_nested_keys_with_yaml_values(tmp_path, world):
         ({"freeze": ["(unclosed"]}, [], "freeze[0]: expected a regular expression"),
     ],
 )
-def test_bad_recipes_name_the_key_and_the_file(tmp_path, world, sections, overrides, message):
-    path = recipe_file(tmp_path, world, **sections)
+def test_bad_recipes_name_the_key_and_the_file(tmp_path, train_world, sections, overrides, message):
+    path = recipe_file(tmp_path, train_world, **sections)
     with pytest.raises(RecipeError) as error:
         load_recipe(path, overrides)
     assert message in str(error.value) and str(path) in str(error.value)
 
 
-def test_missing_keys_and_missing_dataset_fail_fast(tmp_path, world, capsys):
-    path = recipe_file(tmp_path, world)
+def test_missing_keys_and_missing_dataset_fail_fast(tmp_path, train_world, capsys):
+    path = recipe_file(tmp_path, train_world)
     data = yaml.safe_load(path.read_text())
     del data["output_dir"]
     path.write_text(yaml.safe_dump(data))
@@ -272,7 +266,7 @@ def test_missing_keys_and_missing_dataset_fail_fast(tmp_path, world, capsys):
         load_recipe(path)
 
     missing = tmp_path / "no-such-dataset"
-    path = recipe_file(tmp_path, world, dataset={"path": str(missing)})
+    path = recipe_file(tmp_path, train_world, dataset={"path": str(missing)})
     assert cli_main(["train", "--config", str(path)]) == 2
     error = capsys.readouterr().err
     assert str(missing) in error and "dataset.path" in error and "Traceback" not in error
@@ -297,9 +291,9 @@ def test_missing_keys_and_missing_dataset_fail_fast(tmp_path, world, capsys):
         ({"protocol": "no-such-protocol"}, r"recipe\.yaml: protocol: Unknown evaluation protocol 'no-such-protocol'"),
     ],
 )
-def test_bad_method_settings_fail_before_training(tmp_path, world, sections, message):
+def test_bad_method_settings_fail_before_training(tmp_path, train_world, sections, message):
     with pytest.raises(RecipeError, match=message):
-        Trainer(load_recipe(recipe_file(tmp_path, world, **sections))).run()
+        Trainer(load_recipe(recipe_file(tmp_path, train_world, **sections))).run()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

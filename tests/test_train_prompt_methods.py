@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from test_train_fixtures import SEEN, UNSEEN, make_tiny_backbone, make_tiny_dataset, write_recipe
+from test_train_fixtures import SEEN, UNSEEN, write_recipe
 
 import ovmlc
 from ovmlc.data import label_matrix, load_canonical
@@ -15,23 +14,10 @@ from ovmlc.files import TRAINER_STATE_FILE
 from ovmlc.training.recipe import RecipeError, load_recipe
 from ovmlc.training.trainer import Trainer, build_schedule_lambda, train
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prompt-world")
-    return {"dataset": make_tiny_dataset(root / "data"), "backbone": make_tiny_backbone(root / "clip")}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "ovmlc-cache"))
-    yield
-    torch.set_num_threads(threads)
-
-
-def recipe_file(tmp_path, world, name="recipe", **sections):
+def recipe_file(tmp_path, train_world, name="recipe", **sections):
     base = {
         "method": "dualcoop",
         "method_config": {"prompt_learning": {"n_ctx": 4}, "loss_weight": 0.1},
@@ -43,7 +29,9 @@ def recipe_file(tmp_path, world, name="recipe", **sections):
     for key, value in sections.items():  # method_config replaces the default; other sections are merged
         merge = isinstance(value, dict) and isinstance(base.get(key), dict) and key != "method_config"
         base[key] = {**base[key], **value} if merge else value
-    return write_recipe(tmp_path / f"{name}.yaml", world["dataset"], world["backbone"], tmp_path / name, **base)
+    return write_recipe(
+        tmp_path / f"{name}.yaml", train_world["dataset"], train_world["backbone"], tmp_path / name, **base
+    )
 
 
 # ---------------------------------------------------------------------- partial labels
@@ -61,12 +49,14 @@ def test_partial_label_rows_equal_the_prepared_mask():
         mask_partial_label_rows(rows, ids, label_ids, 1.0, seed=0)
 
 
-def test_recipe_partial_label_masks_train_and_validation_only(tmp_path, world):
-    recipe = load_recipe(recipe_file(tmp_path, world), ["dataset.partial_label=0.5", "dataset.partial_label_seed=2"])
+def test_recipe_partial_label_masks_train_and_validation_only(tmp_path, train_world):
+    recipe = load_recipe(
+        recipe_file(tmp_path, train_world), ["dataset.partial_label=0.5", "dataset.partial_label_seed=2"]
+    )
     trainer = Trainer(recipe)
     trainer._setup_accelerator()
     trainer._load_data()
-    dataset = load_canonical(world["dataset"])
+    dataset = load_canonical(train_world["dataset"])
     for split in ("train", "validation"):
         full = label_matrix(dataset[split], SEEN)
         masked = trainer.data.label_rows[split] if split == "train" else trainer.data.label_rows[split][:, : len(SEEN)]
@@ -77,15 +67,15 @@ def test_recipe_partial_label_masks_train_and_validation_only(tmp_path, world):
         np.testing.assert_array_equal(masked, expected)
     assert (trainer.data.label_rows["test"] != 0).all()
     with pytest.raises(RecipeError, match="partial_label"):
-        load_recipe(recipe_file(tmp_path, world), ["dataset.partial_label=1.5"])
+        load_recipe(recipe_file(tmp_path, train_world), ["dataset.partial_label=1.5"])
 
 
-def test_partial_label_refuses_an_already_masked_dataset(tmp_path, world):
+def test_partial_label_refuses_an_already_masked_dataset(tmp_path, train_world):
     from ovmlc.data.storage import save_canonical
 
     masked_dir = tmp_path / "masked"
     save_canonical(
-        load_canonical(world["dataset"]),
+        load_canonical(train_world["dataset"]),
         masked_dir,
         source="test-colours",
         converter_version="1",
@@ -95,7 +85,9 @@ def test_partial_label_refuses_an_already_masked_dataset(tmp_path, world):
         description="already masked",
         extra_metadata={"partial_label_proportion": 0.3},
     )
-    recipe = load_recipe(recipe_file(tmp_path, world), [f"dataset.path={masked_dir}", "dataset.partial_label=0.5"])
+    recipe = load_recipe(
+        recipe_file(tmp_path, train_world), [f"dataset.path={masked_dir}", "dataset.partial_label=0.5"]
+    )
     trainer = Trainer(recipe)
     trainer._setup_accelerator()
     with pytest.raises(RecipeError, match="already keeps only 0.3"):
@@ -128,11 +120,11 @@ def load_recipe_from_sections(sections):
         ("linear_probe", {"templates": "single"}),
     ],
 )
-def test_short_runs_train_and_save_a_loadable_model(tmp_path, world, method, method_config):
+def test_short_runs_train_and_save_a_loadable_model(tmp_path, train_world, method, method_config):
     output = train(
         recipe_file(
             tmp_path,
-            world,
+            train_world,
             method=method,
             method_config=method_config,
             training={"epochs": 2, "feature_cache": "auto"},

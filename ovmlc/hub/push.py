@@ -348,14 +348,15 @@ def push_model(
     commit_description: str | None = None,
     create_pr: bool = False,
     license: str | None = None,  # noqa: A002 - the Hub metadata key
+    tags: list[str] | None = None,
     token: str | None = None,
 ):
     """Validate a model folder and push it with a generated model card; returns the `CommitInfo`.
 
     `private=None` keeps the recipe's `hub.private` (or the Hub default for a new repo); `revision` is a branch,
-    created from `main` if it does not exist.
+    created from `main` if it does not exist; `tags` are added to the card's tags.
     """
-    plan = plan_model_upload(folder, repo_id, revision=revision, license=license)
+    plan = plan_model_upload(folder, repo_id, revision=revision, license=license, tags=tags)
     return upload(
         plan,
         private=private,
@@ -404,14 +405,15 @@ def push_pretrained_model(
     `tags` are added to the card's tags."""
     with tempfile.TemporaryDirectory(prefix="ovmlc-push-") as directory:
         model.save_pretrained(directory, max_shard_size=max_shard_size)
-        plan = plan_model_upload(directory, repo_id, revision=revision, tags=tags)
-        return upload(
-            plan,
+        return push_model(
+            directory,
+            repo_id,
             private=private,
             revision=revision,
             commit_message=commit_message,
             commit_description=commit_description,
             create_pr=create_pr,
+            tags=tags,
             token=token if isinstance(token, str) else None,
         )
 

@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..core.modeling_base import OVMLCPreTrainedModel
 from ..core.outputs import rank_labels
 from ..core.regions import processor_geometry
 from ..core.scoring import Scorer
-from ..core.vocabulary import load_labelset, normalize_label
+from ..core.vocabulary import LabelTruncatedWarning, load_labelset, normalize_label
 from ..inference.pipeline import split_label_text
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class TagResult:
     num_labels: int
     note: str = ""
     heatmap_note: str = ""
+    warnings: list[str] = field(default_factory=list)  # e.g. labels cut at the text tower's context
 
     @property
     def scores(self) -> dict[str, float]:
@@ -121,6 +123,7 @@ class BatchResult:
     csv_path: str
     timings: dict[str, float]
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. labels cut at the text tower's context
 
 
 def load_presets(path: str | os.PathLike | None = None) -> list[Preset]:
@@ -363,9 +366,25 @@ class TaggingService:
     def label_embeddings(self, model_name: str, labels: Sequence[str]) -> tuple[torch.Tensor, bool]:
         """`[C, D]` embeddings of `labels` for a model, from the model's label cache; returns `(embeddings,
         was_cached)` (cached: no label had to be encoded)."""
+        embeddings, cached, _ = self._label_embeddings_with_warnings(model_name, labels)
+        return embeddings, cached
+
+    def _label_embeddings_with_warnings(
+        self, model_name: str, labels: Sequence[str]
+    ) -> tuple[torch.Tensor, bool, list[str]]:
+        """`label_embeddings` plus the text of any `LabelTruncatedWarning`, which a browser user would never see in
+        the server's log."""
         model_name, model = self.model(model_name)
-        embeddings = self.scorers[model_name].label_embeddings(list(labels))
-        return embeddings, model.label_cache.last_lookup_encoded == 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LabelTruncatedWarning)
+            embeddings = self.scorers[model_name].label_embeddings(list(labels))
+        messages = []
+        for warning in caught:
+            if issubclass(warning.category, LabelTruncatedWarning):
+                messages.append(str(warning.message))
+            else:  # not ours to swallow
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return embeddings, model.label_cache.last_lookup_encoded == 0, messages
 
     def thresholds(
         self, model: OVMLCPreTrainedModel, labels: Sequence[str], threshold: float | None, calibrated: bool
@@ -398,7 +417,7 @@ class TaggingService:
         timings["input"] = _ms(start)
 
         start = time.perf_counter()
-        label_embeds, cached = self.label_embeddings(model_name, labels)
+        label_embeds, cached, label_warnings = self._label_embeddings_with_warnings(model_name, labels)
         timings["labels (cached)" if cached else "labels"] = _ms(start)
 
         start = time.perf_counter()
@@ -421,7 +440,7 @@ class TaggingService:
             else:
                 heatmap, heatmap_note = self._heatmap(model, pil_image, scored.label_maps, labels, scores, ranked)
             timings["heatmap"] = _ms(start)
-        return TagResult(ranked, heatmap, timings, model_name, len(labels), note, heatmap_note)
+        return TagResult(ranked, heatmap, timings, model_name, len(labels), note, heatmap_note, label_warnings)
 
     def _heatmap(self, model, image, label_maps, labels, scores, ranked):
         """(display image, [(mask [H, W] in 0..1, label), ...]) for the top labels, or None and why not."""
@@ -488,11 +507,13 @@ class TaggingService:
         timings["input"] = _ms(start)
 
         start = time.perf_counter()
-        _, cached = self.label_embeddings(model_name, labels)
+        _, cached, label_warnings = self._label_embeddings_with_warnings(model_name, labels)
         timings["labels (cached)" if cached else "labels"] = _ms(start)
 
         start = time.perf_counter()
-        result = self.scorers[model_name].score_images(pil_images, labels)  # labels: from the cache just filled
+        with warnings.catch_warnings():  # a cut label was reported above; the cache lookup here would repeat it
+            warnings.simplefilter("ignore", LabelTruncatedWarning)
+            result = self.scorers[model_name].score_images(pil_images, labels)  # labels: from the cache just filled
         scores = result.scores  # [N, C]
         ranked = rank_labels(scores, labels, top_k=top_k, thresholds=thresholds, order_by=result.logits)
         timings["model"] = _ms(start)
@@ -506,7 +527,7 @@ class TaggingService:
             ]
             for name, row, scores_row in zip(names, ranked, scores)
         ]
-        return BatchResult(headers, rows, self._write_csv(headers, rows), timings, skipped)
+        return BatchResult(headers, rows, self._write_csv(headers, rows), timings, skipped, label_warnings)
 
     def _write_csv(self, headers: list[str], rows: list[list[Any]]) -> str:
         self._prune_csv_files()
@@ -613,6 +634,8 @@ def build_demo(
         result = service.tag(image, vocabulary, top_k, threshold, model_name, calibrated, heatmaps=show_heatmaps)
         if result.note:
             gr.Info(result.note)
+        for message in result.warnings:
+            gr.Warning(message)
         notes = "".join(f" · {note}" for note in (result.heatmap_note,) if note)
         latency = format_latency(result.timings, f" · model `{result.model_name}` · {result.num_labels} labels{notes}")
         heatmap = None
@@ -624,6 +647,8 @@ def build_demo(
     def batch_outputs(result: BatchResult):
         if result.skipped:
             gr.Warning("Skipped: " + " ".join(result.skipped))
+        for message in result.warnings:
+            gr.Warning(message)
         table = {"headers": result.headers, "data": result.rows}
         return table, result.csv_path
 

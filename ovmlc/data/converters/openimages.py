@@ -30,6 +30,7 @@ import csv
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from ovmlc.data.converters.base import Converter, SourceFormatError, find_file, read_lines, unique_in_order
 from ovmlc.data.prepare import SourcePlan, SourceRecord
@@ -52,6 +53,29 @@ def read_class_descriptions(path: Path) -> dict[str, str]:
     return descriptions
 
 
+T = TypeVar("T")
+
+
+def _group_by_image(path: Path, entries: Iterator[tuple[int, str, T]]) -> Iterator[tuple[str, list[T]]]:
+    """Consecutive `(line_number, ImageID, entry)` rows -> `(ImageID, [entry, ...])` per image; the CSVs are released
+    sorted by ImageID, which lets a 10-GB file stream (an unsorted one is refused, naming the line)."""
+    current: str | None = None
+    group: list[T] = []
+    for line_number, image_id, entry in entries:
+        if image_id != current:
+            if current is not None:
+                if image_id < current:
+                    raise SourceFormatError(
+                        f"{path}, line {line_number}: rows are not sorted by ImageID ({image_id} after {current}); "
+                        f"sort the file first, e.g. (head -n 1 F && tail -n +2 F | sort -t, -k1,1) > F.sorted"
+                    )
+                yield current, group
+            current, group = image_id, []
+        group.append(entry)
+    if current is not None:
+        yield current, group
+
+
 def iter_image_label_groups(path: Path) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """(ImageID, [(LabelName, Confidence), ...]) per image of a human-imagelabels CSV, streamed.
 
@@ -70,27 +94,17 @@ def iter_image_label_groups(path: Path) -> Iterator[tuple[str, list[tuple[str, s
             raise SourceFormatError(
                 f"{path}: header must have ImageID, LabelName and Confidence columns, got {header}"
             ) from None
-        current: str | None = None
-        group: list[tuple[str, str]] = []
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                image_id, label, confidence = row[id_column], row[label_column], row[confidence_column]
-            except IndexError:
-                raise SourceFormatError(f"{path}, line {line_number}: too few columns ({row})") from None
-            if image_id != current:
-                if current is not None:
-                    if image_id < current:
-                        raise SourceFormatError(
-                            f"{path}, line {line_number}: rows are not sorted by ImageID ({image_id} after {current}); "
-                            f"sort the file first, e.g. (head -n 1 F && tail -n +2 F | sort -t, -k1,1) > F.sorted"
-                        )
-                    yield current, group
-                current, group = image_id, []
-            group.append((label, confidence))
-        if current is not None:
-            yield current, group
+
+        def entries() -> Iterator[tuple[int, str, tuple[str, str]]]:
+            for line_number, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                try:
+                    yield line_number, row[id_column], (row[label_column], row[confidence_column])
+                except IndexError:
+                    raise SourceFormatError(f"{path}, line {line_number}: too few columns ({row})") from None
+
+        yield from _group_by_image(path, entries())
 
 
 BOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
@@ -108,30 +122,21 @@ def iter_image_box_groups(path: Path) -> Iterator[tuple[str, list[tuple[str, flo
         if missing:
             raise SourceFormatError(f"{path}: header lacks the box column(s) {missing}, got {header}")
         index = {column: header.index(column) for column in (*BOX_COLUMNS, "IsGroupOf") if column in header}
-        current: str | None = None
-        group: list[tuple[str, float, float, float, float, bool]] = []
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                image_id = row[index["ImageID"]]
-                x_min, x_max, y_min, y_max = (float(row[index[key]]) for key in ("XMin", "XMax", "YMin", "YMax"))
-                group_of = "IsGroupOf" in index and row[index["IsGroupOf"]].strip() == "1"
-                entry = (row[index["LabelName"]], x_min, x_max, y_min, y_max, group_of)
-            except (IndexError, ValueError) as error:
-                raise SourceFormatError(f"{path}, line {line_number}: unreadable box row {row} ({error})") from None
-            if image_id != current:
-                if current is not None:
-                    if image_id < current:
-                        raise SourceFormatError(
-                            f"{path}, line {line_number}: rows are not sorted by ImageID ({image_id} after {current}); "
-                            f"sort the file first, e.g. (head -n 1 F && tail -n +2 F | sort -t, -k1,1) > F.sorted"
-                        )
-                    yield current, group
-                current, group = image_id, []
-            group.append(entry)
-        if current is not None:
-            yield current, group
+
+        def entries() -> Iterator[tuple[int, str, tuple[str, float, float, float, float, bool]]]:
+            for line_number, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                try:
+                    image_id = row[index["ImageID"]]
+                    x_min, x_max, y_min, y_max = (float(row[index[key]]) for key in ("XMin", "XMax", "YMin", "YMax"))
+                    group_of = "IsGroupOf" in index and row[index["IsGroupOf"]].strip() == "1"
+                    entry = (row[index["LabelName"]], x_min, x_max, y_min, y_max, group_of)
+                except (IndexError, ValueError) as error:
+                    raise SourceFormatError(f"{path}, line {line_number}: unreadable box row {row} ({error})") from None
+                yield line_number, image_id, entry
+
+        yield from _group_by_image(path, entries())
 
 
 class _BoxStream:
