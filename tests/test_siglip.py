@@ -87,7 +87,7 @@ def test_text_is_padded_to_the_full_context_on_the_right_and_pooled_at_the_last_
 
 def test_siglip2_text_canonicalisation_is_installed_once_in_the_tokenizer(backbone, zero_shot, tmp_path):
     tokenizer = backbone.tokenizer
-    assert canonicalize_text("  A  Photo, of a \"Red-Car\"! ") == "a photo of a redcar"
+    assert canonicalize_text('  A  Photo, of a "Red-Car"! ') == "a photo of a redcar"
     assert tokenizer("A Photo of a CAT!")["input_ids"] == tokenizer("a photo of a cat")["input_ids"]
     # the raw Gemma tokenizer does not do it by itself
     from transformers import AutoTokenizer
@@ -248,3 +248,32 @@ def test_vocabulary_encode_matches_the_plain_forward(zero_shot):
         ]
     expected = F.normalize(torch.stack(per_template, dim=1).mean(dim=1), dim=-1)
     torch.testing.assert_close(encoded, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_recipe_transforms_follow_the_siglip_processor(backbone, images):
+    """The trainer's default transform reproduces SigLIP's processor exactly (squash, mean/std 0.5), so a recipe with
+    `backbone: google/siglip2-base-patch16-224` trains on what the model sees at inference."""
+    from ovmlc.data.transforms import load_transform
+    from ovmlc.training.transforms import processor_transform_config
+
+    config = processor_transform_config(backbone.image_processor)
+    assert [step["op"] for step in config["steps"]] == ["squash"] and config["normalize"]["mean"] == [0.5] * 3
+    transform = load_transform(config, size=config["size"])
+    expected = backbone.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    actual = torch.stack([torch.as_tensor(transform(image)) for image in images])
+    torch.testing.assert_close(actual, expected)
+
+
+def test_a_recipe_builds_its_model_around_a_siglip_checkpoint(siglip_dir):
+    """`backbone:` of a recipe may name a SigLIP checkpoint (here a local folder laid out like
+    google/siglip2-base-patch16-224): the trainer's model setup builds the method around it."""
+    from ovmlc.training.model_setup import build_model
+    from ovmlc.training.recipe import load_recipe
+
+    recipe = load_recipe("hub_configs/clip-zeroshot-siglip2-nuswide.yaml", [f"backbone={siglip_dir}"])
+
+    class Labels:
+        train, unseen = ["cat", "dog"], ["tree"]
+
+    built = build_model(recipe, Labels(), is_main_process=False)
+    assert backbone_family(built.model.clip) is SIGLIP_FAMILY and built.model.config.reference_prompt is None
