@@ -277,3 +277,10 @@ def test_a_recipe_builds_its_model_around_a_siglip_checkpoint(siglip_dir):
 
     built = build_model(recipe, Labels(), is_main_process=False)
     assert backbone_family(built.model.clip) is SIGLIP_FAMILY and built.model.config.reference_prompt is None
+
+
+def test_onnx_export_refuses_a_siglip_model_clearly(zero_shot, tmp_path):
+    from ovmlc.inference.export_onnx import ExportError, export_onnx
+
+    with pytest.raises(ExportError, match="ONNX export supports CLIP backbones only.*siglip backbone"):
+        export_onnx(zero_shot, tmp_path / "onnx", labels=["cat"])
