@@ -284,3 +284,12 @@ def test_onnx_export_refuses_a_siglip_model_clearly(zero_shot, tmp_path):
 
     with pytest.raises(ExportError, match="ONNX export supports CLIP backbones only.*siglip backbone"):
         export_onnx(zero_shot, tmp_path / "onnx", labels=["cat"])
+
+
+def test_clipft_logit_head_starts_from_siglips_scale_and_bias(siglip_dir):
+    model = ovmlc.CLIPFTModel.from_clip(str(siglip_dir), finetune="lora", lora_r=2, logit_scale=None)
+    assert model.logit_head.log_scale.item() == pytest.approx(model.clip.logit_scale.item())
+    assert model.logit_head.bias.item() == pytest.approx(model.clip.logit_bias.item())
+    configured = ovmlc.CLIPFTModel.from_clip(str(siglip_dir), finetune="full")  # the config's 10 / -10, as on CLIP
+    assert configured.logit_head.bias.item() == pytest.approx(-10.0)
+    assert configured.inherited_modules == ("clip.text_model",)  # SigLIP's text projection is inside text_model

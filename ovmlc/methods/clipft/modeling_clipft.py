@@ -103,12 +103,12 @@ class CLIPFTModel(OVMLCPreTrainedModel):
                 init.constant_(module.log_scale, math.log(float(self.config.logit_scale)))
             elif backbone_bias is None:
                 init.copy_(module.log_scale, self.clip.logit_scale.clamp(max=math.log(100.0)))
-            else:  # SigLIP: its own (uncapped) scale, trained together with its bias
+            else:  # SigLIP: its own (uncapped) scale, with its own bias below
                 init.copy_(module.log_scale, self.clip.logit_scale.reshape(()))
-            if backbone_bias is None:
+            if self.config.logit_scale is None and backbone_bias is not None:
+                init.copy_(module.bias, backbone_bias.reshape(()))  # SigLIP's pretrained sigmoid head, as it is
+            else:
                 init.constant_(module.bias, float(self.config.logit_bias))
-            else:  # SigLIP's sigmoid head as pretrained, `config.logit_bias` an offset
-                init.copy_(module.bias, backbone_bias.reshape(()) + float(self.config.logit_bias))
 
     @property
     def inherited_modules(self) -> tuple[str, ...]:
