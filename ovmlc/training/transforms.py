@@ -21,9 +21,9 @@ def processor_transform_config(processor) -> dict[str, Any]:
     """A transform preset equivalent to the backbone's image processor: CLIP-style (shortest-edge resize + centre
     crop) or SigLIP-style (`size: {height, width}` without a crop: the whole image squashed to the square)."""
     processor_size = dict(processor.size or {})
-    if not getattr(processor, "do_center_crop", False) and processor_size.get("height"):
-        if processor_size["height"] != processor_size.get("width"):
-            raise RecipeError(f"the backbone's image processor resizes to a non-square size: {processor_size}")
+    if type(processor).__name__.startswith("Siglip"):  # (CLIP processors keep the rule below, unchanged)
+        if not processor_size.get("height") or processor_size["height"] != processor_size.get("width"):
+            raise RecipeError(f"the backbone's image processor does not resize to a square: size={processor_size}")
         resample = getattr(processor, "resample", 3)
         interpolation = PROCESSOR_INTERPOLATIONS.get(int(resample) if resample is not None else 3, "bicubic")
         return {
