@@ -1,7 +1,10 @@
 """Inference throughput: ovmlc `predict` with a cached vocabulary vs the bare image encoder vs the stock pipeline;
 end-to-end tagging of a folder of JPEGs; label-cache fill speed.
 
-No download: a ViT-B/16-shaped CLIP with random weights (or `--tiny`) and a byte-level tokenizer built in code.
+No download: a ViT-B/16-shaped CLIP with random weights (or `--tiny`) and a byte-level tokenizer built in code;
+`--backbone siglip`: a SigLIP-B/16-shaped model instead (vision 768 x 12 at 224 px, patch 16; text 768 x 12, 64
+positions; random weights, a character-level Gemma tokenizer built in code), rows a-c (the stock pipeline pads to 64
+tokens and applies a sigmoid for SigLIP) and d-e; the cache-fill rows compare CLIP's shared-prefix path and are skipped.
 Measured side by side in one run, fp32 and bf16; prints images/s and the ratios
 
     b/a = predict (cached vocabulary) / bare image encoder      (target >= 0.9 at 7,586 labels)
@@ -39,7 +42,7 @@ from PIL import Image  # noqa: E402
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, pipeline  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import tiny_tokenizer  # noqa: E402
+from helpers import tiny_siglip_tokenizer, tiny_tokenizer  # noqa: E402
 
 import ovmlc  # noqa: E402
 from ovmlc.core.backbones import encode_prompts_plain, encode_prompts_sharing_prefix  # noqa: E402
@@ -60,7 +63,30 @@ def label_names(count: int) -> list[str]:
     return names[:count]
 
 
-def build_backbone(directory: Path, tiny: bool) -> None:
+def build_siglip_backbone(directory: Path, tiny: bool) -> None:
+    """A SigLIP(-2 FixRes)-shaped checkpoint folder: `SiglipModel` with random weights, Gemma tokenizer, processor."""
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    tokenizer = tiny_siglip_tokenizer()
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    if tiny:
+        width = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+        vision = dict(width, image_size=64, patch_size=16)
+    else:  # SigLIP(2)-B/16: both towers 768 x 12 layers, 12 heads; 224 px, patch 16; 64 text positions
+        width = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+        vision = dict(width, image_size=224, patch_size=16)
+    text = dict(width, vocab_size=len(tokenizer), max_position_embeddings=64, **ids)
+    torch.manual_seed(0)
+    SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    size = vision["image_size"]
+    SiglipImageProcessorPil(size={"height": size, "width": size}).save_pretrained(directory)
+
+
+def build_backbone(directory: Path, tiny: bool, family: str = "clip") -> None:
+    if family == "siglip":
+        build_siglip_backbone(directory, tiny)
+        return
     tokenizer = tiny_tokenizer()
     text = dict(
         vocab_size=len(tokenizer),
@@ -182,6 +208,7 @@ def fill_rows(backbone: Path, names: list[str], dtypes) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny CLIP instead of ViT-B/16 (seconds)")
+    parser.add_argument("--backbone", choices=["clip", "siglip"], default="clip", help="CLIP- or SigLIP-B/16-shaped")
     parser.add_argument("--images", type=int, default=16, help="images for the encoder / predict timings")
     parser.add_argument("--pipeline-images", type=int, default=2, help="images for the (slow) stock pipeline")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -208,6 +235,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtypes = [getattr(torch, name) for name in args.dtypes]
+    if args.backbone == "siglip" and "fill" in args.sections:
+        args.sections = [section for section in args.sections if section != "fill"]
+        print("--backbone siglip: no cache-fill rows (SigLIP's bidirectional text tower has no shared-prefix path)")
     print(f"load average: {os.getloadavg()[0]:.2f} (timings are noisy above ~0.5 on 2 cores)")
 
     rng = np.random.default_rng(0)
@@ -216,7 +246,7 @@ def main() -> None:
     cache = ovmlc.core.label_cache.LabelEmbeddingCache()  # in memory and shared: each table is filled once per run
     with tempfile.TemporaryDirectory() as tmp:
         backbone = Path(tmp) / "clip"
-        build_backbone(backbone, args.tiny)
+        build_backbone(backbone, args.tiny, args.backbone)
         for dtype in dtypes if "predict" in args.sections else ():
             dtype_name = str(dtype).replace("torch.", "")
             model = ovmlc.CLIPZeroShotModel.from_clip(str(backbone), dtype=dtype)
@@ -254,7 +284,8 @@ def main() -> None:
         rss_main, rss_worker = peak_rss_mib()
         fills = fill_rows(backbone, label_names(args.fill_labels), dtypes) if "fill" in args.sections else []
 
-    print(f"\n{'B/16-shaped' if not args.tiny else 'tiny'} CLIP, random weights, {args.threads} threads\n")
+    name = {"clip": "CLIP", "siglip": "SigLIP"}[args.backbone]
+    print(f"\n{'B/16-shaped' if not args.tiny else 'tiny'} {name}, random weights, {args.threads} threads\n")
     print("| dtype | path | labels | images/s |\n|---|---|---|---|")
     for dtype_name, path, size, ips in rows:
         print(f"| {dtype_name} | {path} | {size} | {ips:.3f} |")
@@ -277,8 +308,9 @@ def main() -> None:
             f"(--fast-decode {fast / image_side:.2f}; target >= 0.9; {args.jpegs} JPEGs, {args.workers} worker(s))"
         )
     print(f"peak RSS: {rss_main:.0f} MiB (this process, all rows), {rss_worker:.0f} MiB (largest decoding worker)")
-    print("\n| dtype | labels | cache fill, plain | shared prefix | speed-up | max abs difference |")
-    print("|---|---|---|---|---|---|")
+    if fills:
+        print("\n| dtype | labels | cache fill, plain | shared prefix | speed-up | max abs difference |")
+        print("|---|---|---|---|---|---|")
     for dtype_name, count, plain, shared, difference in fills:
         print(f"| {dtype_name} | {count} | {plain:.2f} s | {shared:.2f} s | {plain / shared:.2f}x | {difference:.1e} |")
 

@@ -125,3 +125,69 @@ def b16_shaped_clip(seed: int = 0, num_layers: int = 1) -> tuple[CLIPModel, CLIP
         projection_dim=512,
     )
     return CLIPModel(config).eval(), tokenizer
+
+
+def tiny_siglip_tokenizer():
+    """A SigLIP 2-style tokenizer built in code: `GemmaTokenizer` (what the SigLIP 2 FixRes repos ship, saved as
+    tokenizer.json + tokenizer_config.json naming `GemmaTokenizer`), without BOS and with EOS as those repos are set
+    up, over a character vocabulary (printable ASCII, "▁" and byte fallback) without merges: any text tokenizes, one
+    token per character. It does not lowercase by itself: ovmlc installs SigLIP's canonicalisation."""
+    import string
+
+    from transformers import GemmaTokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for char in ["▁", *(c for c in string.printable if not c.isspace())]:
+        vocab.setdefault(char, len(vocab))
+    return GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=False, add_eos_token=True, model_max_length=64)
+
+
+def tiny_siglip(tokenizer=None, seed: int = 0, image_size: int = 32, max_positions: int = 64):
+    """A 2-layer SigLIP (`SiglipModel`, widths 32, patch 8 at 32 px: a 4x4 grid, 64 text positions) with a non-zero
+    learned scale and bias, as a trained checkpoint has."""
+    from transformers import SiglipConfig, SiglipModel
+
+    tokenizer = tokenizer or tiny_siglip_tokenizer()
+    torch.manual_seed(seed)
+    config = SiglipConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=max_positions,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=image_size,
+            patch_size=8,
+        ),
+    )  # fmt: skip
+    model = SiglipModel(config).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(2.3)  # exp: ~10
+        model.logit_bias.fill_(-1.5)
+    return model
+
+
+def tiny_siglip_image_processor(image_size: int = 32):
+    from transformers import SiglipImageProcessorPil
+
+    return SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+
+
+def save_hub_layout_siglip(directory: Path, seed: int = 0) -> Path:
+    """A folder laid out like `google/siglip2-base-patch16-224` on the Hub (config.json `model_type: siglip`,
+    model.safetensors, tokenizer.json + tokenizer_config.json of a Gemma tokenizer, preprocessor_config.json of a
+    `SiglipImageProcessor`), holding a tiny SigLIP."""
+    directory = Path(directory)
+    tokenizer = tiny_siglip_tokenizer()
+    tiny_siglip(tokenizer, seed=seed).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    tiny_siglip_image_processor().save_pretrained(directory)
+    return directory

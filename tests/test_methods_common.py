@@ -19,7 +19,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from helpers import BLOCK_OVMLC, random_images, save_hub_layout_clip
+from helpers import BLOCK_OVMLC, random_images, save_hub_layout_clip, save_hub_layout_siglip
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -41,16 +41,30 @@ def _case_id(name: str, variant: dict) -> str:
     return "-".join([name, *(f"{key}={value}" for key, value in variant.items())])
 
 
+# Every case on the tiny CLIP; the methods that support SigLIP (`supported_backbone_families`) again on a tiny SigLIP
+# 2-style checkpoint (ids `siglip-...`); the others must refuse it (test_siglip.py).
 CASES = [
-    pytest.param(spec.name, config, id=_case_id(spec.name, variant))
+    pytest.param(
+        spec.name, config, backbone, id=("" if backbone == "clip" else f"{backbone}-") + _case_id(spec.name, variant)
+    )
+    for backbone in ("clip", "siglip")
     for spec in method_specs()
+    if backbone in spec.model_class.supported_backbone_families
     for config, variant in zip(spec.example_configs(), [{}, *spec.variant_configs])
 ]
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return save_hub_layout_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+def backbone_dirs(tmp_path_factory):
+    return {
+        "clip": save_hub_layout_clip(tmp_path_factory.mktemp("clip") / "tiny-clip"),
+        "siglip": save_hub_layout_siglip(tmp_path_factory.mktemp("siglip") / "tiny-siglip"),
+    }
+
+
+@pytest.fixture(scope="module")
+def clip_dir(backbone_dirs):
+    return backbone_dirs["clip"]
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +122,19 @@ def trainable(model) -> set[str]:
 def test_every_method_is_covered():
     assert {spec.name for spec in method_specs()} >= {"clip_zeroshot", "clipft", "mkt", "qks"}
     assert {param.id for param in CASES} >= {"mkt-stage=2", "clipft-finetune=lora-lora_r=2"}
+    assert {param.id for param in CASES} >= {
+        "siglip-clip_zeroshot",
+        "siglip-coop",
+        "siglip-clipft-finetune=lora-lora_r=2",
+    }
     for spec in method_specs():
         assert spec.model_class.config_class is spec.config_class
         assert spec.config_class.model_type.startswith("ovmlc_") and ovmlc.METHODS[spec.name][0] is spec.config_class
 
 
-@pytest.mark.parametrize("name, config", CASES)
-def test_output_shapes(name, config, clip_dir, images, request):
-    model = cached(name, config, clip_dir, request.node.callspec.id)
+@pytest.mark.parametrize("name, config, backbone", CASES)
+def test_output_shapes(name, config, backbone, backbone_dirs, images, request):
+    model = cached(name, config, backbone_dirs[backbone], request.node.callspec.id)
     pixel_values = model.preprocess(images)
     with torch.no_grad():
         output = model(pixel_values=pixel_values, label_embeds=model.encode_labels(LABELS), return_label_maps=True)
@@ -129,9 +148,11 @@ def test_output_shapes(name, config, clip_dir, images, request):
     assert len(ranked) == 2 and ranked[0][1] >= ranked[1][1]
 
 
-@pytest.mark.parametrize("name, config", CASES)
-def test_gradients_reach_exactly_the_trainable_parameters_and_frozen_weights_stay(name, config, clip_dir, images):
-    model = build(name, config, clip_dir).train()
+@pytest.mark.parametrize("name, config, backbone", CASES)
+def test_gradients_reach_exactly_the_trainable_parameters_and_frozen_weights_stay(
+    name, config, backbone, backbone_dirs, images
+):
+    model = build(name, config, backbone_dirs[backbone]).train()
     pixel_values = model.preprocess(images)
     output = model(pixel_values=pixel_values, **label_inputs(model), labels=TARGETS, label_mask=MASK)
     if not trainable(model):
@@ -166,7 +187,7 @@ def inherited_module_trains(model) -> bool:
 
 
 @pytest.fixture(scope="module")
-def saved(clip_dir, images, tmp_path_factory):
+def saved(backbone_dirs, images, tmp_path_factory):
     """Every case built with perturbed trainable weights, saved with its logits on fixed pixels and labels, and loaded
     back with `ovmlc.load_model` (AutoModel); what transformers logged while building and loading is kept. Cases whose
     inherited modules stay unchanged are also saved in the adapter-only layout (`save_backbone=False`: the tiny CLIP
@@ -175,10 +196,10 @@ def saved(clip_dir, images, tmp_path_factory):
     image = images[0]
     cases = {}
     for param in CASES:
-        name, config = param.values
+        name, config, backbone = param.values
         folder = root / param.id
         with transformers_warnings() as messages:
-            model = build(name, config, clip_dir, perturb=True)
+            model = build(name, config, backbone_dirs[backbone], perturb=True)
         model.save_pretrained(folder)
         adapter_folder = None
         if not inherited_module_trains(model):
@@ -206,22 +227,22 @@ def saved(clip_dir, images, tmp_path_factory):
     return cases
 
 
-@pytest.mark.parametrize("name, config", CASES)
-def test_save_load_gives_the_same_logits(name, config, clip_dir, saved, request):
+@pytest.mark.parametrize("name, config, backbone", CASES)
+def test_save_load_gives_the_same_logits(name, config, backbone, backbone_dirs, saved, request):
     """`ovmlc.load_model(folder)` (AutoModel, i.e. the method's `from_pretrained`) restores the saved weights."""
     case = saved[request.node.callspec.id]
     loaded = case["loaded"]
     assert type(loaded) is ovmlc.get_method(name).model_class and not loaded.training
     torch.testing.assert_close(case["loaded_logits"], case["logits"], atol=1e-6, rtol=1e-6)
     # the same parts train after loading as after building
-    assert trainable(loaded) == trainable(cached(name, config, clip_dir, request.node.callspec.id))
+    assert trainable(loaded) == trainable(cached(name, config, backbone_dirs[backbone], request.node.callspec.id))
     saved_config = json.loads((case["folder"] / "config.json").read_text())
     assert saved_config["ovmlc_version"] == ovmlc.__version__ and saved_config["weights_layout"] == "whole_model"
     assert isinstance(saved_config["templates"], list)  # a Hub user has no template files: names resolved
 
 
-@pytest.mark.parametrize("name, config", CASES)
-def test_adapter_only_layout_round_trip(name, config, saved, request):
+@pytest.mark.parametrize("name, config, backbone", CASES)
+def test_adapter_only_layout_round_trip(name, config, backbone, saved, request):
     """The adapter-only layout: `model.safetensors` holds exactly the weights outside the inherited modules, the config
     pins the base, and loading rebuilds the base and gives the same logits. A method whose inherited modules trained
     cannot be saved that way (the layout would lose the change), and says which module changed."""
@@ -361,9 +382,9 @@ def test_once_ovmlc_is_imported_its_registered_classes_win(saved):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("name, config", CASES)
-def test_traits_are_consistent_with_behaviour(name, config, clip_dir, images, request):
-    model = cached(name, config, clip_dir, request.node.callspec.id)
+@pytest.mark.parametrize("name, config, backbone", CASES)
+def test_traits_are_consistent_with_behaviour(name, config, backbone, backbone_dirs, images, request):
+    model = cached(name, config, backbone_dirs[backbone], request.node.callspec.id)
     pixel_values = model.preprocess(images)
 
     # trains_text_side <=> some parameter of the text side trains
@@ -389,8 +410,8 @@ def test_traits_are_consistent_with_behaviour(name, config, clip_dir, images, re
     )
 
 
-@pytest.mark.parametrize("name, config", CASES)
-def test_no_missing_weights_report_for_modules_built_by_design(name, config, saved, request):
+@pytest.mark.parametrize("name, config, backbone", CASES)
+def test_no_missing_weights_report_for_modules_built_by_design(name, config, backbone, saved, request):
     """Neither building from a CLIP checkpoint (the method's new modules) nor loading the saved folder (LoRA: base CLIP
     + adapter) logs transformers' load report."""
     messages = saved[request.node.callspec.id]["messages"]

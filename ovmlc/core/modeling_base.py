@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoTokenizer, CLIPConfig, PreTrainedConfig, PreTrainedModel, SiglipConfig
 
 from .._version import __version__
 from ..files import (
@@ -42,10 +42,17 @@ from ..files import (
 from .backbones import (
     BACKBONE_ALIASES,
     BackboneNotFoundError,
+    UnsupportedBackboneError,
+    backbone_config_from_dict,
+    backbone_family,
     image_features,
+    image_side_modules,
+    load_backbone_config,
     load_image_processor,
+    load_tokenizer,
     module_fingerprint,
     resolve_backbone,
+    text_fingerprint_extra,
     text_tower_modules,
 )
 from .checkpoint_files import check_safetensors_file, missing_config_error, read_config_file
@@ -119,8 +126,9 @@ class OVMLCConfig(PreTrainedConfig):
     r"""
     Fields shared by every ovmlc method.
 
-    clip_config (`CLIPConfig` or `dict`): the wrapped CLIP.
-    backbone_name_or_path (`str`): where the CLIP came from (Hub id or folder); used to find its processor files.
+    clip_config (`CLIPConfig`, `SiglipConfig` or `dict`): the wrapped vision-language backbone (CLIP or SigLIP; the
+        family follows the config's `model_type`, see `core/backbones.py`).
+    backbone_name_or_path (`str`): where the backbone came from (Hub id or folder); used to find its processor files.
     backbone_revision (`str`): the commit of `backbone_name_or_path` on the Hub (recorded by `from_clip`).
     templates (`str` or `list[str]`): prompt templates (a name in `ovmlc/templates/` or a list with `{}`).
     prompt_pool (`"raw"` | `"normalized"`): how several templates are averaged.
@@ -137,7 +145,7 @@ class OVMLCConfig(PreTrainedConfig):
     model_type = "ovmlc"
     sub_configs_defaults = {"clip_config": CLIPConfig}
 
-    clip_config: dict | CLIPConfig | None = None
+    clip_config: dict | CLIPConfig | SiglipConfig | None = None
     backbone_name_or_path: str | None = None
     templates: str | list[str] | None = "single"
     prompt_pool: str = "raw"
@@ -160,6 +168,8 @@ class OVMLCConfig(PreTrainedConfig):
             raise ValueError(f"prompt_pool must be 'raw' or 'normalized', got {self.prompt_pool!r}")
         if self.weights_layout not in WEIGHTS_LAYOUTS:
             raise ValueError(f"weights_layout must be one of {WEIGHTS_LAYOUTS}, got {self.weights_layout!r}")
+        if isinstance(self.clip_config, dict):  # a saved folder: the backbone family follows its model_type
+            self.clip_config = backbone_config_from_dict(self.clip_config)
         super().__post_init__(**kwargs)
 
 
@@ -179,7 +189,8 @@ def with_own_lr_group(
 
 
 class OVMLCPreTrainedModel(PreTrainedModel):
-    """Base class: wraps `CLIPModel` as `self.clip` and provides the shared inference API."""
+    """Base class: wraps the vision-language backbone (`CLIPModel` or `SiglipModel`) as `self.clip` and provides the
+    shared inference API."""
 
     config: OVMLCConfig
     base_model_prefix = "clip"
@@ -222,15 +233,33 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     # student). The adapter-only layout leaves them out of `model.safetensors` when they are unchanged since loading
     # (see `weights_layout.py`); may be a property of the config.
     inherited_modules: tuple[str, ...] = ("clip",)
+    # Backbone families (`core/backbones.py`) the method works with; building it on another is an error naming the
+    # method and the backbone. A method opts in once it is tested on the family (docs/siglip.md).
+    supported_backbone_families: tuple[str, ...] = ("clip",)
+    # Why a family is not supported (shown in that error), per family name.
+    unsupported_backbone_reasons: dict[str, str] = {}
 
     def __init__(self, config: OVMLCConfig):
         super().__init__(config)
-        self.clip = CLIPModel(config.clip_config)
+        family = backbone_family(config.clip_config)
+        if family.name not in self.supported_backbone_families:
+            raise UnsupportedBackboneError(self._unsupported_backbone_message(family.name, config))
+        self.clip = family.model_class(config.clip_config)
         self.tokenizer = None
         self.image_processor = None
         self._label_cache: LabelEmbeddingCache | None = None
         self._text_fingerprint: str | None = None
         self._weights_provenance: WeightsProvenance | None = None
+
+    @classmethod
+    def _unsupported_backbone_message(cls, family_name: str, config: OVMLCConfig) -> str:
+        where = f" ({config.backbone_name_or_path})" if config.backbone_name_or_path else ""
+        reason = cls.unsupported_backbone_reasons.get(family_name)
+        return (
+            f"{cls.__name__} cannot use a {family_name} backbone{where}"
+            + (f": {reason}" if reason else "")
+            + f". Backbone families this method supports: {list(cls.supported_backbone_families)}"
+        )
 
     # ------------------------------------------------------------------ hooks (override per method)
     def encode_image_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -280,8 +309,9 @@ class OVMLCPreTrainedModel(PreTrainedModel):
 
     def image_side_modules(self) -> tuple[nn.Module, ...]:
         """Modules whose weights determine `encode_image_features` (keys the trainer's feature cache; the trainer
-        refuses the cache when one of their parameters is trainable). Default: CLIP's vision tower + projection."""
-        return self.clip.vision_model, self.clip.visual_projection
+        refuses the cache when one of their parameters is trainable). Default: the backbone's vision tower (+ CLIP's
+        projection)."""
+        return image_side_modules(self.clip)
 
     def ranking_scores(self) -> contextlib.AbstractContextManager[str | None]:
         """Context in which `forward` gives the scores that paper-style tables rank (mAP, P/R/F1@K), for methods whose
@@ -331,7 +361,7 @@ class OVMLCPreTrainedModel(PreTrainedModel):
             source = self.config.backbone_name_or_path or self.name_or_path
             if not source:
                 raise ValueError("this model has no tokenizer attached; load it with from_pretrained/from_clip")
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(source))
+            self.tokenizer = load_tokenizer(source, backbone_family(self.clip))
         return self.tokenizer
 
     @property
@@ -355,7 +385,8 @@ class OVMLCPreTrainedModel(PreTrainedModel):
     def text_fingerprint(self) -> str:
         """Digest of everything that determines label embeddings (recomputed after training)."""
         if self._text_fingerprint is None or self.training:
-            self._text_fingerprint = module_fingerprint(*self.text_side_modules(), extra=type(self).__name__)
+            extra = text_fingerprint_extra(self.clip, type(self).__name__)  # CLIP / SigLIP tables never mix
+            self._text_fingerprint = module_fingerprint(*self.text_side_modules(), extra=extra)
         return self._text_fingerprint
 
     def text_side_modules(self) -> tuple[nn.Module, ...]:
@@ -458,14 +489,12 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         revision: str | None = None,
         **config_kwargs,
     ):
-        """Build the method around a CLIP checkpoint: a Hub id (`openai/clip-vit-base-patch16`), a local folder laid
-        out like one, or `"synthetic"` (the shipped offline CLIP). Extra kwargs set config fields."""
+        """Build the method around a CLIP or SigLIP checkpoint: a Hub id (`openai/clip-vit-base-patch16`,
+        `google/siglip2-base-patch16-224`), a local folder laid out like one, or `"synthetic"` (the shipped offline
+        CLIP). Extra kwargs set config fields. A method that cannot use the backbone's family says so."""
         resolved = resolve_backbone(backbone)
         kwargs = {"revision": revision} if revision else {}
-        try:
-            clip_config = CLIPConfig.from_pretrained(resolved, **kwargs)
-        except OSError as error:
-            raise BackboneNotFoundError(f"could not load CLIP backbone {str(backbone)!r}: {error}") from error
+        clip_config = load_backbone_config(backbone, **kwargs)
         config = cls.config_class(clip_config=clip_config, backbone_name_or_path=str(backbone), **config_kwargs)
         # The checkpoint's un-prefixed CLIP keys load into `self.clip` (base_model_prefix); new modules initialise.
         model = cls.from_pretrained(resolved, config=config, dtype=dtype, **kwargs)
@@ -596,7 +625,8 @@ class OVMLCPreTrainedModel(PreTrainedModel):
         try:
             # `config=`: AutoTokenizer would otherwise load the folder's config, whose auto_map (remote code) makes it
             # ask for trust_remote_code (a 15 s prompt) when ovmlc's classes are not registered.
-            self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config, **hub_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, config=self.config, **hub_kwargs)
+            self.tokenizer = backbone_family(self.clip).prepare_tokenizer(tokenizer)
             self.image_processor = load_image_processor(source, **hub_kwargs)
         except (OSError, ValueError):
             pass  # no processor files next to the weights: fall back to config.backbone_name_or_path lazily

@@ -248,14 +248,14 @@ class LabelVocabulary:
         rest sorted by length and padded to the longest in each batch, not to 77. Labels whose prompts exceed the
         text tower's context are cut there: `LabelTruncatedWarning` names them.
         """
-        from .backbones import module_fingerprint, text_context_length, text_tower_modules
+        from .backbones import module_fingerprint, text_context_length, text_fingerprint_extra, text_tower_modules
 
         limit = min(int(getattr(tokenizer, "model_max_length", 77) or 77), text_context_length(clip))
         warn_truncated_labels(tokenizer, self.names, self.templates, limit)
         if cache is None:
             cache = LabelEmbeddingCache(max_labels=None)  # this call only
         if fingerprint is None:
-            fingerprint = module_fingerprint(*text_tower_modules(clip))
+            fingerprint = module_fingerprint(*text_tower_modules(clip), extra=text_fingerprint_extra(clip))
 
         def encode_missing(missing: list[str]) -> torch.Tensor:
             encoded = self._encode_labels(clip, tokenizer, missing, batch_size, dtype, progress)

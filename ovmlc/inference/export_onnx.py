@@ -202,6 +202,14 @@ def export_onnx(
     with onnxruntime on random pixels and their logits compared with PyTorch's (`max_abs_logit_difference` in
     `export.json`; `ExportError` above `PARITY_TOLERANCE`). `quantize` adds `model.int8.onnx` (dynamic int8 weights,
     fixed vocabulary only). Returns the content of `export.json`."""
+    from ..core.backbones import CLIP_FAMILY, backbone_family
+
+    family = backbone_family(model.clip)
+    if family is not CLIP_FAMILY:  # the text graph and the tagger's tokenization follow CLIP's rules
+        raise ExportError(
+            f"ONNX export supports CLIP backbones only; this {type(model).__name__} has a {family.name} backbone "
+            "(SigLIP's 64-token text rules and pooling head are not exported yet: docs/siglip.md)"
+        )
     _require_onnx()
     model = model.float().eval()
     output_dir = Path(output_dir)

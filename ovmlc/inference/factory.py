@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-from ..core.backbones import DEFAULT_BACKBONE, BackboneNotFoundError, resolve_backbone
+from ..core.backbones import (
+    BACKBONE_FAMILIES,
+    DEFAULT_BACKBONE,
+    BackboneNotFoundError,
+    UnsupportedBackboneError,
+    family_for_model_type,
+    resolve_backbone,
+)
 from ..core.checkpoint_files import is_url, missing_config_error, read_config_file, url_error
 from ..core.modeling_base import OVMLCPreTrainedModel
 from ..files import CONFIG_FILE
@@ -33,8 +40,10 @@ def load_model(
     revision: str | None = None,
     device: str | torch.device | None = None,
 ) -> OVMLCPreTrainedModel:
-    """Load an ovmlc model (a folder written by `save_pretrained`/`ovmlc train`, or a Hub id), or wrap a plain CLIP
-    checkpoint (Hub id, local folder, or `"synthetic"`, the shipped offline CLIP) as `CLIPZeroShotModel`."""
+    """Load an ovmlc model (a folder written by `save_pretrained`/`ovmlc train`, or a Hub id), or wrap a plain CLIP or
+    SigLIP / SigLIP 2 checkpoint (Hub id such as `google/siglip2-base-patch16-224`, local folder, or `"synthetic"`,
+    the shipped offline CLIP) as `CLIPZeroShotModel` (for SigLIP: sigmoid(exp(scale) * cos + bias) with the
+    checkpoint's own scale and bias)."""
     from transformers import AutoModel
 
     from .. import methods  # noqa: F401 - registers every method with AutoModel
@@ -49,10 +58,14 @@ def load_model(
         raise BackboneNotFoundError(f"{resolved}: no such model folder")
     model_type = _model_type(resolved, revision)
     kwargs = {"revision": revision} if revision else {}
-    if model_type == "clip":
+    backbone_types = {model_type for family in BACKBONE_FAMILIES.values() for model_type in family.model_types}
+    if model_type in backbone_types:
         model = CLIPZeroShotModel.from_clip(name_or_path, dtype=dtype, **kwargs)
     elif model_type and model_type.startswith("ovmlc"):
         model = AutoModel.from_pretrained(resolved, dtype=dtype, use_safetensors=True, **kwargs)  # never pickles
     else:
-        raise ValueError(f"{name_or_path}: model_type {model_type!r} is neither an ovmlc model nor a CLIP checkpoint")
+        try:
+            family_for_model_type(model_type, str(name_or_path))
+        except UnsupportedBackboneError as error:  # its message names the model type and a known reason, if any
+            raise UnsupportedBackboneError(f"neither an ovmlc model nor a supported backbone: {error}") from None
     return model.to(device) if device is not None else model

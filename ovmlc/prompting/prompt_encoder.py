@@ -173,7 +173,9 @@ def tokenize_label_prompts(
     names = tuple(names)
     if not names:
         raise ValueError("no labels to encode")
-    encoded = tokenizer([layout.literal(name) for name in names], padding="longest", return_tensors="pt")
+    # Right padding, whatever the tokenizer's default (Gemma's, for SigLIP 2, is left): the spans below count from 0.
+    literals = [layout.literal(name) for name in names]
+    encoded = tokenizer(literals, padding="longest", padding_side="right", return_tensors="pt")
     input_ids = encoded["input_ids"]  # [C, T]
     eos = eos_positions(input_ids, layout.eos_token_id)  # [C]
     front, before, after = list(layout.front_ids), list(layout.before_ids), list(layout.after_ids)

@@ -194,7 +194,7 @@ def load_models(names_or_paths: Sequence[str], device: str | None = None) -> dic
                 hint = (
                     f" The shipped offline model is missing from this install ({BACKBONE_ALIASES[name]}): reinstall "
                     "ovmlc, or pass --model DIR_OR_HUB_ID (a folder written by `ovmlc train` / save_pretrained, a "
-                    "CLIP folder, or a Hub id with network access)."
+                    "CLIP or SigLIP folder, or a Hub id with network access)."
                 )
             raise DemoModelError(f"cannot load model {name!r}: {error}.{hint}") from error
     if not models:

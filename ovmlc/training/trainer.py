@@ -328,7 +328,7 @@ def train(
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from ..core.backbones import BackboneNotFoundError
+    from ..core.backbones import BackboneNotFoundError, UnsupportedBackboneError
     from ..data import CanonicalSchemaError
 
     overrides, resume = list(args.overrides), args.resume
@@ -337,7 +337,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         overrides, resume = [resume, *overrides], "latest"
     try:
         train(args.config, overrides, resume=resume, overwrite=args.overwrite)
-    except (RecipeError, TrainingError, BackboneNotFoundError, CanonicalSchemaError, FileNotFoundError) as error:
+    except (
+        RecipeError,
+        TrainingError,
+        BackboneNotFoundError,
+        UnsupportedBackboneError,
+        CanonicalSchemaError,
+        FileNotFoundError,
+    ) as error:
         print(f"ovmlc train: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -18,8 +18,22 @@ PROCESSOR_INTERPOLATIONS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicub
 
 
 def processor_transform_config(processor) -> dict[str, Any]:
-    """A transform preset equivalent to a CLIP-style image processor (shortest-edge resize + centre crop)."""
-    crop = processor.crop_size or {}
+    """A transform preset equivalent to the backbone's image processor: CLIP-style (shortest-edge resize + centre
+    crop) or SigLIP-style (`size: {height, width}` without a crop: the whole image squashed to the square)."""
+    processor_size = dict(processor.size or {})
+    if type(processor).__name__.startswith("Siglip"):  # (CLIP processors keep the rule below, unchanged)
+        if not processor_size.get("height") or processor_size["height"] != processor_size.get("width"):
+            raise RecipeError(f"the backbone's image processor does not resize to a square: size={processor_size}")
+        resample = getattr(processor, "resample", 3)
+        interpolation = PROCESSOR_INTERPOLATIONS.get(int(resample) if resample is not None else 3, "bicubic")
+        return {
+            "name": "backbone-processor",
+            "description": "the backbone's image processor (the whole image squashed to a square, no crop)",
+            "size": int(processor_size["height"]),
+            "steps": [{"op": "squash", "interpolation": interpolation}] * bool(getattr(processor, "do_resize", True)),
+            "normalize": {"mean": list(processor.image_mean), "std": list(processor.image_std)},
+        }
+    crop = getattr(processor, "crop_size", None) or {}
     size = crop.get("height") or (processor.size or {}).get("shortest_edge")
     if size is None:
         raise RecipeError(f"cannot derive an image size from the backbone's image processor: {processor}")

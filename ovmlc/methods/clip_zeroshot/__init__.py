@@ -13,6 +13,11 @@ CARD = MethodCard(
     ),
     papers=(CLIP,),
     notes=(
+        (
+            "SigLIP / SigLIP 2 backbones (docs/siglip.md): logits = exp(logit_scale) * cos + logit_bias with the "
+            "checkpoint's own scale and bias (its pretraining sigmoid), no reference prompt; label maps from each "
+            "patch token through the pooling head's value path."
+        ),
         "Each image's similarity to a neutral reference prompt (`reference_prompt`, \"a photo.\") is subtracted "
         "from its label similarities, so raw CLIP cosines (around 0.2-0.3 for every label) become usable sigmoid "
         "scores without calibration data; rankings are those of plain CLIP.",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from ovmlc.core.backbones import patch_grid_size
+from ovmlc.core.backbones import SIGLIP_FAMILY, backbone_family, logit_scale_and_bias, patch_grid_size
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel
 from ovmlc.core.outputs import MultiLabelOutput
 from ovmlc.core.vocabulary import LabelVocabulary
@@ -17,6 +17,10 @@ from .configuration_clip_zeroshot import CLIPZeroShotConfig
 class CLIPZeroShotModel(OVMLCPreTrainedModel):
     """CLIP zero-shot: logits `[B, C]` = scale * (cos(image, label_c) - cos(image, reference prompt)) + bias.
 
+    On a SigLIP / SigLIP 2 backbone: logits = exp(logit_scale) * cos(image, label_c) + logit_bias with the
+    checkpoint's own scale and bias (+ `config.logit_bias` as an offset, 0 by default), no reference prompt: SigLIP
+    was trained with exactly this sigmoid per (image, text) pair, so its scores are per-label probabilities as they are.
+
     No softmax across labels: a label's score depends only on the image and that label. The neutral reference prompt
     ("a photo.") turns CLIP's narrow cosine range into usable sigmoid scores (on the shipped synthetic CLIP: F1 0.89 at
     threshold 0.5 with it, vs every score ~1 without). It subtracts one constant per image, so each image's ranking of
@@ -26,6 +30,18 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
     """
 
     config: CLIPZeroShotConfig
+    supported_backbone_families = ("clip", "siglip")
+
+    @classmethod
+    def from_clip(cls, backbone="synthetic", dtype=torch.float32, revision=None, **config_kwargs):
+        """`OVMLCPreTrainedModel.from_clip`; on a SigLIP backbone the reference prompt defaults to None (SigLIP's own
+        bias calibrates its sigmoid scores)."""
+        from ovmlc.core.backbones import load_backbone_config
+
+        kwargs = {"revision": revision} if revision else {}
+        if backbone_family(load_backbone_config(backbone, **kwargs)) is SIGLIP_FAMILY:
+            config_kwargs.setdefault("reference_prompt", None)
+        return super().from_clip(backbone, dtype=dtype, revision=revision, **config_kwargs)
 
     def __init__(self, config: CLIPZeroShotConfig):
         super().__init__(config)
@@ -62,7 +78,14 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
     def logit_scale(self) -> torch.Tensor:
         if self.config.logit_scale is not None:
             return torch.tensor(float(self.config.logit_scale), device=self.device)
-        return self.clip.logit_scale.exp().clamp(max=100.0)
+        return logit_scale_and_bias(self.clip)[0]  # CLIP: exp(logit_scale) capped at 100; SigLIP: uncapped
+
+    def logit_bias(self, dtype: torch.dtype) -> float | torch.Tensor:
+        """`config.logit_bias` (CLIP), plus the checkpoint's learned `logit_bias` on SigLIP (`[1]`)."""
+        backbone_bias = logit_scale_and_bias(self.clip)[1]
+        if backbone_bias is None:
+            return self.config.logit_bias
+        return backbone_bias.to(dtype) + self.config.logit_bias
 
     def reference_embedding(self) -> torch.Tensor | None:
         """`[1, D]` text embedding of `config.reference_prompt` (cached like any label), or None."""
@@ -82,7 +105,8 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
         similarity = image_embeds @ label_embeds.T  # [B, C]
         if reference is not None:
             similarity = similarity - image_embeds @ reference.T  # baseline per image: [B, 1]
-        logits = scale * similarity + self.config.logit_bias  # [B, C]
+        bias = self.logit_bias(dtype)
+        logits = scale * similarity + bias  # [B, C]
         label_maps = None
         if return_label_maps and self.config.dense_maps and "patch_embeds" in image_features:
             patch_embeds = F.normalize(image_features["patch_embeds"], dim=-1)  # [B, N, D]
@@ -90,7 +114,7 @@ class CLIPZeroShotModel(OVMLCPreTrainedModel):
             dense = patch_embeds @ label_embeds.T  # [B, N, C]
             if reference is not None:
                 dense = dense - patch_embeds @ reference.T  # baseline per patch: [B, N, 1]
-            dense = scale * dense + self.config.logit_bias
+            dense = scale * dense + bias
             label_maps = dense.transpose(1, 2).reshape(dense.shape[0], -1, height, width)  # [B, C, h, w]
         return MultiLabelOutput(logits=logits, label_maps=label_maps, image_embeds=image_embeds)
 

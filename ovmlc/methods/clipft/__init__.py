@@ -14,6 +14,11 @@ CARD = MethodCard(
     ),
     papers=(CLIP, MKT),
     notes=(
+        (
+            "SigLIP / SigLIP 2 backbones (docs/siglip.md): supported; SigLIP's vision encoder layers have CLIP's "
+            "module names, so LoRA targets the same q/v projections (the attention-pooling head is not adapted; full "
+            "fine-tuning trains it); with `logit_scale=None` the logit scale and bias start from SigLIP's own."
+        ),
         "Logits are `scale * cos(image, label) + bias` with a learnable scale and bias initialised at SigLIP's 10 and "
         "-10, trained at `logit_lr_multiplier` times the learning rate (at fine-tuning learning rates Adam would move "
         "them far too slowly).",

@@ -17,7 +17,8 @@ class CLIPFTConfig(OVMLCConfig):
     lora_target_modules (`list[str]`): vision-tower linear layers that get adapters (CLIP attention: `q_proj`,
         `k_proj`, `v_proj`, `out_proj`; MLP: `fc1`, `fc2`).
     logit_scale, logit_bias (`float`): the *initial* scale and bias of the learnable logit head (SigLIP's 10 and -10,
-        so all labels start below 0.5; `logit_scale=None` starts from CLIP's learned temperature).
+        so all labels start below 0.5; `logit_scale=None` starts from CLIP's learned temperature, and on a SigLIP
+        backbone from SigLIP's own scale and bias, `logit_bias` then unused).
     train_logit_params (`bool`): learn the scale and bias (needed for BCE on cosines).
     logit_lr_multiplier (`float`): learning-rate multiplier of the scale and bias: at fine-tuning learning rates
         (1e-5 to 1e-4) Adam moves them by about the learning rate per step, far too slowly to go from the initial

@@ -27,7 +27,14 @@ from torch import nn
 from transformers import initialization as init
 from transformers.utils import cached_file
 
-from ovmlc.core.backbones import BACKBONE_ALIASES, patch_grid_size, resolve_backbone
+from ovmlc.core.backbones import (
+    BACKBONE_ALIASES,
+    image_side_modules,
+    logit_scale_and_bias,
+    patch_grid_size,
+    resolve_backbone,
+    text_tower_modules,
+)
 from ovmlc.core.modeling_base import (
     MODEL_LOADING_KWARGS,
     OVMLCPreTrainedModel,
@@ -75,6 +82,9 @@ class CLIPFTModel(OVMLCPreTrainedModel):
     uses_frozen_image_features = False
     # Initialised from the config (a CLIP checkpoint has no logit head); a LoRA folder restores it from the adapter.
     modules_created_on_load = ("logit_head",)
+    # SigLIP: the vision encoder layers have CLIP's names (`self_attn.{q,k,v,out}_proj`, `mlp.fc1/fc2`), so LoRA
+    # targets the same layers; full fine-tuning trains the vision tower with its attention-pooling head.
+    supported_backbone_families = ("clip", "siglip")
 
     def __init__(self, config: CLIPFTConfig):
         super().__init__(config)
@@ -88,17 +98,26 @@ class CLIPFTModel(OVMLCPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if module is getattr(self, "logit_head", None):
-            if self.config.logit_scale is None:
-                init.copy_(module.log_scale, self.clip.logit_scale.clamp(max=math.log(100.0)))
-            else:
+            backbone_bias = logit_scale_and_bias(self.clip)[1]  # SigLIP's learned bias; None for CLIP
+            if self.config.logit_scale is not None:
                 init.constant_(module.log_scale, math.log(float(self.config.logit_scale)))
-            init.constant_(module.bias, float(self.config.logit_bias))
+            elif backbone_bias is None:
+                init.copy_(module.log_scale, self.clip.logit_scale.clamp(max=math.log(100.0)))
+            else:  # SigLIP: its own (uncapped) scale, with its own bias below
+                init.copy_(module.log_scale, self.clip.logit_scale.reshape(()))
+            if self.config.logit_scale is None and backbone_bias is not None:
+                init.copy_(module.bias, backbone_bias.reshape(()))  # SigLIP's pretrained sigmoid head, as it is
+            else:
+                init.constant_(module.bias, float(self.config.logit_bias))
 
     @property
     def inherited_modules(self) -> tuple[str, ...]:
         """What comes unchanged from the CLIP checkpoint: all of it with LoRA (the adapter is saved on its own), only
         the text side with full fine-tuning."""
-        return ("clip",) if self.config.finetune == "lora" else ("clip.text_model", "clip.text_projection")
+        if self.config.finetune == "lora":
+            return ("clip",)
+        text_side = {id(module) for module in text_tower_modules(self.clip)}  # CLIP: text_model, text_projection
+        return tuple(f"clip.{name}" for name, module in self.clip.named_children() if id(module) in text_side)
 
     # ------------------------------------------------------------------ trainable parts
     @property
@@ -152,8 +171,8 @@ class CLIPFTModel(OVMLCPreTrainedModel):
     def _freeze(self) -> None:
         self.requires_grad_(False)
         if self.config.finetune == "full":
-            self.clip.vision_model.requires_grad_(True)
-            self.clip.visual_projection.requires_grad_(True)
+            for module in image_side_modules(self.clip):  # CLIP: vision tower + visual_projection
+                module.requires_grad_(True)
         else:
             for name, parameter in self.clip.named_parameters():
                 if ".lora_" in name:

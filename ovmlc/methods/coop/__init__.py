@@ -19,6 +19,11 @@ CARD = MethodCard(
     papers=(COOP, CLIP),
     notes=(
         (
+            "SigLIP / SigLIP 2 backbones (docs/siglip.md): supported; the learned prompt runs through SigLIP's "
+            "bidirectional text tower at its fixed 64 tokens, pooled at the last position (no prefix sharing); the "
+            "logit scale is SigLIP's, capped at 100 as for CLIP."
+        ),
+        (
             "Prompt: `[SOT] V_1..V_M name . [EOT]` through the shared `ovmlc.prompting` learner "
             "(`prompt_learner.*`): M = 16 vectors from N(0, 0.02) by default, or one vector per word-piece of "
             "`ctx_init` (e.g. 'a photo of a'); class name at the end, middle or front; unified or class-specific "

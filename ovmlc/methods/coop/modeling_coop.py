@@ -53,6 +53,9 @@ class CoOpFamilyModel(PromptLearningMixin, OVMLCPreTrainedModel):
     modules_created_on_load = ("prompt_learner", "logit_head")
     # The frozen CLIP comes unchanged from its checkpoint: the adapter-only layout stores only the prompts (and head).
     inherited_modules = ("clip",)
+    # SigLIP: learned prompts run through the bidirectional text tower at its fixed 64 tokens, pooled at the last
+    # position (core/backbones.py); region scoring (DualCoOp) reads patch tokens through the pooling head's value path.
+    supported_backbone_families = ("clip", "siglip")
 
     def __init__(self, config: CoOpFamilyConfig):
         super().__init__(config)

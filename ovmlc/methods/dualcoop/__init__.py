@@ -36,6 +36,11 @@ CARD = MethodCard(
     papers=(DUALCOOP, COOP, MASKCLIP, CLIP),
     notes=(
         (
+            "SigLIP / SigLIP 2 backbones (docs/siglip.md): supported; region scores read each patch token through "
+            "SigLIP's attention-pooling head's value path (SigLIP has no CLS token nor projection; the global token "
+            "is the pooled image embedding), an approximation like MaskCLIP's on CLIP."
+        ),
+        (
             "Dense features: the official code uses CLIP ResNets, whose attention pool it replaces by its value "
             "path (`c_proj(v_proj(tokens))` for the mean token and every spatial token). transformers has no "
             "ResNet CLIP, so for ViT backbones the regions are MaskCLIP's value-path tokens of the last block "

@@ -34,6 +34,7 @@ CARD = MethodCard(
     ),
     papers=(DUALCOOPPP, DUALCOOP, COOP, CLIP),
     notes=(
+        "SigLIP / SigLIP 2 backbones: supported as DualCoOp (docs/siglip.md).",
         (
             "No official code (DualCoOp issue #16): written from the paper's description; everything below that "
             "the paper does not pin down is a decision of this implementation."

@@ -16,6 +16,10 @@ CARD = MethodCard(
     papers=(CLIP,),
     notes=(
         (
+            "SigLIP / SigLIP 2 backbones (docs/siglip.md): supported; rows start from scale * text embedding (scale "
+            "capped at 100), the image embedding is SigLIP's pooled one."
+        ),
+        (
             "`logit_c = w_c . x + b_c` on the L2-normalised CLIP image embedding x; rows for `probe_labels` (the "
             "training labels, passed by the trainer at construction) under `probe.*`."
         ),

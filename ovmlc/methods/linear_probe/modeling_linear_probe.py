@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from ovmlc.core.backbones import dense_image_tokens, text_tower_modules
+from ovmlc.core.backbones import dense_image_tokens, embedding_dim, text_fingerprint_extra, text_tower_modules
 from ovmlc.core.losses import masked_bce_with_logits
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel
 from ovmlc.core.outputs import MultiLabelOutput
@@ -46,6 +46,7 @@ class LinearProbeModel(OVMLCPreTrainedModel):
     modules_created_on_load = ("probe",)
     # The frozen CLIP comes unchanged from its checkpoint: the adapter-only layout stores only the probe.
     inherited_modules = ("clip",)
+    supported_backbone_families = ("clip", "siglip")
 
     def __init__(self, config: LinearProbeConfig):
         super().__init__(config)
@@ -59,7 +60,7 @@ class LinearProbeModel(OVMLCPreTrainedModel):
         self._rows_of = {normalize_label(name): row for row, name in enumerate(config.probe_labels)}
         if len(self._rows_of) != len(config.probe_labels):
             raise ValueError(f"LinearProbeConfig.probe_labels has duplicates: {config.probe_labels}")
-        self.probe = LinearProbeHead(len(config.probe_labels), self.clip.config.projection_dim)
+        self.probe = LinearProbeHead(len(config.probe_labels), embedding_dim(self.clip))
         self.post_init()
         self._freeze()
 
@@ -109,7 +110,8 @@ class LinearProbeModel(OVMLCPreTrainedModel):
         from ovmlc.core.backbones import module_fingerprint
 
         if self._text_fingerprint is None:
-            self._text_fingerprint = module_fingerprint(*text_tower_modules(self.clip), extra="text-tower")
+            extra = text_fingerprint_extra(self.clip, "text-tower")
+            self._text_fingerprint = module_fingerprint(*text_tower_modules(self.clip), extra=extra)
         return self._text_fingerprint
 
     def probe_rows(self, names) -> torch.Tensor:

@@ -14,6 +14,10 @@ CARD = MethodCard(
     ),
     papers=(MKT, CLIP),
     notes=(
+        (
+            "SigLIP / SigLIP 2 backbones: refused with an error naming MKT and the backbone (the student copies "
+            "CLIP's last blocks, CLS pooling and projection; docs/siglip.md)."
+        ),
         "Fusion follows the official code: each stream's scores are L2-normalised across the label set and the two "
         "are averaged (the paper describes two heads whose scores are summed).",
         "Stage 1 loss: BiAM's ranking loss (margin 1) reduced per image (sum of hinges / that image's violating "

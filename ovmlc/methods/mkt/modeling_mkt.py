@@ -85,6 +85,11 @@ class MKTModel(PromptLearningMixin, OVMLCPreTrainedModel):
     modules_created_on_load = ("student", "prompt_learner")
     # Stage-2 folders saved before the shared prompt learner: restored by `_load_legacy_prompt_context`.
     _keys_to_ignore_on_load_unexpected = [r"^prompt_learner\.(prefix|suffix)_context$"]
+    unsupported_backbone_reasons = {
+        "siglip": "MKT's student is a copy of CLIP's last vision blocks + CLS pooling + `visual_projection`, and its "
+        "local stream scores projected patch tokens; SigLIP has no CLS token and no projection (its patch tokens "
+        "reach the text space only through the pooling head's value path, an approximation not validated for MKT)",
+    }
 
     def __init__(self, config: MKTConfig):
         super().__init__(config)

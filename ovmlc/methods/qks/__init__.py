@@ -34,6 +34,10 @@ CARD = MethodCard(
     ),
     papers=(PAPER, CLIP),
     notes=(
+        (
+            "SigLIP / SigLIP 2 backbones: refused with an error naming QKS and the backbone (QKS reads CLIP's CLS + "
+            "patch tokens and initialises from CLIP's `visual_projection`; docs/siglip.md)."
+        ),
         "The projection into the joint space is a trainable *copy* of CLIP's `visual_projection` (the official code "
         "trains CLIP's own `proj`): the zero-shot projection inside `clip` stays intact, so the same checkpoint can "
         "still act as plain CLIP.",

@@ -118,6 +118,11 @@ class QKSModel(OVMLCPreTrainedModel):
     uses_frozen_image_features = True
     # Initialised here (query tokens, transformer; the projection from CLIP's), absent from a CLIP checkpoint.
     modules_created_on_load = ("query_transformer", "query_projection")
+    unsupported_backbone_reasons = {
+        "siglip": "QKS attends to CLIP's CLS + patch tokens and initialises its query projection from CLIP's "
+        "`visual_projection`; SigLIP has neither (no CLS token, an attention-pooling head instead of a projection). "
+        "Porting it needs a learned linear in place of the projection and a new query initialisation, not done yet",
+    }
 
     def __init__(self, config: QKSConfig):
         super().__init__(config)
