@@ -85,6 +85,11 @@ METHODS: dict[str, MethodRun] = {
         ("dualcoop-synthetic.yaml",),
         ("method_config.dense_features=global",),
     ),
+    # The summed ASL x loss_w makes the step size proportional to the annotated entries: at P = 10 % the recipe's
+    # loss_w 0.01 takes a tenth of the full-label step; this row gives it back (partial-label diagnosis).
+    "dualcoop-loss-x10": MethodRun(
+        "DualCoOp (plain tokens, loss_w 0.1)", ("dualcoop-synthetic.yaml",), ("method_config.loss_weight=0.1",)
+    ),
     "dualcooppp": MethodRun("DualCoOp++ (plain tokens)", ("dualcooppp-synthetic.yaml",)),
     "linear-probe": MethodRun("Linear probe", ("linear-probe-synthetic.yaml",)),
 }

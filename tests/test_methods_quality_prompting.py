@@ -3,8 +3,12 @@ shapes world with the shipped offline CLIP, through the real trainer, 3 training
 claim). The claims and the measured numbers are in docs/methods.md ("The prompt-learning family on the synthetic
 world"), produced by `benchmarks/bench_methods_synthetic.py`; each threshold keeps a margin below the measured effect.
 Run with `pytest -m quality tests/test_methods_quality_prompting.py` (about an hour on 2 busy cores; `-k` selects).
+`OVMLC_SYNTHETIC_DATA`: an already prepared default-size dataset folder (the world is deterministic);
+`OVMLC_BENCH_RUNS`: the benchmark's `--work-dir`, whose finished runs of the same recipe, overrides and seed are then
+read instead of trained again (`--reuse-runs`: the same models, so the tests check exactly what the tables report).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +33,8 @@ SEEDS = (0, 1, 2)
 def dataset(tmp_path_factory):
     from ovmlc.cli import main as cli_main
 
+    if os.environ.get("OVMLC_SYNTHETIC_DATA"):
+        return Path(os.environ["OVMLC_SYNTHETIC_DATA"])
     path = tmp_path_factory.mktemp("synthetic") / "data"
     assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(path), "--no-progress"]) == 0
     return path
@@ -42,14 +48,15 @@ def zero_shot(dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(dataset, tmp_path_factory):
     """`trained(method, partial_label=None)` → that row's runs for every seed (each trained once per module)."""
-    work_dir = tmp_path_factory.mktemp("runs")
+    reuse = bool(os.environ.get("OVMLC_BENCH_RUNS"))
+    work_dir = Path(os.environ["OVMLC_BENCH_RUNS"]) if reuse else tmp_path_factory.mktemp("runs")
     cache = {}
 
     def runs(method, partial_label=None):
         key = (method, partial_label)
         if key not in cache:
             cache[key] = bench.run_benchmark(
-                [method], SEEDS, dataset, work_dir, log=print, partial_labels=[partial_label]
+                [method], SEEDS, dataset, work_dir, log=print, partial_labels=[partial_label], reuse=reuse
             )
         return cache[key]
 
@@ -119,3 +126,22 @@ def test_dualcoop_beats_coop(trained):
 def test_dualcooppp_beats_dualcoop_on_seen_labels(trained):
     for plus, dual in zip(trained("dualcooppp"), trained("dualcoop"), strict=True):
         assert plus.seen_map >= dual.seen_map, (plus, dual)
+
+
+# ---------------------------------------------------------------------- partial-label setting (seen labels' mAP)
+def test_dualcoop_gains_from_every_kept_share_of_the_annotations(trained):
+    """Measured seen mAP at P = 10 / 30 / 90 %: 88.4-88.8 / 93.6 / 94.9 (min gains 4.8 and 1.3 per seed): DualCoOp's
+    two contexts start equal (every score 0.5), so all of its ranking is learned from the kept annotations."""
+    for low, middle, high in zip(
+        trained("dualcoop", 0.1), trained("dualcoop", 0.3), trained("dualcoop", 0.9), strict=True
+    ):
+        assert middle.seen_map >= low.seen_map + 3.0, (low, middle)
+        assert high.seen_map >= middle.seen_map + 0.8, (middle, high)
+
+
+@pytest.mark.parametrize("method", ["coop", "linear-probe"])
+def test_methods_starting_at_zero_shot_hardly_depend_on_the_kept_share(trained, method):
+    """Measured: CoOp 96.4 at P = 10 % vs 96.3 at 90 %, the linear probe 96.6 vs 96.7 (zero-shot 96.2): both start at
+    the zero-shot classifier, which is near this world's ceiling, so a tenth of the labels is as good as all."""
+    for low, high in zip(trained(method, 0.1), trained(method, 0.9), strict=True):
+        assert abs(high.seen_map - low.seen_map) <= 0.5, (low, high)
