@@ -11,7 +11,9 @@ run per training seed; the method variants are recipe overrides:
 * LAMM w/o hierarchical loss (few-shot table only): the paper's ablation;
 * multi-label only, with `hub_configs/lamm-dualcoop-synthetic.yaml` (LAMM's `dualcoop` head, DualCoOp's settings):
   DualCoOp (label tokens frozen: DualCoOp's negative and positive contexts, region aggregation and loss through
-  LAMM's head) and DualCoOp + LAMM (label tokens in both prompts + hierarchical loss).
+  LAMM's head), DualCoOp + LAMM (contexts and label tokens in both prompts trained together, hierarchical loss) and
+  DualCoOp, then LAMM (`init_from` the same seed's DualCoOp run, its contexts frozen: label tokens + hierarchical
+  loss only, "LAMM alone" on a trained DualCoOp).
 
 Tables (percent, mean ± sd over seeds):
 
@@ -90,11 +92,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lamm-nohl": ("LAMM w/o hierarchical loss", ("method_config.hierarchical_loss=false",)),
     "dualcoop": ("DualCoOp", ("method_config.prompt_learning.label_tokens=frozen",)),
     "dualcoop-lamm": ("DualCoOp + LAMM", ()),
+    "dualcoop-then-lamm": ("DualCoOp, then LAMM (contexts frozen)", ("method_config.train_context=false",)),
 }
 # The multi-label recipe of each variant (default MULTILABEL_RECIPE): the DualCoOp rows use LAMM's dualcoop head.
-MULTI_LABEL_RECIPES = {"dualcoop": DUALCOOP_RECIPE, "dualcoop-lamm": DUALCOOP_RECIPE}
+MULTI_LABEL_RECIPES = {name: DUALCOOP_RECIPE for name in ("dualcoop", "dualcoop-lamm", "dualcoop-then-lamm")}
+# Variants that start from another variant's run of the same seed (`init_from`); that variant must run first.
+MULTI_LABEL_INIT_FROM = {"dualcoop-then-lamm": "dualcoop"}
 FEW_SHOT_VARIANTS = ("clip-zs", "coop", "lamm", "coop-lamm", "lamm-nohl")
-MULTI_LABEL_VARIANTS = ("clip-zs", "coop", "lamm", "coop-lamm", "dualcoop", "dualcoop-lamm")
+MULTI_LABEL_VARIANTS = ("clip-zs", "coop", "lamm", "coop-lamm", "dualcoop", "dualcoop-lamm", "dualcoop-then-lamm")
 STANDARD_SHOTS = (1, 2, 4, 8, 16)
 ML_METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
 
@@ -216,10 +221,19 @@ def multi_label_runs(
     for variant in variants:
         label, overrides = VARIANTS[variant]
         for seed in seeds[:1] if variant == "clip-zs" else seeds:
+            start = []
+            if variant in MULTI_LABEL_INIT_FROM:
+                source = work_dir / f"multilabel-{MULTI_LABEL_INIT_FROM[variant]}-seed{seed}"
+                if not (source / "config.json").is_file():
+                    raise ValueError(
+                        f"variant {variant!r} starts from the {MULTI_LABEL_INIT_FROM[variant]!r} run of seed {seed} "
+                        f"({source}): list {MULTI_LABEL_INIT_FROM[variant]!r} before it"
+                    )
+                start = [f"init_from={source}"]
             output, seconds = train_run(
                 MULTI_LABEL_RECIPES.get(variant, MULTILABEL_RECIPE),
                 work_dir / f"multilabel-{variant}-seed{seed}",
-                [*common, f"training.seed={seed}", *overrides],
+                [*common, f"training.seed={seed}", *overrides, *start],
             )
             numbers = bench_methods_synthetic.evaluate_model(ovmlc.load_model(str(output)), dataset)
             runs.append(Run("multi-label", variant, seed, seconds, numbers))

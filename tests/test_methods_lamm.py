@@ -505,7 +505,7 @@ def test_dualcoop_head_unseen_labels_use_their_original_names_in_both_prompts(cl
 def test_dualcoop_head_hierarchical_loss_terms(clip_dir, pixels):
     """L_param on the shared label tokens, L_feat averaged over both prompt sets, L_kd between the 2-way softmax
     distributions of the current and the original-name prompts; the total is their weighted sum."""
-    model = build(clip_dir, **DUAL, shots=2)
+    model = build(clip_dir, **DUAL, shots=2, loss_weight=0.5)
     labels = dual_labels()
     model.train()
     first = model(pixel_values=pixels, label_names=SEEN, labels=labels)
@@ -516,8 +516,14 @@ def test_dualcoop_head_hierarchical_loss_terms(clip_dir, pixels):
     outputs = model(pixel_values=pixels, label_names=SEEN, labels=labels)
     terms = [outputs.task_loss, outputs.param_loss, outputs.feature_loss, outputs.kd_loss]
     assert all(torch.isfinite(term) and term > 0 for term in terms)
-    expected = outputs.task_loss + outputs.param_loss / 2 + outputs.feature_loss + 0.05 * outputs.kd_loss
+    # loss_weight scales the whole loss: the task loss (reported weighted) and the regularisers.
+    expected = outputs.task_loss + 0.5 * (outputs.param_loss / 2 + outputs.feature_loss + 0.05 * outputs.kd_loss)
     torch.testing.assert_close(outputs.loss.detach(), expected)
+    model.config.hierarchical_loss = False
+    unweighted = model(pixel_values=pixels, label_names=SEEN, labels=labels).loss
+    model.config.loss_weight = 1.0
+    torch.testing.assert_close(model(pixel_values=pixels, label_names=SEEN, labels=labels).loss, 2 * unweighted)
+    model.config.hierarchical_loss, model.config.loss_weight = True, 0.5
     with torch.no_grad():
         current, original = model.encode_prompts(SEEN), model.original_name_embeddings(SEEN)  # [3, 2, D]
         cosine = F.cosine_similarity(current, original, dim=-1).mean(dim=1)  # [3], mean over the two prompt sets

@@ -48,8 +48,10 @@ class LAMMConfig(OVMLCConfig):
         in (`LAMM_HEADS` / `register_lamm_head` in `modeling_lamm`).
     loss (`"asl"` | `"bce"`): multi-label task loss; `asl_gamma_neg`, `asl_gamma_pos`, `asl_clip`, `asl_reduction`
         (`"batch_mean"` | `"sum"`) its parameters; unset (None) gammas and reduction take the head's defaults
-        (`LAMM_HEAD_DEFAULTS`: coop 4 / 0 / batch_mean, dualcoop 2 / 1 / sum as DualCoOp's code). `loss_weight`
-        multiplies the multi-label task loss (DualCoOp's `loss_w`; its zero-shot command uses 0.01).
+        (`LAMM_HEAD_DEFAULTS`: coop 4 / 0 / batch_mean, dualcoop 2 / 1 / sum as DualCoOp's code).
+    loss_weight (`float`): multiplies the whole training loss, task loss and hierarchical terms alike, as DualCoOp's
+        `loss_w` multiplies its loss (its zero-shot command uses 0.01 on the summed ASL): the regularisers keep their
+        weights relative to the task loss.
     dense_features, include_global_token, region_logit_scale, aggregated_logit_scale: the `dualcoop` head's regions
         and scales (see `DualCoOpConfig`); unused by the `coop` head.
     train_logit_params (`bool`, *optional*): learn the head's logit scale and bias (`logit_scale`, `logit_bias` are

@@ -307,10 +307,10 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
         return LAMMOutput(logits=logits, label_maps=label_maps, image_embeds=image_features.get("image_embeds"))
 
     def compute_loss(self, outputs, labels, label_mask, image_features) -> torch.Tensor:
-        """The task loss: cross-entropy over the softmax (single-label) or the head's multi-label loss (ASL / masked
-        BCE over sigmoid scores)."""
+        """The task loss times `loss_weight`: cross-entropy over the softmax (single-label) or the head's multi-label
+        loss (ASL / masked BCE over sigmoid scores)."""
         if self.config.task == "single_label":
-            return single_label_cross_entropy(outputs.logits, labels, label_mask)
+            return float(self.config.loss_weight) * single_label_cross_entropy(outputs.logits, labels, label_mask)
         return self.head.task_loss(outputs.logits, labels, label_mask, self.config)
 
     @property
@@ -367,9 +367,10 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
                 outputs.logits, label_embeds, image_features, vocabulary, labels, label_mask
             )
             config = self.config
-            loss = (
-                loss
-                + config.effective_param_loss_weight * terms["param_loss"]
+            # loss_weight scales the whole loss (as DualCoOp's loss_w does), so the regularisers keep LAMM's weights
+            # relative to the task loss whatever its scale (DualCoOp's summed ASL x 0.01).
+            loss = loss + float(config.loss_weight) * (
+                config.effective_param_loss_weight * terms["param_loss"]
                 + config.feature_loss_weight * terms["feature_loss"]
                 + config.kd_loss_weight * terms["kd_loss"]
             )
