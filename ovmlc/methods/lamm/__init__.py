@@ -91,6 +91,9 @@ CARD = MethodCard(
         "no merge script (its base2new rounds are evaluated separately).",
         "Saved weights: adapter-only when the frozen CLIP is the pinned Hub backbone it was loaded from (the label "
         "tokens, their initial copy, the context and the head), else the whole model.",
+        "SigLIP / SigLIP 2 backbones (docs/siglip.md): supported with both heads; prompts run at SigLIP's fixed "
+        "64-token context; with logit_scale null the coop head starts from SigLIP's own scale and bias (the untrained "
+        "model is SigLIP's zero-shot); the dualcoop head's regions are the pooling head's value-path tokens.",
     ),
 )
 

@@ -16,7 +16,13 @@ from torch import nn
 from transformers import initialization as init
 
 from ovmlc.core.backbones import image_features as clip_image_features
-from ovmlc.core.backbones import module_fingerprint, patch_grid_size, text_token_embedding, text_tower_modules
+from ovmlc.core.backbones import (
+    logit_scale_and_bias,
+    module_fingerprint,
+    patch_grid_size,
+    text_token_embedding,
+    text_tower_modules,
+)
 from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel, with_own_lr_group
 from ovmlc.core.outputs import MultiLabelOutput
@@ -126,11 +132,17 @@ class CoOpCosineHead(LAMMHead):
         self.grid = patch_grid_size(clip)
 
     def initialize(self, config: LAMMConfig, clip) -> None:
-        if config.logit_scale is None:
-            init.copy_(self.log_scale, clip.logit_scale.detach().clamp(max=math.log(100.0)))
-        else:
+        backbone_bias = logit_scale_and_bias(clip)[1]  # SigLIP's learned bias; None for CLIP
+        if config.logit_scale is not None:
             init.constant_(self.log_scale, math.log(float(config.logit_scale)))
-        init.constant_(self.bias, float(config.logit_bias))
+        elif backbone_bias is None:
+            init.copy_(self.log_scale, clip.logit_scale.detach().clamp(max=math.log(100.0)))
+        else:  # SigLIP: its own (uncapped) scale and its bias, the pretrained sigmoid head as it is
+            init.copy_(self.log_scale, clip.logit_scale.detach().reshape(()))
+        if config.logit_scale is None and backbone_bias is not None:
+            init.copy_(self.bias, backbone_bias.detach().reshape(()))
+        else:
+            init.constant_(self.bias, float(config.logit_bias))
 
     def forward(self, image_features, label_embeds, return_label_maps=False):
         image_embeds = image_features["image_embeds"]  # [B, D]
@@ -241,6 +253,9 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
     scores_depend_on_label_set = False
     # Read by the trainer (label embeddings re-encoded with gradients every step).
     trains_text_side = True
+    # Text side through the backbone layer (fixed 64-token padding on SigLIP); the dualcoop head's regions are
+    # SigLIP's value-path tokens, as DualCoOp's.
+    supported_backbone_families = ("clip", "siglip")
     # The frozen CLIP is inherited from the backbone: adapter-only saves hold the prompt learner and the head only.
     inherited_modules = ("clip",)
     _keys_to_ignore_on_load_missing = [r"^prompt_learner\.", r"^head\."]
