@@ -8,7 +8,12 @@ run per training seed; the method variants are recipe overrides:
   task loss only: CoOp through LAMM's own `coop` head (same prompt, same scaled-cosine head, same optimiser);
 * LAMM: the context frozen, label tokens + hierarchical loss ("LAMM alone", the official `--origin-clip`);
 * CoOp + LAMM: context and label tokens trained, hierarchical loss;
-* LAMM w/o hierarchical loss (few-shot table only): the paper's ablation.
+* LAMM w/o hierarchical loss (few-shot table only): the paper's ablation;
+* multi-label only, with `hub_configs/lamm-dualcoop-synthetic.yaml` (LAMM's `dualcoop` head, DualCoOp's settings):
+  DualCoOp (label tokens frozen: DualCoOp's negative and positive contexts, region aggregation and loss through
+  LAMM's head), DualCoOp + LAMM (contexts and label tokens in both prompts trained together, hierarchical loss) and
+  DualCoOp, then LAMM (`init_from` the same seed's DualCoOp run, its contexts frozen: label tokens + hierarchical
+  loss only, "LAMM alone" on a trained DualCoOp).
 
 Tables (percent, mean ± sd over seeds):
 
@@ -48,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "hub_configs"
 FEWSHOT_RECIPE = RECIPES / "lamm-synthetic-fewshot.yaml"
 MULTILABEL_RECIPE = RECIPES / "lamm-synthetic.yaml"
+DUALCOOP_RECIPE = RECIPES / "lamm-dualcoop-synthetic.yaml"
 
 
 @dataclass(frozen=True)
@@ -84,9 +90,16 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lamm": ("LAMM", ()),
     "coop-lamm": ("CoOp + LAMM", ("method_config.train_context=true",)),
     "lamm-nohl": ("LAMM w/o hierarchical loss", ("method_config.hierarchical_loss=false",)),
+    "dualcoop": ("DualCoOp", ("method_config.prompt_learning.label_tokens=frozen",)),
+    "dualcoop-lamm": ("DualCoOp + LAMM", ()),
+    "dualcoop-then-lamm": ("DualCoOp, then LAMM (contexts frozen)", ("method_config.train_context=false",)),
 }
+# The multi-label recipe of each variant (default MULTILABEL_RECIPE): the DualCoOp rows use LAMM's dualcoop head.
+MULTI_LABEL_RECIPES = {name: DUALCOOP_RECIPE for name in ("dualcoop", "dualcoop-lamm", "dualcoop-then-lamm")}
+# Variants that start from another variant's run of the same seed (`init_from`); that variant must run first.
+MULTI_LABEL_INIT_FROM = {"dualcoop-then-lamm": "dualcoop"}
 FEW_SHOT_VARIANTS = ("clip-zs", "coop", "lamm", "coop-lamm", "lamm-nohl")
-MULTI_LABEL_VARIANTS = ("clip-zs", "coop", "lamm", "coop-lamm")
+MULTI_LABEL_VARIANTS = ("clip-zs", "coop", "lamm", "coop-lamm", "dualcoop", "dualcoop-lamm", "dualcoop-then-lamm")
 STANDARD_SHOTS = (1, 2, 4, 8, 16)
 ML_METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
 
@@ -208,10 +221,19 @@ def multi_label_runs(
     for variant in variants:
         label, overrides = VARIANTS[variant]
         for seed in seeds[:1] if variant == "clip-zs" else seeds:
+            start = []
+            if variant in MULTI_LABEL_INIT_FROM:
+                source = work_dir / f"multilabel-{MULTI_LABEL_INIT_FROM[variant]}-seed{seed}"
+                if not (source / "config.json").is_file():
+                    raise ValueError(
+                        f"variant {variant!r} starts from the {MULTI_LABEL_INIT_FROM[variant]!r} run of seed {seed} "
+                        f"({source}): list {MULTI_LABEL_INIT_FROM[variant]!r} before it"
+                    )
+                start = [f"init_from={source}"]
             output, seconds = train_run(
-                MULTILABEL_RECIPE,
+                MULTI_LABEL_RECIPES.get(variant, MULTILABEL_RECIPE),
                 work_dir / f"multilabel-{variant}-seed{seed}",
-                [*common, f"training.seed={seed}", *overrides],
+                [*common, f"training.seed={seed}", *overrides, *start],
             )
             numbers = bench_methods_synthetic.evaluate_model(ovmlc.load_model(str(output)), dataset)
             runs.append(Run("multi-label", variant, seed, seconds, numbers))
@@ -343,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--standard-shots", type=int, nargs="+", default=None, help="shots for the `standard` style (default --shots)"
     )
+    parser.add_argument(
+        "--multi-label-variants", nargs="+", default=list(MULTI_LABEL_VARIANTS), choices=MULTI_LABEL_VARIANTS,
+        help="rows of the multi-label table",
+    )  # fmt: skip
     parser.add_argument("--merge-shots", type=int, default=16)
     parser.add_argument("--work-dir", default=None, help="trained models (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write every run to this JSON file")
@@ -368,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "few-shot" in args.tables:
         runs += few_shot_runs(world, data_dir, work_dir, styles, shots, args.seeds, FEW_SHOT_VARIANTS, log=log)
     if "multi-label" in args.tables:
-        runs += multi_label_runs(world, data_dir, work_dir, args.seeds, MULTI_LABEL_VARIANTS, log=log)
+        runs += multi_label_runs(world, data_dir, work_dir, args.seeds, args.multi_label_variants, log=log)
     if "merge" in args.tables:
         runs += merge_runs(world, data_dir, work_dir, args.seeds, args.merge_shots, log=log)
     total = time.perf_counter() - started

@@ -38,6 +38,12 @@ PROTOCOLS_DIR = _ROOT / "evaluation" / "protocols"
 TRANSFORM_PRESETS_DIR = _ROOT / "data" / "transform_presets"
 SYNTHETIC_CLIP_DIR = _ROOT / "assets" / "clip-synthetic"
 SYNTHETIC_LABELSET = LABELSETS_DIR / "synthetic.json"
+# The shapes-clutter world (issue 18): its label set, and the folder and alias of the CLIP pretrained on it (not
+# shipped until it is pretrained with the recipe below and measured; loading it before says how to build it).
+SHAPES_CLUTTER_LABELSET = LABELSETS_DIR / "shapes-clutter.json"
+SHAPES_CLUTTER_CLIP_DIR = _ROOT / "assets" / "clip-shapes-clutter"
+SHAPES_CLUTTER_CLIP_ALIAS = "shapes-clutter"
+SHAPES_CLUTTER_CLIP_RECIPE = "clip-shapes-clutter.yaml"
 MODEL_CARD_TEMPLATE = _ROOT / "hub" / "model_card_template.md"
 # The name under which `SYNTHETIC_CLIP_DIR` is accepted wherever a CLIP checkpoint is (the offline default).
 SYNTHETIC_CLIP_ALIAS = "synthetic"
@@ -73,6 +79,10 @@ __all__ = [
     "MODEL_CARD_TEMPLATE",
     "PROTOCOLS_DIR",
     "ResourceError",
+    "SHAPES_CLUTTER_CLIP_ALIAS",
+    "SHAPES_CLUTTER_CLIP_DIR",
+    "SHAPES_CLUTTER_CLIP_RECIPE",
+    "SHAPES_CLUTTER_LABELSET",
     "SYNTHETIC_CLIP_ALIAS",
     "SYNTHETIC_CLIP_DIR",
     "SYNTHETIC_LABELSET",

@@ -140,7 +140,11 @@ def test_bench_lamm_synthetic_runs_every_table_through_the_trainer(tmp_path, mon
     runs = bench.few_shot_runs(
         world, data, tmp_path / "runs", ["small"], {"small": [1, 2]}, [0], ["clip-zs", "coop", "lamm"], quick, print
     )
-    runs += bench.multi_label_runs(world, data, tmp_path / "runs", [0], ["clip-zs", "lamm"], quick, print)
+    variants = ["clip-zs", "lamm", "dualcoop", "dualcoop-lamm", "dualcoop-then-lamm"]
+    runs += bench.multi_label_runs(world, data, tmp_path / "runs", [0], variants, quick, print)
+    multi = {run.method: run.numbers for run in runs if run.table == "multi-label"}
+    assert multi["dualcoop-then-lamm"]["zsl_map"] == multi["dualcoop"]["zsl_map"]  # frozen DualCoOp contexts
+    assert "| DualCoOp + LAMM |" in bench.multi_label_table(runs)
     runs += bench.merge_runs(world, data, tmp_path / "runs", [0], shots=1, extra=quick, log=print)
     few_shot = bench.few_shot_table(runs, "small")
     assert few_shot.splitlines()[0] == "| method | 1-shot | 2-shot |" and "| LAMM |" in few_shot

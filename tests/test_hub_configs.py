@@ -54,9 +54,13 @@ def is_published(recipe: dict) -> bool:
     return not is_synthetic(recipe) and str(recipe.get("output_dir", "")).rstrip("/") not in intermediate_outputs()
 
 
+# The offline generated worlds (`ovmlc data prepare <source>`): their recipes train demo models, not published ones.
+SYNTHETIC_SOURCES = {"synthetic", "synthetic-single", "shapes-clutter"}
+
+
 def is_synthetic(recipe: dict) -> bool:
     dataset = recipe.get("dataset") or {}
-    return dataset.get("source") == "synthetic" or "synthetic" in str(dataset.get("path", "")).lower()
+    return dataset.get("source") in SYNTHETIC_SOURCES or "synthetic" in str(dataset.get("path", "")).lower()
 
 
 def load_training_recipe(path: Path):

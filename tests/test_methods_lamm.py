@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from helpers import random_images, save_hub_layout_clip
 
 import ovmlc
-from ovmlc.core.backbones import tokenize_prompts
+from ovmlc.core.backbones import patch_grid_size, tokenize_prompts
 from ovmlc.core.registry import get_method
 from ovmlc.methods.lamm import EXAMPLE_CONFIG, LAMMConfig, LAMMModel
 from ovmlc.methods.lamm.losses_lamm import (
@@ -93,11 +93,20 @@ def test_config_errors_name_the_field(clip_dir):
         ({"param_loss_weight": -1.0}, "param_loss_weight"),
         ({"prompt_learning": {"n_context": 4}}, "prompt_learning"),
         ({"prompt_learning": {"num_prompt_sets": 2}}, "prompt_learning"),
+        ({"asl_reduction": "mean"}, "asl_reduction"),
+        ({"loss_weight": 0.0}, "loss_weight"),
+        ({"head": "dualcoop", "prompt_learning": {"num_prompt_sets": 1}}, "prompt_learning"),
+        ({"head": "dualcoop", "task": "single_label"}, "task"),
+        ({"head": "dualcoop", "train_logit_params": True}, "train_logit_params"),
+        ({"head": "dualcoop", "dense_features": "pooled"}, "dense_features"),
+        ({"head": "dualcoop", "region_logit_scale": 0.0}, "region_logit_scale"),
     ):
         with pytest.raises(ValueError, match=f"LAMMConfig.{field}"):
             LAMMConfig(**bad)
-    with pytest.raises(ValueError, match="unknown head 'dualcoop'; available: coop"):
-        build(clip_dir, head="dualcoop")
+    with pytest.raises(ValueError, match="num_prompt_sets=1, but the 'dualcoop' head scores 2 prompt set"):
+        LAMMConfig(head="dualcoop", prompt_learning={"num_prompt_sets": 1})
+    with pytest.raises(ValueError, match="unknown head 'nope'; available: coop, dualcoop"):
+        build(clip_dir, head="nope")
     with pytest.raises(ValueError, match="learnable label tokens need the labels that own them"):
         LAMMModel.from_clip(str(clip_dir))  # no seen labels
 
@@ -416,3 +425,182 @@ def test_a_registered_head_with_two_prompt_sets_trains(clip_dir, pixels):
             register_lamm_head("pair", PairHead)
     finally:
         LAMM_HEADS.pop("pair")
+
+
+# ---------------------------------------------------------------------- the dualcoop head (DualCoOp + LAMM)
+DUAL = {"head": "dualcoop", "train_context": True, "dense_features": "patch"}
+# DualCoOp's summed ASL and 100 x cosine logits saturate the tiny random CLIP's scores at larger steps.
+DUAL_LR = 1e-4
+
+
+def dual_labels() -> torch.Tensor:
+    """Multi-label targets for the 6 test images over SEEN; every image has a positive and a negative, and images 0, 2
+    and 4 have two positives (they count for L_feat)."""
+    return one_hot([[0, 2], [1], [0, 1], [2], [1, 2], [0]])
+
+
+def test_dualcoop_head_defaults_and_what_trains(clip_dir):
+    config = LAMMConfig(head="dualcoop")
+    assert config.prompt_learning["num_prompt_sets"] == 2  # filled in for the head
+    # DualCoOp's loss as coded; the coop head keeps LAMM's transplant settings.
+    assert (config.asl_gamma_neg, config.asl_gamma_pos, config.asl_clip, config.asl_reduction) == (
+        2.0,
+        1.0,
+        0.05,
+        "sum",
+    )
+    coop = LAMMConfig()
+    assert (coop.asl_gamma_neg, coop.asl_gamma_pos, coop.asl_reduction, coop.loss_weight) == (
+        4.0,
+        0.0,
+        "batch_mean",
+        1.0,
+    )
+    assert not config.trains_logit_params
+    model = build(clip_dir, **DUAL)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == {
+        "prompt_learner.label_tokens",
+        "prompt_learner.ctx",
+    }
+    assert model.prompt_learner.ctx.shape[0] == 2 and model.encode_labels(NAMES).shape == (5, 2, 16)
+    assert model.image_feature_settings() == {"head": "dualcoop", "dense_features": "patch"}
+    assert {key.split(".")[0] for key in model.state_dict() if not key.startswith("clip.")} == {"prompt_learner"}
+
+
+def test_dualcoop_head_scores_and_trains_as_dualcoop(clip_dir, pixels):
+    """With its label tokens at their initial values (or frozen), the head is DualCoOp: same logits, label maps and
+    task loss as `DualCoOpModel` with the same contexts (DualCoOp's own aggregation and loss functions)."""
+    dualcoop = ovmlc.DualCoOpModel.from_clip(
+        str(clip_dir), prompt_learning={"ctx_init": "a photo of a"}, dense_features="patch", loss_weight=0.01
+    )
+    with torch.no_grad():
+        dualcoop.prompt_learner.ctx.add_(0.05 * torch.randn_like(dualcoop.prompt_learner.ctx))  # distinct pos / neg
+    labels = dual_labels()
+    for tokens in ("learnable", "frozen"):
+        model = build(clip_dir, **DUAL, loss_weight=0.01, prompt_learning={"label_tokens": tokens})
+        with torch.no_grad():
+            model.prompt_learner.ctx.copy_(dualcoop.prompt_learner.ctx)
+        mine = model.eval()(pixel_values=pixels, label_names=SEEN, labels=labels, return_label_maps=True)
+        theirs = dualcoop.eval()(pixel_values=pixels, label_names=SEEN, labels=labels, return_label_maps=True)
+        torch.testing.assert_close(mine.logits, theirs.logits, rtol=0, atol=0)
+        torch.testing.assert_close(mine.label_maps, theirs.label_maps, rtol=0, atol=0)
+        assert mine.label_maps.shape == (6, 3, *patch_grid_size(model.clip))
+        torch.testing.assert_close(mine.loss, theirs.loss, rtol=0, atol=0)  # eval: the task loss alone
+
+
+def test_dualcoop_head_unseen_labels_use_their_original_names_in_both_prompts(clip_dir, pixels):
+    model = build(clip_dir, **DUAL)
+    train_steps(model, pixels, dual_labels(), lr=DUAL_LR)
+    assert model.label_token_penalty().item() > 0
+    with torch.no_grad():
+        embeddings = model.encode_labels(NAMES)  # [5, 2, D]: negative and positive prompt per label
+        original = model.original_name_embeddings(NAMES)  # [5, 2, D]
+    assert embeddings.shape == original.shape == (5, 2, 16)
+    torch.testing.assert_close(embeddings[3:], original[3:], rtol=0, atol=1e-6)  # unseen: both prompts
+    for prompt_set in (0, 1):
+        assert not torch.allclose(embeddings[:3, prompt_set], original[:3, prompt_set], atol=1e-4)  # seen: moved
+    assert not torch.allclose(embeddings[3:, 0], embeddings[3:, 1], atol=1e-4)  # the two contexts differ
+
+
+def test_dualcoop_head_hierarchical_loss_terms(clip_dir, pixels):
+    """L_param on the shared label tokens, L_feat averaged over both prompt sets, L_kd between the 2-way softmax
+    distributions of the current and the original-name prompts; the total is their weighted sum."""
+    model = build(clip_dir, **DUAL, shots=2, loss_weight=0.5)
+    labels = dual_labels()
+    model.train()
+    first = model(pixel_values=pixels, label_names=SEEN, labels=labels)
+    # At the start the label tokens are the names': no parameter or feature distance yet.
+    assert first.param_loss.item() == 0.0 and first.feature_loss.item() == pytest.approx(0.0, abs=1e-6)
+    train_steps(model, pixels, labels, steps=3, lr=DUAL_LR)
+    model.train()
+    outputs = model(pixel_values=pixels, label_names=SEEN, labels=labels)
+    terms = [outputs.task_loss, outputs.param_loss, outputs.feature_loss, outputs.kd_loss]
+    assert all(torch.isfinite(term) and term > 0 for term in terms)
+    # loss_weight scales the whole loss: the task loss (reported weighted) and the regularisers.
+    expected = outputs.task_loss + 0.5 * (outputs.param_loss / 2 + outputs.feature_loss + 0.05 * outputs.kd_loss)
+    torch.testing.assert_close(outputs.loss.detach(), expected)
+    model.config.hierarchical_loss = False
+    unweighted = model(pixel_values=pixels, label_names=SEEN, labels=labels).loss
+    model.config.loss_weight = 1.0
+    torch.testing.assert_close(model(pixel_values=pixels, label_names=SEEN, labels=labels).loss, 2 * unweighted)
+    model.config.hierarchical_loss, model.config.loss_weight = True, 0.5
+    with torch.no_grad():
+        current, original = model.encode_prompts(SEEN), model.original_name_embeddings(SEEN)  # [3, 2, D]
+        cosine = F.cosine_similarity(current, original, dim=-1).mean(dim=1)  # [3], mean over the two prompt sets
+        # pairs: (image, positive) of images with two positives: images 0, 2, 4
+        pairs = torch.tensor([0, 2, 0, 1, 1, 2])
+        torch.testing.assert_close(outputs.feature_loss, (1 - cosine[pairs]).mean(), atol=1e-6, rtol=1e-5)
+        features = model.encode_image_features(pixels)
+        original_logits = model.head(features, original)[0]  # [6, 3] = pos - neg with the original names
+        # 2-way (negative, positive) softmax at T = 2: softmax((neg, pos) / T) = softmax((0, pos - neg) / T)
+        pair_softmax = torch.stack([torch.zeros_like(original_logits), original_logits], dim=-1).div(2).softmax(-1)
+        student = torch.stack([torch.zeros_like(outputs.logits), outputs.logits], dim=-1).div(2).log_softmax(-1)
+        kd = 4 * -(pair_softmax * student).sum(-1).sum(1).mean()  # T^2 * sum over labels of the 2-way CE
+    torch.testing.assert_close(outputs.kd_loss, kd, atol=1e-5, rtol=1e-5)
+
+
+def test_dualcoop_head_param_loss_holds_the_label_tokens_back(clip_dir, pixels):
+    def drift(**kwargs) -> float:
+        torch.manual_seed(0)
+        model = build(clip_dir, **DUAL, **kwargs)
+        train_steps(model, pixels, dual_labels(), steps=4, lr=DUAL_LR)
+        return model.label_token_penalty().item()
+
+    free, held = drift(hierarchical_loss=False), drift(param_loss_weight=2000.0)
+    assert 0 < held < 0.5 * free, (held, free)
+
+
+def test_dualcoop_head_needs_distinct_contexts(clip_dir, pixels):
+    """With the context frozen (LAMM alone), both prompts of a label start from the same words: refused when training,
+    naming the fix. Frozen contexts taken from a trained DualCoOp work: only the label tokens train."""
+    model = build(clip_dir, head="dualcoop", dense_features="patch").train()
+    with pytest.raises(ValueError, match="equal negative and positive contexts.*train_context: true"):
+        model(pixel_values=pixels, label_names=SEEN, labels=dual_labels())
+    with torch.no_grad():
+        model.prompt_learner.ctx[1].add_(0.05)  # as a trained DualCoOp's positive context
+    model(pixel_values=pixels, label_names=SEEN, labels=dual_labels()).loss.backward()
+    assert {name for name, p in model.named_parameters() if p.grad is not None} == {"prompt_learner.label_tokens"}
+    assert model.prompt_learner.label_tokens.grad.abs().sum() > 0
+
+
+def test_dualcoop_head_merge_keeps_old_scores_bit_for_bit(clip_dir, pixels):
+    """Round 1 trains DualCoOp + LAMM on two labels; round 2 keeps round 1's contexts frozen and trains label tokens
+    for three new labels; the merged model scores each label bit for bit as the round that trained it, label maps
+    included."""
+    old, new = ["cat", "red car"], ["sky", "boat", "tree"]
+    first = build(clip_dir, seen=old, **DUAL)
+    train_steps(first, pixels, one_hot([[0], [1], [0, 1]] * 2, 2), names=old, lr=DUAL_LR)
+    second = build(clip_dir, seen=new, head="dualcoop", dense_features="patch")
+    with torch.no_grad():
+        second.prompt_learner.ctx.copy_(first.prompt_learner.ctx)
+    train_steps(second, pixels, one_hot([[0], [1, 2], [2]] * 2, 3), names=new, lr=DUAL_LR)
+    assert torch.equal(second.prompt_learner.ctx, first.prompt_learner.ctx)  # frozen in round 2
+    merged = first.merge(second)
+    assert merged.class_names == (*old, *new) and merged.config.head == "dualcoop"
+    every = ["dog", *new, *old]
+
+    def outputs(model, labels):
+        model.set_label_cache(None)  # encode `labels` in one batch
+        with torch.no_grad():
+            return model.eval()(pixel_values=pixels, label_names=labels, return_label_maps=True)
+
+    together, round1, round2 = outputs(merged, every), outputs(first, every), outputs(second, every)
+    assert torch.equal(together.logits[:, 4:], round1.logits[:, 4:])
+    assert torch.equal(together.logits[:, 1:4], round2.logits[:, 1:4])
+    assert torch.equal(together.label_maps[:, 4:], round1.label_maps[:, 4:])
+    assert torch.equal(together.label_maps[:, 1:4], round2.label_maps[:, 1:4])
+    assert together.label_maps.shape[:2] == (6, 6)
+    # add_labels: new labels start at their names (original name tokens in both prompts).
+    grown = first.add_labels(["dog"])
+    grown.set_label_cache(None)
+    with torch.no_grad():
+        embeddings, original = grown.encode_labels(["dog"]), grown.original_name_embeddings(["dog"])
+        torch.testing.assert_close(embeddings, original, rtol=0, atol=1e-6)
+        old_logits = first(pixel_values=pixels, label_names=old).logits
+        assert torch.equal(grown(pixel_values=pixels, label_names=old).logits, old_logits)
+    # Models whose dualcoop heads read other regions are not merged.
+    other = build(clip_dir, seen=["dog"], head="dualcoop", dense_features="value")
+    with torch.no_grad():
+        other.prompt_learner.ctx.copy_(first.prompt_learner.ctx)
+    with pytest.raises(ValueError, match="differ in dense_features"):
+        first.merge(other)

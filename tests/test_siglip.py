@@ -189,7 +189,7 @@ def test_learned_prompts_run_at_the_full_context_and_equal_the_literal_prompt_at
     torch.testing.assert_close(learned, plain, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["qks", "mkt", "vild", "lamm"])
+@pytest.mark.parametrize("method", ["qks", "mkt", "vild"])
 def test_methods_without_siglip_support_refuse_naming_the_method_and_the_backbone(siglip_dir, method):
     spec = ovmlc.get_method(method)
     with pytest.raises(UnsupportedBackboneError, match=rf"{spec.model_class.__name__} cannot use a siglip backbone"):
@@ -293,3 +293,16 @@ def test_clipft_logit_head_starts_from_siglips_scale_and_bias(siglip_dir):
     configured = ovmlc.CLIPFTModel.from_clip(str(siglip_dir), finetune="full")  # the config's 10 / -10, as on CLIP
     assert configured.logit_head.bias.item() == pytest.approx(-10.0)
     assert configured.inherited_modules == ("clip.text_model",)  # SigLIP's text projection is inside text_model
+
+
+def test_lamm_before_training_is_siglips_zero_shot(siglip_dir, zero_shot, images):
+    """LAMM's label tokens start at the names' word pieces and its `coop` head at SigLIP's own scale and bias, so the
+    untrained model scores exactly as the zero-shot model ("a photo of a {label}." at the full 64-token context)."""
+    model = ovmlc.LAMMModel.from_clip(
+        str(siglip_dir), seen_labels=["cat", "red car"], prompt_learning={"ctx_init": "a photo of a"}
+    )
+    assert model.head.log_scale.item() == pytest.approx(model.clip.logit_scale.item())
+    assert model.head.bias.item() == pytest.approx(model.clip.logit_bias.item())
+    np.testing.assert_allclose(
+        model.predict_scores(images, LABELS), zero_shot.predict_scores(images, LABELS), atol=1e-5, rtol=1e-4
+    )

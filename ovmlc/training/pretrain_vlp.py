@@ -1,4 +1,4 @@
-"""Contrastive vision-language pretraining of a small `CLIPModel` on the synthetic shapes-64 world.
+"""Contrastive vision-language pretraining of a small `CLIPModel` on a synthetic world (shapes-64 or shapes-clutter).
 
 This is the engine of `ovmlc pretrain-vlp`. It builds, from nothing and offline:
 
@@ -23,9 +23,10 @@ import shutil
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -33,15 +34,13 @@ import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
+from ovmlc.data.pretraining_worlds import CaptionSource, PretrainingWorld, get_pretraining_world
 from ovmlc.data.synthetic import (
     BACKGROUNDS,
     COLOUR_NAMES,
     SHAPE_NAMES,
-    CaptionSampler,
     background_label,
     caption_words,
-    generate_world,
-    load_labelset,
 )
 from ovmlc.training import release_accelerator_state
 from ovmlc.yaml_schema import (
@@ -84,8 +83,11 @@ class VLPPretrainConfig:
     seed: Seed = 0
     # world
     num_images: PositiveInt = 50_000
-    labelset: str | None = None  # path of the label set JSON; None = ovmlc/labelsets/synthetic.json
-    short_caption_prob: UnitFloat = 0.3
+    labelset: str | None = None  # path of the label set JSON; None = the world's own (ovmlc/labelsets/<world>.json)
+    world: Literal["shapes-64", "shapes-clutter"] = "shapes-64"  # ovmlc.data.synthetic / ovmlc.data.shapes_clutter
+    # world-specific knobs, checked against the world's options schema (`ovmlc.data.pretraining_worlds`)
+    world_options: dict[str, Any] = field(default_factory=dict)
+    short_caption_prob: UnitFloat = 0.3  # shapes-64 only (shapes-clutter: world_options)
     num_workers: NonNegativeInt | None = None
     # tokenizer
     tokenizer_vocab_size: PositiveInt = 1000
@@ -143,12 +145,17 @@ class VLPPretrainConfig:
         return config
 
     def validate(self, source: str | os.PathLike = "<config>") -> None:
-        """Check every field (also after changes made in code) and that the label set loads."""
+        """Check every field (also after changes made in code), the world's options and that the label set loads."""
         from_data(type(self), self.to_dict(), source=source, error=PretrainConfigError)
         try:
-            load_labelset(self.labelset)
+            self.pretraining_world()
+        except SchemaError as error:  # world_options: names the key
+            raise error.located(source, error=PretrainConfigError) from None
         except (OSError, ValueError) as error:
             raise PretrainConfigError(str(error), source=source, key="labelset") from None
+
+    def pretraining_world(self) -> PretrainingWorld:
+        return get_pretraining_world(self.world, self.labelset, self.world_options, self.short_caption_prob)
 
     def to_dict(self) -> dict:
         return to_data(self)
@@ -158,8 +165,14 @@ class VLPPretrainConfig:
 # Tokenizer, image processor, model
 
 
-def train_world_tokenizer(extra_words: list[str] | None = None, vocab_size: int = 1000, max_length: int = 32):
-    """Train a CLIP-style byte-level BPE on the world's caption words, wrapped as a `CLIPTokenizer`.
+def train_world_tokenizer(
+    extra_words: list[str] | None = None,
+    vocab_size: int = 1000,
+    max_length: int = 32,
+    world_words: list[str] | None = None,
+):
+    """Train a CLIP-style byte-level BPE on the world's caption words (`world_words`, default: shapes-64's), wrapped
+    as a `CLIPTokenizer`.
 
     The BPE uses CLIP's normaliser, split pattern, byte-level alphabet and `</w>` end-of-word suffix, so every world
     word becomes exactly one token and any other text still tokenizes (into sub-word pieces).
@@ -167,7 +180,7 @@ def train_world_tokenizer(extra_words: list[str] | None = None, vocab_size: int 
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
-    words = sorted(set(caption_words()) | set(extra_words or []))
+    words = sorted(set(caption_words() if world_words is None else world_words) | set(extra_words or []))
     bpe = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token=EOS_TOKEN))
     bpe.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
@@ -306,17 +319,26 @@ def _f1_at_k(scores: np.ndarray, targets: np.ndarray, k: int = 3) -> float:
     return 100.0 * top_k_metrics(scores, np.where(targets > 0, 1, -1), min(k, scores.shape[1]))["f1"]
 
 
-def zero_shot_report(scores: np.ndarray, targets: np.ndarray, label_names: list[str], unseen: list[str]) -> dict:
+def zero_shot_report(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    label_names: list[str],
+    unseen: list[str],
+    groups: dict[str, Sequence[str]] | None = None,
+) -> dict:
     """ZSL (unseen labels, images with >= 1 unseen positive), GZSL (all labels, all images) and seen-label metrics,
-    plus per-group mAP (shapes / colours / backgrounds) over all images."""
+    plus per-group mAP over all images (`groups`: name -> labels; default shapes-64's shapes / colours /
+    backgrounds)."""
     unseen_mask = np.array([name in set(unseen) for name in label_names])
     zsl_images = targets[:, unseen_mask].any(axis=1)
     zsl_scores, zsl_targets = scores[zsl_images][:, unseen_mask], targets[zsl_images][:, unseen_mask]
-    groups = {
-        "shapes": set(SHAPE_NAMES),
-        "colours": set(COLOUR_NAMES),
-        "backgrounds": {background_label(b) for b in BACKGROUNDS},
-    }
+    if groups is None:
+        groups = {
+            "shapes": set(SHAPE_NAMES),
+            "colours": set(COLOUR_NAMES),
+            "backgrounds": {background_label(b) for b in BACKGROUNDS},
+        }
+    groups = {name: set(members) for name, members in groups.items()}
     report = {
         "zsl_map": _mean_average_precision(zsl_scores, zsl_targets),
         "zsl_f1_at_3": _f1_at_k(zsl_scores, zsl_targets),
@@ -337,9 +359,24 @@ def zero_shot_report(scores: np.ndarray, targets: np.ndarray, label_names: list[
     return report
 
 
-def evaluate_zero_shot(model, tokenizer, images: np.ndarray, targets: np.ndarray, labelset: dict) -> dict:
+def evaluate_zero_shot(
+    model, tokenizer, images: np.ndarray, targets: np.ndarray, labelset: dict, groups: dict | None = None
+) -> dict:
     scores = zero_shot_scores(model, tokenizer, images, labelset["labels"])
-    return zero_shot_report(scores, targets, labelset["labels"], labelset["unseen"])
+    return zero_shot_report(scores, targets, labelset["labels"], labelset["unseen"], groups)
+
+
+def _evaluate_sets(model, tokenizer, sets: dict, labelset: dict, groups: dict, rows: slice | None = None) -> dict:
+    """The headline report (first evaluation set) with the other sets' reports under `eval_sets` (multi-set worlds)."""
+    rows = rows or slice(None)
+    reports = {
+        name: evaluate_zero_shot(model, tokenizer, s.images[rows], s.targets[rows], labelset, groups)
+        for name, s in sets.items()
+    }
+    headline = dict(reports[next(iter(sets))])
+    if len(sets) > 1:
+        headline["eval_sets"] = reports
+    return headline
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -368,7 +405,7 @@ def _text_parameters(model) -> list[torch.nn.Parameter]:
 class _Batches:
     """Epoch-wise shuffled indices of the world, with a fresh caption drawn at every visit."""
 
-    def __init__(self, world, tokenizer, sampler: CaptionSampler, batch_size: int, seed: int, max_length: int):
+    def __init__(self, world, tokenizer, sampler: CaptionSource, batch_size: int, seed: int, max_length: int):
         self.world, self.tokenizer, self.sampler = world, tokenizer, sampler
         self.batch_size, self.max_length = batch_size, max_length
         self.rng = np.random.default_rng([seed, 77])
@@ -438,28 +475,34 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
     set_seed(config.seed)
     release_accelerator_state()  # settings left by an earlier run in this process
     accelerator = Accelerator(cpu=True, mixed_precision=config.mixed_precision)
-    labelset = load_labelset(config.labelset)
+    pretraining_world = config.pretraining_world()
+    labelset, groups = pretraining_world.labelset, pretraining_world.label_groups
     output_dir = Path(config.output_dir)
 
-    tokenizer = train_world_tokenizer(config.tokenizer_extra_words, config.tokenizer_vocab_size, config.max_text_length)
+    tokenizer = train_world_tokenizer(
+        config.tokenizer_extra_words,
+        config.tokenizer_vocab_size,
+        config.max_text_length,
+        world_words=pretraining_world.caption_words,
+    )
     image_processor = build_image_processor()
     vocab_size = len(tokenizer)
     special_ids = [tokenizer.bos_token_id, tokenizer.eos_token_id]
     model = build_clip_model(config, vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
     model = accelerator.prepare(model)
 
-    world = generate_world(config.num_images, seed=config.seed, stream="pretrain", num_workers=config.num_workers)
-    test = generate_world(config.eval_num_images, seed=config.eval_seed, stream="test", num_workers=config.num_workers)
-    test_targets = test.scenes.label_matrix(labelset["labels"])  # [N, C] int8
-    quick = slice(0, min(config.eval_quick_images, len(test)))
+    world = pretraining_world.generate_corpus(config.num_images, config.seed, config.num_workers)
+    # Evaluation sets: images [N, 64, 64, 3] with targets [N, C] int8; the first gives the headline numbers.
+    eval_sets = pretraining_world.generate_evaluation(config.eval_num_images, config.eval_seed, config.num_workers)
+    quick = slice(0, min(config.eval_quick_images, config.eval_num_images))
     timings = {"generate_s": time.time() - start}
 
     random_report = None
     if config.evaluate_random_init:
-        random_report = evaluate_zero_shot(model, tokenizer, test.images, test_targets, labelset)
+        random_report = _evaluate_sets(model, tokenizer, eval_sets, labelset, groups)
         model.train()
 
-    sampler = CaptionSampler(p_short=config.short_caption_prob)
+    sampler = pretraining_world.sampler
     batches = _Batches(world, tokenizer, sampler, config.batch_size, config.seed, config.max_text_length)
     log: list[dict] = []
 
@@ -528,10 +571,12 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
         progress.set_postfix(loss=f"{loss.item():.3f}", frozen_text=text_frozen)
         done = step + 1
         if config.eval_every and (done % config.eval_every == 0) and done < config.clip_steps:
-            report = evaluate_zero_shot(unwrapped, tokenizer, test.images[quick], test_targets[quick], labelset)
+            report = _evaluate_sets(unwrapped, tokenizer, eval_sets, labelset, groups, quick)
             unwrapped.train()
             entry = {"step": done, "loss": round(loss.item(), 4), "elapsed_s": round(time.time() - start, 1)}
             entry.update({k: round(v, 2) for k, v in report.items() if k.endswith("_map")})
+            for set_name, set_report in list(report.get("eval_sets", {}).items())[1:]:
+                entry.update({f"{set_name}_{k}": round(v, 2) for k, v in set_report.items() if k.endswith("_map")})
             log.append(entry)
             tqdm.write(f"[pretrain-vlp] {json.dumps(entry)}", file=sys.stderr)
             if config.save_every and done >= config.save_every:
@@ -541,7 +586,7 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
     timings["clip_s"] = time.time() - stage_start
 
     unwrapped.eval()
-    report = evaluate_zero_shot(unwrapped, tokenizer, test.images, test_targets, labelset)
+    report = _evaluate_sets(unwrapped, tokenizer, eval_sets, labelset, groups)
     timings["total_s"] = time.time() - start
     num_parameters = sum(p.numel() for p in unwrapped.parameters())
     card = render_model_card(
@@ -571,10 +616,7 @@ _METRIC_ROWS = (
     ("GZSL mAP", "gzsl_map"),
     ("GZSL F1@3", "gzsl_f1_at_3"),
     ("seen-label mAP", "seen_map"),
-    ("shapes mAP (all images)", "shapes_map"),
-    ("colours mAP (all images)", "colours_map"),
-    ("backgrounds mAP (all images)", "backgrounds_map"),
-)
+)  # followed by one row per label group of the world ("shapes mAP (all images)", ...)
 
 
 def _fmt(value) -> str:
@@ -601,10 +643,12 @@ def render_model_card(
     import transformers
 
     nan = float("nan")
-    labelset = load_labelset(config.labelset)
+    world = config.pretraining_world()
+    labelset = world.labelset
+    metric_rows = [*_METRIC_ROWS, *((f"{group} mAP (all images)", f"{group}_map") for group in world.label_groups)]
     unseen = labelset["unseen"]
     seen = [name for name in labelset["labels"] if name not in set(unseen)]
-    recipe = recipe_path or "hub_configs/clip-synthetic.yaml"
+    recipe = recipe_path or world.card["recipe"]
     parameters = f"{num_parameters / 1e6:.2f} M parameters, " if num_parameters else ""
     lines = [
         "---",
@@ -614,14 +658,9 @@ def render_model_card(
         "tags: [clip, ovmlc, synthetic, open-vocabulary, multi-label]",
         "---",
         "",
-        "# clip-synthetic: a small CLIP pretrained on the ovmlc shapes-64 world",
+        f"# {world.card['title']}",
         "",
-        _paragraph(
-            "A small `CLIPModel` trained from scratch, offline, on ovmlc's procedurally generated image + caption "
-            "world (`ovmlc.data.synthetic`, see `docs/synthetic.md`). It is the embedded default backbone of ovmlc's "
-            "README command, Space and tests, so that everything runs without downloading weights. It knows nothing "
-            "about natural images: it recognises the 24 shapes, 8 colours and 6 background patterns of its world."
-        ),
+        _paragraph(world.card["summary"]),
         "",
     ]
     if interim is not None:
@@ -638,7 +677,7 @@ def render_model_card(
         "```python",
         "from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel",
         "",
-        'path = "ovmlc/assets/clip-synthetic"',
+        f'path = "{world.card["path"]}"',
         "model = CLIPModel.from_pretrained(path)",
         "tokenizer = AutoTokenizer.from_pretrained(path)  # CLIP-style BPE, one token per world word",
         "image_processor = CLIPImageProcessorPil.from_pretrained(path)  # 64x64, no crop, mean 0.5, std 0.25",
@@ -656,7 +695,7 @@ def render_model_card(
         "",
         _paragraph(
             f"* World: {config.num_images:,} images (seed {config.seed}, stream `pretrain`), captions drawn afresh at "
-            f"every visit, {config.short_caption_prob:.0%} short (single-object) captions."
+            f"every visit, {world.card['captions']}."
         ),
         _paragraph(
             f"* Stage 0, text warm-up: {config.text_warmup_steps} steps, batch {config.batch_size}, AdamW "
@@ -684,19 +723,24 @@ def render_model_card(
             "",
             _paragraph(
                 f"Test set: {report['num_images']:,} freshly generated images (seed {config.eval_seed}, stream "
-                "`test`: the images of the `test` split of `ovmlc data prepare synthetic`). Label set "
+                f"`test`: the images of the `test` split of `{world.card['prepare']}`). Label set "
                 f"`{labelset['name']}` ({len(labelset['labels'])} labels, {len(unseen)} unseen). Score = cosine "
                 f"between the global image embedding and the prompt `{EVAL_TEMPLATE}`. ZSL = unseen labels on the "
                 f"{report['zsl_images']:,} images with at least one unseen label; GZSL = all labels on all images. "
                 "mAP = mean per-label average precision; F1@3 = overall (pooled) F1 of each image's top-3 labels "
-                "(`ovmlc.evaluation.metrics`)."
+                f"(`ovmlc.evaluation.metrics`). {world.card['test_description']}"
             ),
             "",
-            "| metric | this checkpoint | same architecture, random weights |",
-            "| --- | --- | --- |",
         ]
-        for title, key in _METRIC_ROWS:
-            lines.append(f"| {title} | {_fmt(report.get(key))} | {_fmt((random_report or {}).get(key))} |")
+        other_sets = list(report.get("eval_sets", {}).items())[1:]  # e.g. shapes-clutter's web-style test images
+        other_titles = "".join(f" {name}-style test images |" for name, _ in other_sets)
+        lines += [
+            f"| metric | this checkpoint |{other_titles} same architecture, random weights |",
+            "| --- | --- |" + " --- |" * len(other_sets) + " --- |",
+        ]
+        for title, key in metric_rows:
+            others = "".join(f" {_fmt(other.get(key))} |" for _, other in other_sets)
+            lines.append(f"| {title} | {_fmt(report.get(key))} |{others} {_fmt((random_report or {}).get(key))} |")
         lines.append("")
         if report.get("unseen_ap"):
             lines += [
@@ -709,15 +753,16 @@ def render_model_card(
             lines += [
                 f"Learning curve (quick evaluation on the first {config.eval_quick_images} test images):",
                 "",
-                "| CLIP step | ZSL mAP | GZSL mAP | shapes | colours | backgrounds |",
-                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            columns = [("ZSL mAP", "zsl_map"), ("GZSL mAP", "gzsl_map")]
+            columns += [(group, f"{group}_map") for group in world.label_groups]
+            columns += [(f"{name} {title}", f"{name}_{key}") for name, _ in other_sets for title, key in columns[:2]]
+            lines += [
+                "| CLIP step | " + " | ".join(title for title, _ in columns) + " |",
+                "| --- |" + " --- |" * len(columns),
             ]
             for entry in log:
-                lines.append(
-                    f"| {entry['step']} | {_fmt(entry.get('zsl_map'))} | {_fmt(entry.get('gzsl_map'))} | "
-                    f"{_fmt(entry.get('shapes_map'))} | {_fmt(entry.get('colours_map'))} | "
-                    f"{_fmt(entry.get('backgrounds_map'))} |"
-                )
+                lines.append(f"| {entry['step']} | " + " | ".join(_fmt(entry.get(key)) for _, key in columns) + " |")
             lines.append("")
     lines += [
         "## Training cost",

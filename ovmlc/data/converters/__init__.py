@@ -1,8 +1,8 @@
 """Registry of dataset converters: source name -> `Converter` (used by `ovmlc data prepare <source>`).
 
 Add a source with `register_converter(MyConverter())` (a `Converter` subclass with `name`, `help`, `version`,
-`add_arguments` and `plan`). `ovmlc/data/synthetic.py` is picked up automatically when it defines
-`SyntheticConverter`.
+`add_arguments` and `plan`). The synthetic worlds (`ovmlc/data/synthetic.py`,
+`synthetic_single.py`, `shapes_clutter.py`) are picked up automatically when they define their converter class.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ for _converter in (
 
 
 def _register_synthetic() -> None:
-    # The synthetic worlds live in their own modules (issue 6); register their converters when they provide them.
+    # The synthetic worlds live in their own modules (issues 6, 18); register their converters when they provide them.
     for module_name, class_name, source in (
         ("ovmlc.data.synthetic", "SyntheticConverter", "synthetic"),
         ("ovmlc.data.synthetic_single", "SyntheticSingleObjectConverter", "synthetic-single"),
+        ("ovmlc.data.shapes_clutter", "ShapesClutterConverter", "shapes-clutter"),
     ):
         try:
             module = importlib.import_module(module_name)

@@ -38,6 +38,30 @@ def coop_logits(
     return scale * image_embeds @ label_embeds.T + bias
 
 
+def prompt_family_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None, config
+) -> torch.Tensor:
+    """The prompt family's task loss on `logits [B, C]` (for DualCoOp `pos - neg`, so this is its ASL on the 2-way
+    softmax): ASL as DualCoOp codes it (log clamped at 1e-6, focal weights without gradient, summed or divided by the
+    batch size) or masked BCE, times `loss_weight`; unannotated entries never count. `config` supplies `loss`,
+    `asl_gamma_neg`, `asl_gamma_pos`, `asl_clip`, `asl_reduction` and `loss_weight` (any config with these fields:
+    the CoOp family's, or LAMM's with its `dualcoop` head)."""
+    if config.loss == "bce":
+        loss = masked_bce_with_logits(logits, labels, label_mask)
+    else:
+        loss = asymmetric_loss(
+            logits,
+            labels,
+            label_mask,
+            gamma_neg=float(config.asl_gamma_neg),
+            gamma_pos=float(config.asl_gamma_pos),
+            clip=float(config.asl_clip),
+            eps=ASL_LOG_EPS,
+            reduction=config.asl_reduction,
+        )
+    return float(config.loss_weight) * loss
+
+
 class CoOpFamilyModel(PromptLearningMixin, OVMLCPreTrainedModel):
     """Frozen CLIP + learned prompts (`prompt_learner`, `num_prompt_sets` sets per label). Shared by CoOp, DualCoOp and
     DualCoOp++: building and freezing, the per-batch label subset (`num_train_cls`) and the loss. Subclasses set
@@ -133,23 +157,8 @@ class CoOpFamilyModel(PromptLearningMixin, OVMLCPreTrainedModel):
         )
 
     def compute_loss(self, outputs, labels, label_mask, image_features) -> torch.Tensor:
-        """ASL (DualCoOp's: summed, log clamped at 1e-6, focal weights without gradient) or masked BCE, times
-        `loss_weight`; unannotated entries never count."""
-        config = self.config
-        if config.loss == "bce":
-            loss = masked_bce_with_logits(outputs.logits, labels, label_mask)
-        else:
-            loss = asymmetric_loss(
-                outputs.logits,
-                labels,
-                label_mask,
-                gamma_neg=float(config.asl_gamma_neg),
-                gamma_pos=float(config.asl_gamma_pos),
-                clip=float(config.asl_clip),
-                eps=ASL_LOG_EPS,
-                reduction=config.asl_reduction,
-            )
-        return float(config.loss_weight) * loss
+        """`prompt_family_loss` with this config's settings."""
+        return prompt_family_loss(outputs.logits, labels, label_mask, self.config)
 
     @staticmethod
     def prompt_sets(label_embeds: torch.Tensor, num_sets: int) -> torch.Tensor:
@@ -240,4 +249,4 @@ class CoOpModel(CoOpFamilyModel):
 CoOpConfig.register_for_auto_class()
 CoOpModel.register_for_auto_class("AutoModel")
 
-__all__ = ["CoOpFamilyModel", "CoOpModel", "coop_logits"]
+__all__ = ["CoOpFamilyModel", "CoOpModel", "coop_logits", "prompt_family_loss"]

@@ -32,17 +32,21 @@ class DualCoOpConfig(CoOpFamilyConfig):
     aggregated_logit_scale: float = 5.0
 
     def __post_init__(self, **kwargs):
-        name = type(self).__name__
-        if self.dense_features not in DENSE_FEATURES:
-            raise ValueError(f"{name}.dense_features must be one of {DENSE_FEATURES}, got {self.dense_features!r}")
-        if self.dense_features == "global" and not self.include_global_token:
-            raise ValueError(
-                f"{name}.dense_features='global' is the global token alone: include_global_token must be true"
-            )
-        for key in ("region_logit_scale", "aggregated_logit_scale"):
-            if not float(getattr(self, key)) > 0:
-                raise ValueError(f"{name}.{key} must be > 0, got {getattr(self, key)!r}")
+        check_region_aggregation_settings(self)
         super().__post_init__(**kwargs)
 
 
-__all__ = ["DENSE_FEATURES", "DualCoOpConfig"]
+def check_region_aggregation_settings(config) -> None:
+    """Validate the region-aggregation fields (`dense_features`, `include_global_token`, `region_logit_scale`,
+    `aggregated_logit_scale`) of any config that has them: DualCoOp's, or LAMM's with its `dualcoop` head."""
+    name = type(config).__name__
+    if config.dense_features not in DENSE_FEATURES:
+        raise ValueError(f"{name}.dense_features must be one of {DENSE_FEATURES}, got {config.dense_features!r}")
+    if config.dense_features == "global" and not config.include_global_token:
+        raise ValueError(f"{name}.dense_features='global' is the global token alone: include_global_token must be true")
+    for key in ("region_logit_scale", "aggregated_logit_scale"):
+        if not float(getattr(config, key)) > 0:
+            raise ValueError(f"{name}.{key} must be > 0, got {getattr(config, key)!r}")
+
+
+__all__ = ["DENSE_FEATURES", "DualCoOpConfig", "check_region_aggregation_settings"]

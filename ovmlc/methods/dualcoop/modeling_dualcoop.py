@@ -81,6 +81,26 @@ def spatial_label_maps(weights: torch.Tensor, has_global_token: bool) -> torch.T
     return patches.reshape(*patches.shape[:2], height, width)
 
 
+def dense_region_features(clip, pixel_values: torch.Tensor, dense_features: str) -> dict[str, torch.Tensor]:
+    """`{"dense_embeds": [B, 1 + N, D]}` from the frozen CLIP (the global token then the patch grid; `[B, 1, D]` for
+    `dense_features="global"`): the regions DualCoOp's head scores, no gradients (cacheable)."""
+    with torch.no_grad():
+        dense = dense_image_tokens(clip, pixel_values, value_path=dense_features == "value")
+    return {"dense_embeds": dense[:, :1] if dense_features == "global" else dense}
+
+
+def select_regions(image_features: dict[str, torch.Tensor], include_global_token: bool, owner: str) -> torch.Tensor:
+    """The regions `[B, R, D]` of `dense_region_features`' output, with or without the global token; `owner` names
+    the caller in the error for features of another kind."""
+    if "dense_embeds" not in image_features:
+        raise ValueError(
+            f"{owner} needs image_features['dense_embeds'] (from encode_image_features), got keys "
+            f"{sorted(image_features)}"
+        )
+    dense = image_features["dense_embeds"]  # [B, 1 + N, D]
+    return dense if include_global_token else dense[:, 1:]
+
+
 class DualCoOpModel(CoOpFamilyModel):
     """DualCoOp: `logits [B, C] = pos_c - neg_c` from class-specific region aggregation over dense CLIP features.
 
@@ -92,19 +112,10 @@ class DualCoOpModel(CoOpFamilyModel):
     num_prompt_sets = 2
 
     def encode_image_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        kind = self.config.dense_features
-        with torch.no_grad():
-            dense = dense_image_tokens(self.clip, pixel_values.to(self.dtype), value_path=kind == "value")
-        return {"dense_embeds": dense[:, :1] if kind == "global" else dense}  # [B, 1 + N, D] ([B, 1, D]: global)
+        return dense_region_features(self.clip, pixel_values.to(self.dtype), self.config.dense_features)
 
     def region_embeds(self, image_features: dict[str, torch.Tensor]) -> torch.Tensor:
-        if "dense_embeds" not in image_features:
-            raise ValueError(
-                f"{type(self).__name__}.score needs image_features['dense_embeds'] (from encode_image_features), got "
-                f"keys {sorted(image_features)}"
-            )
-        dense = image_features["dense_embeds"]  # [B, 1 + N, D]
-        return dense if self.config.include_global_token else dense[:, 1:]
+        return select_regions(image_features, self.config.include_global_token, f"{type(self).__name__}.score")
 
     def score(self, image_features, label_embeds, return_label_maps=False) -> MultiLabelOutput:
         regions = self.region_embeds(image_features)
@@ -130,7 +141,9 @@ __all__ = [
     "NEGATIVE",
     "POSITIVE",
     "DualCoOpModel",
+    "dense_region_features",
     "dualcoop_logits",
     "region_aggregated_logits",
+    "select_regions",
     "spatial_label_maps",
 ]

@@ -8,7 +8,15 @@ from ovmlc.core.registry import MethodCard, MethodSpec, Paper, register_method
 
 from ..papers import CLIP, COOP
 from .configuration_lamm import LAMMConfig
-from .modeling_lamm import LAMM_HEADS, CoOpCosineHead, LAMMHead, LAMMModel, LAMMOutput, register_lamm_head
+from .modeling_lamm import (
+    LAMM_HEADS,
+    CoOpCosineHead,
+    DualCoOpRegionHead,
+    LAMMHead,
+    LAMMModel,
+    LAMMOutput,
+    register_lamm_head,
+)
 
 PAPER = Paper(
     title="LAMM: Label Alignment for Multi-Modal Prompt Learning",
@@ -62,22 +70,36 @@ CARD = MethodCard(
         "distillation(current, original): the softmax target is the current logits (with gradient) and the "
         "original-name logits are the input, the reverse of standard KD. Multi-label uses the per-label sigmoid "
         "form (T^2 * sum over labels of BCE), since its scores are independent sigmoids.",
-        "Multi-label transplant (not in the paper): ASL (gamma- 4, clip 0.05) or masked BCE over sigmoid scores on "
-        "CoOp's scaled-cosine head with a learnable logit scale and bias (x100 learning rate); heads are pluggable "
-        "(LAMM_HEADS) so DualCoOp's region aggregation can carry the label tokens. Single-label (the paper): "
-        "cross-entropy over the softmax of CLIP-temperature cosine logits, top-1 accuracy.",
-        "Unseen labels (no learned tokens) use their original name tokens with the current context: with a frozen "
-        "context that is CLIP's zero-shot prompt exactly.",
+        "Multi-label transplant (not in the paper), head: coop: ASL (gamma- 4, clip 0.05) or masked BCE over sigmoid "
+        "scores on CoOp's scaled-cosine head with a learnable logit scale and bias (x100 learning rate). Single-label "
+        "(the paper): cross-entropy over the softmax of CLIP-temperature cosine logits, top-1 accuracy.",
+        "head: dualcoop (multi-label): the label tokens sit in both of DualCoOp's prompts per label (negative and "
+        "positive context, prompt_learning.num_prompt_sets 2), scored by DualCoOp's class-specific region "
+        "aggregation (dense tokens, weights from the positive prompt, logits = pos - neg, label maps = its spatial "
+        "weights) and trained with DualCoOp's ASL on the 2-way softmax (gamma+ 1, gamma- 2, clip 0.05, summed, x "
+        "loss_weight); the aggregation and loss are DualCoOp's own functions. Hierarchical loss with two prompt sets: "
+        "L_param on the (shared) label tokens; L_feat = 1 - cos(t, t0) averaged over both prompt sets (the tokens are "
+        "in both, so both prompts are kept near their original-name versions); L_kd = the per-label KD above on pos - "
+        "neg, i.e. between the 2-way (negative, positive) softmax distributions at T = 2 (original names in both "
+        "prompts as the teacher). The two contexts must differ (train_context: true = DualCoOp + LAMM, or a trained "
+        "DualCoOp's contexts kept frozen); equal frozen contexts are refused at training time.",
+        "Unseen labels (no learned tokens) use their original name tokens with the current context (in both prompt "
+        "sets with the dualcoop head): with a frozen context and the coop head that is CLIP's zero-shot prompt "
+        "exactly.",
         "Class-incremental: merge(other) joins two models trained on disjoint label sets with the same frozen "
         "context and head into one; the old labels' scores are unchanged bit for bit. The official repository has "
         "no merge script (its base2new rounds are evaluated separately).",
         "Saved weights: adapter-only when the frozen CLIP is the pinned Hub backbone it was loaded from (the label "
         "tokens, their initial copy, the context and the head), else the whole model.",
+        "SigLIP / SigLIP 2 backbones (docs/siglip.md): supported with both heads; prompts run at SigLIP's fixed "
+        "64-token context; with logit_scale null the coop head starts from SigLIP's own scale and bias (the untrained "
+        "model is SigLIP's zero-shot); the dualcoop head's regions are the pooling head's value-path tokens.",
     ),
 )
 
 # Tiny, fast settings for tests and docs (the common method suite builds the model with these kwargs and feeds it
 # multi-label batches, so the single-label task is covered by tests/test_methods_lamm.py and tests/test_few_shot.py).
+# Variants: CoOp + LAMM, and DualCoOp + LAMM (the dualcoop head; its two contexts train).
 EXAMPLE_CONFIG = {
     "seen_labels": ["cat", "red car", "dotted background"],
     "prompt_learning": {"ctx_init": "a photo of a"},
@@ -91,7 +113,7 @@ register_method(
         model_class=LAMMModel,
         card=CARD,
         example_config=EXAMPLE_CONFIG,
-        variant_configs=({"train_context": True},),  # CoOp + LAMM
+        variant_configs=({"train_context": True}, {"head": "dualcoop", "train_context": True}),
     )
 )
 
@@ -99,6 +121,7 @@ __all__ = [
     "EXAMPLE_CONFIG",
     "LAMM_HEADS",
     "CoOpCosineHead",
+    "DualCoOpRegionHead",
     "LAMMConfig",
     "LAMMHead",
     "LAMMModel",

@@ -16,11 +16,26 @@ from torch import nn
 from transformers import initialization as init
 
 from ovmlc.core.backbones import image_features as clip_image_features
-from ovmlc.core.backbones import module_fingerprint, patch_grid_size, text_token_embedding, text_tower_modules
+from ovmlc.core.backbones import (
+    logit_scale_and_bias,
+    module_fingerprint,
+    patch_grid_size,
+    text_token_embedding,
+    text_tower_modules,
+)
 from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel, with_own_lr_group
 from ovmlc.core.outputs import MultiLabelOutput
 from ovmlc.core.vocabulary import LabelVocabulary, normalize_label
+from ovmlc.methods.coop.modeling_coop import CoOpFamilyModel, prompt_family_loss
+from ovmlc.methods.dualcoop.modeling_dualcoop import (
+    NEGATIVE,
+    POSITIVE,
+    dense_region_features,
+    dualcoop_logits,
+    select_regions,
+    spatial_label_maps,
+)
 from ovmlc.prompting.configuration_prompting import PromptLearningConfig
 from ovmlc.prompting.prompt_learner import PromptLearner
 from ovmlc.prompting.prompt_mixin import PromptLearningMixin
@@ -59,12 +74,36 @@ class LAMMHead(nn.Module):
     `label_maps [B, C, h, w]`. Its parameters live under `head.` and are trained when `train_logit_params` says so."""
 
     num_prompt_sets: int = 1
+    # Config fields the head reads besides its weights: models that differ in them are not merged.
+    settings_keys: tuple[str, ...] = ()
 
     def __init__(self, config: LAMMConfig, clip):
         super().__init__()
 
     def initialize(self, config: LAMMConfig, clip) -> None:
         """Set the initial values of the head's tensors (called by the model's `_init_weights`)."""
+
+    def task_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None, config: LAMMConfig
+    ) -> torch.Tensor:
+        """The multi-label task loss on `logits [B, C]`: ASL (LAMM's transplant: log clamped at 1e-8) or masked BCE
+        over sigmoid scores, times `loss_weight`."""
+        if config.loss == "bce":
+            loss = masked_bce_with_logits(logits, labels, label_mask)
+        else:
+            loss = asymmetric_loss(
+                logits,
+                labels,
+                label_mask,
+                gamma_neg=float(config.asl_gamma_neg),
+                gamma_pos=float(config.asl_gamma_pos),
+                clip=float(config.asl_clip),
+                reduction=config.asl_reduction,
+            )
+        return float(config.loss_weight) * loss
+
+    def check_trainable(self, model: "LAMMModel") -> None:
+        """Raise a `ValueError` when training `model` through this head cannot learn anything (default: never)."""
 
     def image_features(self, clip, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the head scores, from the frozen CLIP (the model's `encode_image_features`, cacheable): by default
@@ -93,11 +132,17 @@ class CoOpCosineHead(LAMMHead):
         self.grid = patch_grid_size(clip)
 
     def initialize(self, config: LAMMConfig, clip) -> None:
-        if config.logit_scale is None:
-            init.copy_(self.log_scale, clip.logit_scale.detach().clamp(max=math.log(100.0)))
-        else:
+        backbone_bias = logit_scale_and_bias(clip)[1]  # SigLIP's learned bias; None for CLIP
+        if config.logit_scale is not None:
             init.constant_(self.log_scale, math.log(float(config.logit_scale)))
-        init.constant_(self.bias, float(config.logit_bias))
+        elif backbone_bias is None:
+            init.copy_(self.log_scale, clip.logit_scale.detach().clamp(max=math.log(100.0)))
+        else:  # SigLIP: its own (uncapped) scale and its bias, the pretrained sigmoid head as it is
+            init.copy_(self.log_scale, clip.logit_scale.detach().reshape(()))
+        if config.logit_scale is None and backbone_bias is not None:
+            init.copy_(self.bias, backbone_bias.detach().reshape(()))
+        else:
+            init.constant_(self.bias, float(config.logit_bias))
 
     def forward(self, image_features, label_embeds, return_label_maps=False):
         image_embeds = image_features["image_embeds"]  # [B, D]
@@ -112,8 +157,60 @@ class CoOpCosineHead(LAMMHead):
         return logits, label_maps
 
 
-# name -> head class. `head: dualcoop` is registered here once DualCoOp's aggregation lands (see docs/methods.md).
-LAMM_HEADS: dict[str, type[LAMMHead]] = {"coop": CoOpCosineHead}
+class DualCoOpRegionHead(LAMMHead):
+    """DualCoOp's head under LAMM's label tokens: label embeddings `[C, 2, D]` (negative, positive prompt, both with
+    the label's tokens), class-specific region aggregation over dense CLIP tokens guided by the positive prompt
+    (`dualcoop_logits`), `logits = pos - neg` (its sigmoid is the 2-way softmax's positive probability), DualCoOp's
+    task loss (`prompt_family_loss`: ASL on the 2-way softmax as coded) and the positive prompt's spatial weights as
+    label maps. No parameters: the region and aggregation scales are fixed (`region_logit_scale`,
+    `aggregated_logit_scale`, DualCoOp's hard-coded 20 and 5)."""
+
+    num_prompt_sets = 2
+    settings_keys = ("dense_features", "include_global_token", "region_logit_scale", "aggregated_logit_scale")
+
+    def __init__(self, config: LAMMConfig, clip):
+        super().__init__(config, clip)
+        self.dense_features = config.dense_features
+        self.include_global_token = bool(config.include_global_token)
+        self.region_logit_scale = float(config.region_logit_scale)
+        self.aggregated_logit_scale = float(config.aggregated_logit_scale)
+
+    def image_features(self, clip, pixel_values):
+        return dense_region_features(clip, pixel_values, self.dense_features)  # {"dense_embeds": [B, 1 + N, D]}
+
+    def image_feature_settings(self) -> dict:
+        return {"dense_features": self.dense_features}
+
+    def forward(self, image_features, label_embeds, return_label_maps=False):
+        regions = select_regions(image_features, self.include_global_token, "LAMM's dualcoop head")  # [B, R, D]
+        prompts = CoOpFamilyModel.prompt_sets(label_embeds, self.num_prompt_sets)  # [C, 2, D]
+        logits, _, weights = dualcoop_logits(
+            regions, prompts, self.region_logit_scale, self.aggregated_logit_scale
+        )  # [B, C], _, [B, C, R]
+        label_maps = None
+        if return_label_maps and self.dense_features != "global":
+            label_maps = spatial_label_maps(weights, self.include_global_token)  # [B, C, h, w]
+        return logits, label_maps
+
+    def task_loss(self, logits, labels, label_mask, config):
+        return prompt_family_loss(logits, labels, label_mask, config)
+
+    def check_trainable(self, model: "LAMMModel") -> None:
+        """With frozen contexts that are equal for both prompt sets (e.g. both from the words "a photo of a"), each
+        label's two prompts are the same text: its logit is 0 whatever the label tokens, and nothing trains."""
+        context = getattr(model.prompt_learner, "ctx", None)  # [2, n_ctx, H] (negative, positive)
+        if context is None or context.requires_grad:
+            return
+        if torch.equal(context[NEGATIVE], context[POSITIVE]):
+            raise ValueError(
+                "LAMM's dualcoop head with train_context: false and equal negative and positive contexts: every "
+                "label's two prompts are the same text, so its logit (pos - neg) is 0 whatever its label tokens. Set "
+                "train_context: true (DualCoOp + LAMM), or start from a trained DualCoOp's contexts"
+            )
+
+
+# name -> head class: LAMM's label tokens on CoOp's scaled cosine or on DualCoOp's region aggregation.
+LAMM_HEADS: dict[str, type[LAMMHead]] = {"coop": CoOpCosineHead, "dualcoop": DualCoOpRegionHead}
 
 
 def register_lamm_head(name: str, head_class: type[LAMMHead], replace: bool = False) -> None:
@@ -156,6 +253,9 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
     scores_depend_on_label_set = False
     # Read by the trainer (label embeddings re-encoded with gradients every step).
     trains_text_side = True
+    # Text side through the backbone layer (fixed 64-token padding on SigLIP); the dualcoop head's regions are
+    # SigLIP's value-path tokens, as DualCoOp's.
+    supported_backbone_families = ("clip", "siglip")
     # The frozen CLIP is inherited from the backbone: adapter-only saves hold the prompt learner and the head only.
     inherited_modules = ("clip",)
     _keys_to_ignore_on_load_missing = [r"^prompt_learner\.", r"^head\."]
@@ -222,20 +322,11 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
         return LAMMOutput(logits=logits, label_maps=label_maps, image_embeds=image_features.get("image_embeds"))
 
     def compute_loss(self, outputs, labels, label_mask, image_features) -> torch.Tensor:
-        """The task loss: cross-entropy over the softmax (single-label) or ASL / masked BCE over sigmoid scores."""
-        config = self.config
-        if config.task == "single_label":
-            return single_label_cross_entropy(outputs.logits, labels, label_mask)
-        if config.loss == "bce":
-            return masked_bce_with_logits(outputs.logits, labels, label_mask)
-        return asymmetric_loss(
-            outputs.logits,
-            labels,
-            label_mask,
-            gamma_neg=config.asl_gamma_neg,
-            gamma_pos=config.asl_gamma_pos,
-            clip=config.asl_clip,
-        )
+        """The task loss times `loss_weight`: cross-entropy over the softmax (single-label) or the head's multi-label
+        loss (ASL / masked BCE over sigmoid scores)."""
+        if self.config.task == "single_label":
+            return float(self.config.loss_weight) * single_label_cross_entropy(outputs.logits, labels, label_mask)
+        return self.head.task_loss(outputs.logits, labels, label_mask, self.config)
 
     @property
     def hierarchical_loss_active(self) -> bool:
@@ -277,6 +368,8 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
             return outputs
         if labels.shape != outputs.logits.shape:
             raise ValueError(f"labels shape {tuple(labels.shape)} != logits shape {tuple(outputs.logits.shape)}")
+        if self.training and torch.is_grad_enabled():
+            self.head.check_trainable(self)
         loss = self.compute_loss(outputs, labels, label_mask, image_features)
         outputs.task_loss = loss.detach()
         if self.hierarchical_loss_active:
@@ -289,9 +382,10 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
                 outputs.logits, label_embeds, image_features, vocabulary, labels, label_mask
             )
             config = self.config
-            loss = (
-                loss
-                + config.effective_param_loss_weight * terms["param_loss"]
+            # loss_weight scales the whole loss (as DualCoOp's loss_w does), so the regularisers keep LAMM's weights
+            # relative to the task loss whatever its scale (DualCoOp's summed ASL x 0.01).
+            loss = loss + float(config.loss_weight) * (
+                config.effective_param_loss_weight * terms["param_loss"]
                 + config.feature_loss_weight * terms["feature_loss"]
                 + config.kd_loss_weight * terms["kd_loss"]
             )
@@ -310,12 +404,15 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
         label_mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
         """Unweighted L_param, L_feat and L_kd for a batch scored with `logits [B, C]` from `label_embeds [C, D]`
-        (the labels of `vocabulary`), see the config docstring."""
+        (`[C, S, D]` with S prompt sets; the labels of `vocabulary`), see the config docstring. With S sets (the
+        `dualcoop` head) L_feat averages 1 - cos over the sets (each set's prompt with learned vs original name
+        tokens) and L_kd compares the head's logits, whose sigmoid is the 2-way softmax: the per-label KD is the
+        KD between the 2-way (negative, positive) distributions at temperature T."""
         config = self.config
         # t0: the original names with the current context. L_feat uses it as a detached target; so does L_kd in the
         # paper's direction. Only the official direction with a trainable context back-propagates through it.
         needs_grad = config.kd_direction == "official" and config.train_context
-        original = self._original_label_embeddings(vocabulary, needs_grad)  # [C, D]
+        original = self._original_label_embeddings(vocabulary, needs_grad)  # [C, D] ([C, S, D])
         original_logits, _ = self.head(image_features, original)  # [B, C]
         if config.task == "single_label":
             targets, keep = single_label_targets(labels, label_mask)
@@ -455,7 +552,7 @@ class LAMMModel(PromptLearningMixin, OVMLCPreTrainedModel):
                 raise ValueError(
                     f"merge: the models' prompt settings differ in {key}: {mine[key]!r} vs {theirs[key]!r}"
                 )
-        for key in ("task", "head"):
+        for key in ("task", "head", *self.head.settings_keys):
             if getattr(self.config, key) != getattr(other.config, key):
                 raise ValueError(f"merge: the models differ in {key}: {getattr(self.config, key)!r} vs "
                                  f"{getattr(other.config, key)!r}")  # fmt: skip
@@ -499,6 +596,7 @@ LAMMModel.register_for_auto_class("AutoModel")
 __all__ = [
     "LAMM_HEADS",
     "CoOpCosineHead",
+    "DualCoOpRegionHead",
     "LAMMHead",
     "LAMMModel",
     "LAMMOutput",

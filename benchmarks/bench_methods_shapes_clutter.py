@@ -1,0 +1,353 @@
+"""Method quality on the shapes-clutter world (CPU): the issue-18 results table, with its controls as rows.
+
+Every trained method runs through the real trainer (`ovmlc.train`) with its recipe in
+`hub_configs/*-shapes-clutter.yaml` (training seed, dataset and backbone overridden per run), then the
+best-on-validation model is scored on the test split (ZSL: the 19 unseen labels on the test images with at least one
+of them, MKT's unseen labels scored alone; GZSL: all labels, all images; seen: the seen labels, all images). Rows:
+
+* the methods on the main dataset (`ovmlc data prepare shapes-clutter`): CLIP zero-shot, CLIP-FT full and LoRA, MKT
+  stage 1 and 1 + 2, QKS, and with `--methods` the prompt family (CoOp, DualCoOp, DualCoOp++), LAMM, the linear probe
+  and ViLD (each recipe mirrors its `*-synthetic.yaml`);
+* the supervised upper bound: a method trained on *all* labels (dataset prepared with `--oracle`), evaluated on the
+  same test images and the same unseen labels;
+* controls, with CLIP zero-shot and the transfer methods (MKT, QKS; `--control-methods`):
+  * shift off: the same world rendered in the pretraining ("web") style (`--style web`), and the pretraining
+    distribution itself, fully labelled (`--layout web --style web`);
+  * captions mention everything: the same recipes on a CLIP pretrained with `world_options: {mention_all: true}`
+    (`--captions-all-backbone`, e.g. `ovmlc pretrain-vlp --config hub_configs/clip-shapes-clutter-captions-all.yaml`);
+  * seen-count sweep: 15 / 30 / 60 of the 135 seen shapes kept (`--num-seen-shapes`), same unseen labels;
+* AP by object size: ZSL mAP of the unseen shapes with their positives split by the size of the largest visible
+  instance (all test images; the other positives of the label are left out of that bin's AP).
+
+Prints markdown tables (mean ± sd over seeds, percent) and writes every run's numbers with `--json`. Needs the
+world's CLIP (`ovmlc pretrain-vlp --config hub_configs/clip-shapes-clutter.yaml`, the `shapes-clutter` backbone);
+docs/synthetic.md ("shapes-clutter") has the commands, the cost and what is measured.
+
+    python benchmarks/bench_methods_shapes_clutter.py --seeds 0 1 2 --json results.json
+    python benchmarks/bench_methods_shapes_clutter.py --quick          # small data, 1 seed: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_methods_synthetic as base  # noqa: E402  (train_recipes: the real trainer, chained recipes)
+
+WORLD = "shapes-clutter"
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "clip-zs": ("CLIP zero-shot", ()),
+    "clipft": ("CLIP-FT (full)", ("clipft-shapes-clutter.yaml",)),
+    "clipft-lora": ("CLIP-FT (LoRA)", ("clipft-lora-shapes-clutter.yaml",)),
+    "mkt-stage1": ("MKT stage 1", ("mkt-shapes-clutter-stage1.yaml",)),
+    "mkt": ("MKT (stage 1 + 2)", ("mkt-shapes-clutter-stage1.yaml", "mkt-shapes-clutter-stage2.yaml")),
+    "qks": ("QKS", ("qks-shapes-clutter.yaml",)),
+    "coop": ("CoOp", ("coop-shapes-clutter.yaml",)),
+    "dualcoop": ("DualCoOp (plain tokens)", ("dualcoop-shapes-clutter.yaml",)),
+    "dualcooppp": ("DualCoOp++ (plain tokens)", ("dualcooppp-shapes-clutter.yaml",)),
+    "lamm": ("LAMM", ("lamm-shapes-clutter.yaml",)),
+    "linear-probe": ("Linear probe", ("linear-probe-shapes-clutter.yaml",)),
+    "vild": ("ViLD-ensemble", ("vild-shapes-clutter.yaml",)),
+}
+MAIN_METHODS = ("clip-zs", "clipft", "clipft-lora", "mkt-stage1", "mkt", "qks")
+CONTROL_METHODS = ("clip-zs", "mkt-stage1", "qks")
+UPPER_BOUND_METHODS = ("qks",)
+# Dataset variants: `ovmlc data prepare shapes-clutter` arguments.
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "main": ("tagging data (135 seen shapes)", ()),
+    "oracle": ("all labels labelled in training (upper bound)", ("--oracle",)),
+    "style-off": ("shift off: tagging layout, web rendering style", ("--style", "web")),
+    "web-off": ("shift off: web layout and style, fully labelled", ("--layout", "web", "--style", "web")),
+    "seen15": ("15 seen shapes", ("--num-seen-shapes", "15")),
+    "seen30": ("30 seen shapes", ("--num-seen-shapes", "30")),
+    "seen60": ("60 seen shapes", ("--num-seen-shapes", "60")),
+}
+FULL_SIZES = {"num_train": 20_000, "num_val": 2_000, "num_test": 5_000}
+QUICK_SIZES = {"num_train": 3_000, "num_val": 300, "num_test": 1_000}
+SIZE_BINS = ((6.0, 10.0), (10.0, 16.0))  # px, nominal width of the largest visible instance: small (6-9), large
+METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map")
+
+
+@dataclass
+class RunResult:
+    row: str  # e.g. "main/qks", "seen15/mkt-stage1", "captions-all/clip-zs", "oracle/qks"
+    method: str
+    variant: str
+    backbone: str
+    seed: int
+    train_seconds: float
+    zsl_map: float
+    zsl_f1_3: float
+    gzsl_map: float
+    gzsl_f1_3: float
+    seen_map: float
+    zsl_map_by_size: dict[str, float] = field(default_factory=dict)
+    output_dir: str | None = None
+
+
+def prepare_variant(variant: str, root: Path, sizes: dict[str, int], seed: int = 0) -> Path:
+    """The canonical dataset of a variant under `root` (generated once)."""
+    path = root / variant
+    if not (path / "README.md").is_file():
+        from ovmlc.cli import main as cli_main
+
+        argv = ["data", "prepare", WORLD, "--out", str(path), "--seed", str(seed), "--no-progress"]
+        argv += ["--num-train", str(sizes["num_train"]), "--num-val", str(sizes["num_val"])]
+        argv += ["--num-test", str(sizes["num_test"]), *VARIANTS[variant][1]]
+        print(f"preparing {variant} in {path} ...", file=sys.stderr)
+        if cli_main(argv):
+            raise RuntimeError(f"`ovmlc {' '.join(argv)}` failed")
+    return path
+
+
+def object_sizes(dataset_path: Path, names: Sequence[str]) -> np.ndarray:
+    """float32 [N, C]: size of the largest labelled instance of each shape label in the test split (0 = absent)."""
+    from ovmlc import data as ovmlc_data
+    from ovmlc.data import shapes_clutter
+
+    metadata = ovmlc_data.read_card_metadata(dataset_path)  # the card's `ovmlc:` block (world seed, layout, style)
+    config = shapes_clutter.world_config(
+        metadata.get("world_layout", "tagging"), metadata.get("world_style", "tagging")
+    )
+    test = ovmlc_data.load_canonical(dataset_path, split="test")
+    world = shapes_clutter.generate_world(
+        len(test), seed=int(metadata.get("world_seed", 0)), stream="test", config=config
+    )
+    return world.scenes.largest_visible_size(list(names))
+
+
+def evaluate(model, dataset_path: Path, unseen: Sequence[str], batch_size: int = 256) -> dict:
+    """ZSL / GZSL / seen numbers (percent) on the test split with the given unseen labels, plus the ZSL mAP of the
+    unseen shapes by object size."""
+    from ovmlc import data as ovmlc_data
+    from ovmlc.core.scoring import Scorer
+    from ovmlc.data import shapes_clutter
+    from ovmlc.evaluation.engine import dataset_batches
+    from ovmlc.evaluation.metrics import evaluate_protocol, mean_average_precision
+
+    test = ovmlc_data.load_canonical(dataset_path, split="test")
+    all_names = ovmlc_data.dataset_label_names(test)
+    unseen = [name for name in all_names if name in set(unseen)]
+    seen = [name for name in all_names if name not in set(unseen)]
+    names = [*seen, *unseen]
+    is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
+    labels = ovmlc_data.label_matrix(test, names)  # int8 [N, C]: 1 positive, -1 negative (full annotation)
+
+    # The paper-style ranking scores through the one Scorer; a model whose scores depend on the label set (MKT) gets
+    # its unseen labels scored alone for the ZSL view (the Scorer applies the rule from the model's trait).
+    scored = Scorer(model, batch_size=batch_size).score_for_views(
+        lambda: dataset_batches(model, test, batch_size), names, is_unseen, with_predicted=False
+    )
+    arrays = scored.scores_file_arrays()
+    scores, unseen_scores = arrays["scores"], arrays["unseen_scores"]  # [N, C], [N, C_unseen] or None
+    report = evaluate_protocol(
+        scores,
+        labels,
+        names,
+        is_unseen,
+        "synthetic",
+        unseen_scores=unseen_scores,
+        logits=arrays["logits"],
+        unseen_logits=arrays["unseen_logits"],
+    )
+    zsl, gzsl, seen_view = (report["views"][view] for view in ("zsl", "gzsl", "seen"))
+    numbers = {
+        "zsl_map": 100 * zsl["mAP"],
+        "zsl_f1_3": 100 * zsl["top_k"]["3"]["f1"],
+        "gzsl_map": 100 * gzsl["mAP"],
+        "gzsl_f1_3": 100 * gzsl["top_k"]["3"]["f1"],
+        "seen_map": 100 * seen_view["mAP"],
+    }
+    shapes = [name for name in unseen if name in shapes_clutter.SHAPE_NAMES]
+    columns = [names.index(name) for name in shapes]
+    shape_scores = unseen_scores[:, [unseen.index(n) for n in shapes]] if unseen_scores is not None else None
+    shape_scores = scores[:, columns] if shape_scores is None else shape_scores  # [N, S]
+    sizes = object_sizes(dataset_path, shapes)  # [N, S]
+    by_size = {}
+    for low, high in SIZE_BINS:
+        binned = np.where(sizes == 0, -1, np.where((sizes >= low) & (sizes < high), 1, 0)).astype(np.int8)
+        by_size[f"{low:g}-{high:g}px"] = 100 * mean_average_precision(
+            shape_scores, binned, no_positive="exclude"
+        )
+    numbers["zsl_map_by_size"] = by_size
+    return numbers
+
+
+def run_one(
+    method: str, variant: str, dataset_path: Path, seed: int, work_dir: Path, backbone: str, unseen: Sequence[str]
+) -> RunResult:
+    import ovmlc
+
+    _, recipes = METHODS[method]
+    started = time.perf_counter()
+    output = None
+    if not recipes:
+        model = ovmlc.CLIPZeroShotModel.from_clip(backbone)
+    else:
+        overrides = [f"backbone={backbone}"]
+        output, seconds = base.train_recipes(recipes, dataset_path, seed, work_dir, overrides)
+        model = ovmlc.load_model(str(output))
+    seconds = time.perf_counter() - started if not recipes else seconds
+    numbers = evaluate(model, dataset_path, unseen)
+    output_dir = str(output) if output else None
+    return RunResult(f"{variant}/{method}", method, variant, backbone, seed, seconds, output_dir=output_dir, **numbers)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One group of rows: methods x seeds on a dataset variant with a backbone."""
+
+    variant: str
+    methods: tuple[str, ...]
+    backbone: str = WORLD
+    tag: str = ""  # row-name prefix when the backbone is not the default
+
+
+def build_plans(args: argparse.Namespace) -> list[Plan]:
+    plans = [Plan("main", tuple(args.methods))]
+    if args.upper_bound:
+        plans.append(Plan("oracle", tuple(m for m in args.upper_bound_methods)))
+    controls = tuple(args.control_methods)
+    for control in args.controls:
+        if control == "captions-all":
+            if not args.captions_all_backbone:
+                raise SystemExit("--controls captions-all needs --captions-all-backbone")
+            plans.append(Plan("main", controls, backbone=args.captions_all_backbone, tag="captions-all"))
+        else:
+            plans.append(Plan(control, controls))
+    return plans
+
+
+def run_benchmark(args: argparse.Namespace, log=print) -> list[RunResult]:
+    from ovmlc.data.shapes_clutter import load_labelset
+
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    data_root = Path(args.data_root)
+    work_root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ovmlc-bench-clutter-"))
+    unseen = load_labelset()["unseen"]
+    results: list[RunResult] = []
+    for plan in build_plans(args):
+        dataset_path = prepare_variant(plan.variant, data_root, sizes)
+        group = plan.tag or plan.variant
+        work_dir = work_root / group  # one folder per group: chained recipes never see another group's outputs
+        for method in plan.methods:
+            seeds = args.seeds[:1] if not METHODS[method][1] else args.seeds
+            for seed in seeds:
+                result = run_one(method, plan.variant, dataset_path, seed, work_dir, plan.backbone, unseen)
+                result.row = f"{group}/{method}"
+                log(
+                    f"{result.row} seed {seed}: "
+                    + ", ".join(f"{name} {getattr(result, name):.1f}" for name in METRICS)
+                    + " | by size "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in result.zsl_map_by_size.items())
+                    + f" ({result.train_seconds:.0f} s)"
+                )
+                results.append(result)
+                if args.json:
+                    Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return results
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def _row_title(row: str) -> str:
+    group, method = row.split("/", 1)
+    name = METHODS[method][0]
+    if group == "main":
+        return name
+    if group == "oracle":
+        return f"supervised upper bound: {name} on all labels"
+    if group == "captions-all":
+        return f"{name}, captions mention everything"
+    return f"{name}, {VARIANTS[group][0]}"
+
+
+def markdown_tables(results: Sequence[RunResult]) -> str:
+    rows = list(dict.fromkeys(result.row for result in results))
+    lines = [
+        "| row | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | seen mAP | runs | train time / run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        runs = [result for result in results if result.row == row]
+        cells = [_mean_sd([getattr(run, name) for run in runs]) for name in METRICS]
+        seconds = np.mean([run.train_seconds for run in runs])
+        time_cell = "—" if not METHODS[runs[0].method][1] else f"{seconds:.0f} s"
+        lines.append(f"| {_row_title(row)} | " + " | ".join(cells) + f" | {len(runs)} | {time_cell} |")
+    bins = list(results[0].zsl_map_by_size) if results else []
+    lines += ["", "ZSL mAP of the unseen shapes by the size of their largest visible instance:", ""]
+    lines += ["| row | " + " | ".join(bins) + " |", "| --- |" + " ---: |" * len(bins)]
+    for row in rows:
+        runs = [result for result in results if result.row == row]
+        lines.append(
+            f"| {_row_title(row)} | " + " | ".join(_mean_sd([r.zsl_map_by_size[b] for r in runs]) for b in bins) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", default="data/shapes-clutter-bench", help="dataset variants go here")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (0 1 2)")
+    parser.add_argument("--methods", nargs="+", default=list(MAIN_METHODS), choices=list(METHODS))
+    parser.add_argument("--control-methods", nargs="+", default=list(CONTROL_METHODS), choices=list(METHODS))
+    parser.add_argument("--upper-bound-methods", nargs="+", default=list(UPPER_BOUND_METHODS), choices=list(METHODS))
+    parser.add_argument("--no-upper-bound", dest="upper_bound", action="store_false")
+    parser.add_argument(
+        "--controls",
+        nargs="*",
+        default=["style-off", "web-off", "seen15", "seen30", "seen60", "captions-all"],
+        choices=["style-off", "web-off", "seen15", "seen30", "seen60", "captions-all"],
+    )
+    parser.add_argument("--captions-all-backbone", default=None, help="CLIP pretrained with captions mentioning all")
+    parser.add_argument("--quick", action="store_true", help="3k/300/1k images, seed 0 only, no captions-all")
+    parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
+    parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.data_root = args.data_root.rstrip("/") + "-quick"
+        if "captions-all" in args.controls and not args.captions_all_backbone:
+            args.controls = [c for c in args.controls if c != "captions-all"]
+    elif "captions-all" in args.controls and not args.captions_all_backbone:
+        print("note: no --captions-all-backbone, skipping the captions-all control", file=sys.stderr)
+        args.controls = [c for c in args.controls if c != "captions-all"]
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    results = run_benchmark(args, log=lambda text: print(text, file=sys.stderr, flush=True))
+    total = time.perf_counter() - started
+    print(
+        f"shapes-clutter world ({args.data_root}, test split), seeds {' '.join(map(str, args.seeds))}; percent, mean ± "
+        f"sd over seeds; CPU ({torch.get_num_threads()} threads), total wall time {total / 60:.1f} min.\n"
+    )
+    print(markdown_tables(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
