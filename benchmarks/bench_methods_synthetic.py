@@ -371,13 +371,13 @@ def partial_label_table(results: Sequence[RunResult]) -> str:
             values = np.array([row.seen_map for row in rows])
             sd = f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else ""
             cells.append(f"{values.mean():.1f}{sd}" if len(values) else "—")
-            means.append(values.mean())
+            if len(values):
+                means.append(values.mean())
             seconds += [row.extra.get("train_loop_seconds", row.train_seconds) for row in rows]
             runs += len(rows)
         time_cell = f"{np.mean(seconds):.0f} s" if METHODS[key].recipes else "—"
-        lines.append(
-            f"| {METHODS[key].name} | " + " | ".join(cells) + f" | {np.mean(means):.1f} | {runs} | {time_cell} |"
-        )
+        mean_cell = f"{np.mean(means):.1f}" if len(means) == len(shares) else "—"  # a row run at some shares only
+        lines.append(f"| {METHODS[key].name} | " + " | ".join(cells) + f" | {mean_cell} | {runs} | {time_cell} |")
     return "\n".join(lines)
 
 

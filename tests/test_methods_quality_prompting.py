@@ -145,3 +145,29 @@ def test_methods_starting_at_zero_shot_hardly_depend_on_the_kept_share(trained, 
     the zero-shot classifier, which is near this world's ceiling, so a tenth of the labels is as good as all."""
     for low, high in zip(trained(method, 0.1), trained(method, 0.9), strict=True):
         assert abs(high.seen_map - low.seen_map) <= 0.5, (low, high)
+
+
+def test_dualcoop_at_a_tenth_of_the_labels_needs_only_the_step_size_back(trained):
+    """The diagnosis of the row above: the summed ASL x loss_w makes the step proportional to the annotated entries.
+    Measured at P = 10 %: loss_w 0.1 (10x the recipe) gives 94.7-94.9 seen mAP against 88.4-88.8 with the recipe's
+    0.01 and 94.9 at P = 90 %: a tenth of the labels carries (nearly) all the information here."""
+    for scaled, default, full in zip(
+        trained("dualcoop-loss-x10", 0.1), trained("dualcoop", 0.1), trained("dualcoop", 0.9), strict=True
+    ):
+        assert scaled.seen_map >= default.seen_map + 5.0, (scaled, default)
+        assert scaled.seen_map >= full.seen_map - 0.6, (scaled, full)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured (docs/methods.md, 3 seeds, seen mAP at P = 10 / 50 / 90 %): DualCoOp 88.6 / 94.4 / 94.9, "
+    "DualCoOp++ 88.1 / 91.8 / 94.0, CoOp 96.4 / 96.3 / 96.3, linear probe 96.6 / 96.7 / 96.7: the methods that start "
+    "at the zero-shot classifier sit at this world's ceiling (zero-shot 96.2) whatever P, while DualCoOp's two equal "
+    "contexts start at 0.5 everywhere and its region aggregation costs it ~1.3 points even with every label",
+)
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_dualcoop_is_best_under_partial_labels(trained, share):
+    for dual, coop, probe in zip(
+        trained("dualcoop", share), trained("coop", share), trained("linear-probe", share), strict=True
+    ):
+        assert dual.seen_map >= max(coop.seen_map, probe.seen_map), (dual, coop, probe)
