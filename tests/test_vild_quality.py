@@ -5,7 +5,9 @@ recipe (`hub_configs/vild-synthetic.yaml`) through the real trainer on the same 
 synthetic`, default sizes) for training seeds 0, 1, 2, and every seed must satisfy each claim (no lucky run). Margins
 are below the smallest gap measured over the seeds. Run with `pytest -m quality -s tests/test_vild_quality.py`; set
 `OVMLC_SYNTHETIC_DATA` to an already prepared default-size dataset folder (the world is deterministic, so the numbers
-are the same) to reuse it and its feature caches (`OVMLC_CACHE`), and `OVMLC_BENCH_JSON` to keep every run's numbers.
+are the same) to reuse it and its feature caches (`OVMLC_CACHE`), `OVMLC_VILD_RUNS` to the `--work-dir` of a
+benchmark sweep on that dataset to read its finished runs instead of training them again (`--reuse-runs`: only runs
+of the same recipe, overrides and dataset path count), and `OVMLC_BENCH_JSON` to keep every run's numbers.
 """
 
 import json
@@ -52,7 +54,9 @@ def runs(tmp_path_factory):
         assert (
             cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), "--no-progress"]) == 0
         )
-    results = bench.run_benchmark(list(bench.VARIANTS), SEEDS, data, tmp_path_factory.mktemp("runs"), log=print)
+    runs_dir = os.environ.get("OVMLC_VILD_RUNS")
+    work_dir = Path(runs_dir) if runs_dir else tmp_path_factory.mktemp("runs")
+    results = bench.run_benchmark(list(bench.VARIANTS), SEEDS, data, work_dir, log=print, reuse=bool(runs_dir))
     print("\n" + bench.markdown_tables(results))
     if os.environ.get("OVMLC_BENCH_JSON"):
         from dataclasses import asdict
