@@ -69,7 +69,7 @@ VARIANTS: dict[str, Variant] = {
     "vild-image": Variant("ViLD-image", ("method_config.text_weight=0", "method_config.double_branch=false")),
     "vild": Variant("ViLD (ensemble)"),
 }
-TAG_METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "seen_map", "zsl_alone_map")
+TAG_METRICS = ("zsl_map", "zsl_f1_3", "gzsl_map", "gzsl_f1_3", "seen_map", "zsl_alone_map")
 BOX_METRICS = ("unseen_box_ap", "unseen_pointing", "seen_box_ap", "seen_pointing", "all_box_ap")
 
 
@@ -81,6 +81,7 @@ class RunResult:
     zsl_map: float
     zsl_f1_3: float
     gzsl_map: float
+    gzsl_f1_3: float
     seen_map: float
     zsl_alone_map: float
     unseen_box_ap: float
@@ -136,6 +137,7 @@ def read_run(variant: str, seed: int, output: Path, seconds: float, zsl_alone_ma
         zsl_map=100 * views["zsl"]["mAP"],
         zsl_f1_3=100 * views["zsl"]["top_k"]["3"]["f1"],
         gzsl_map=100 * views["gzsl"]["mAP"],
+        gzsl_f1_3=100 * views["gzsl"]["top_k"]["3"]["f1"],
         seen_map=100 * views["seen"]["mAP"],
         zsl_alone_map=zsl_alone_map,
         unseen_box_ap=100 * localization["box_ap"]["unseen"],
@@ -266,8 +268,9 @@ def markdown_tables(results: Sequence[RunResult]) -> str:
 
     keys = list(dict.fromkeys(result.variant for result in results))
     lines = [
-        "| variant | ZSL mAP | ZSL F1@3 | GZSL mAP | seen mAP | ZSL mAP, unseen alone | runs | time / run |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | seen mAP | ZSL mAP, unseen alone | runs "
+        "| time / run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key in keys:
         seconds, _, runs = summarize(results, "seconds")[key]
