@@ -237,7 +237,12 @@ def test_bench_vild_synthetic_runs_every_variant_through_the_trainer(tmp_path, m
     tables = bench.markdown_tables(results).split("\n\n")
     assert tables[0].splitlines()[2].startswith("| zero-shot CLIP on the windows |")
     assert re.fullmatch(r"\| ViLD \(ensemble\) \|( \d+\.\d ± \d+\.\d \|){5}", tables[1].splitlines()[-1])
-    assert re.fullmatch(r"\| ViLD-text \|( \d+\.\d ± \d+\.\d \|){5} 2 \| \d+ s \|", tables[0].splitlines()[3])
+    assert re.fullmatch(r"\| ViLD-text \|( \d+\.\d ± \d+\.\d \|){6} 2 \| \d+ s \|", tables[0].splitlines()[3])
+    # --reuse-runs: finished runs of the same recipe are read again, not retrained (the quality tests read a sweep).
+    state = Path(results[1].output_dir) / TRAINER_STATE_FILE
+    before = state.stat().st_mtime_ns
+    again = bench.run_benchmark(["vild-text"], [0], data, tmp_path / "runs", small, log=lambda t: None, reuse=True)
+    assert state.stat().st_mtime_ns == before and again == [results[1]]
 
 
 @pytest.mark.slow

@@ -54,9 +54,17 @@ def test_config_defaults_follow_the_paper_and_reject_bad_values():
         ({"background_iou": 0.6}, "background_iou"),
         ({"temperature": 0.0}, "temperature"),
         ({"double_branch": True, "region_encoder": "clip_crops"}, "double_branch"),
+        # The ensemble's image head is trained only by distillation, its text head only by ViLD-text.
+        ({"double_branch": True, "distillation_weight": 0.0}, "double_branch=True with distillation_weight=0"),
+        ({"double_branch": True, "text_weight": 0.0}, "double_branch=True with text_weight=0"),
+        ({"text_weight": 0.0, "distillation_weight": 0.0}, "nothing would train the region head.*clip_crops"),
     ):
         with pytest.raises(ValueError, match=match):
             ViLDConfig(**bad)
+    # The training-free baseline has no head: its loss weights do not matter.
+    assert (
+        ViLDConfig(region_encoder="clip_crops", text_weight=0.0, distillation_weight=0.0).region_encoder == "clip_crops"
+    )
 
 
 def test_only_the_heads_and_background_train(model, ensemble):

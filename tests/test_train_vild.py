@@ -15,7 +15,7 @@ from ovmlc.cli import main as cli_main
 from ovmlc.data import load_canonical
 from ovmlc.data.objects import object_targets
 from ovmlc.files import TRAINER_STATE_FILE
-from ovmlc.training.recipe import load_recipe, validate_method_config
+from ovmlc.training.recipe import RecipeError, load_recipe, validate_method_config, validate_recipe
 from ovmlc.training.trainer import train
 
 HUB_CONFIGS = Path(__file__).resolve().parent.parent / "hub_configs"
@@ -40,7 +40,7 @@ def one_thread(monkeypatch, world):
     torch.set_num_threads(threads)
 
 
-def vild_recipe(tmp_path, world, name, epochs=2, **method_config):
+def vild_recipe(tmp_path, world, name, epochs=2, seed=0, **method_config):
     return write_recipe(
         tmp_path / f"{name}.yaml",
         world["dataset"],
@@ -51,7 +51,7 @@ def vild_recipe(tmp_path, world, name, epochs=2, **method_config):
         dataset={"source": "synthetic"},
         freeze=[],
         optimizer={"lr": 3.0e-3},
-        training={"epochs": epochs, "batch_size": 16, "eval_batch_size": 8, "augment": "none"},
+        training={"epochs": epochs, "batch_size": 16, "eval_batch_size": 8, "augment": "none", "seed": seed},
     )
 
 
@@ -98,8 +98,9 @@ def test_vild_ensemble_trains_caches_teachers_and_reports_localisation(tmp_path,
             contents[path.name.split("-")[0]] = {key: handle.get_slice(key).get_shape() for key in handle.keys()}
     assert contents["train"] == {"patch_tokens": [48, 16, 32], "teacher_embeds": [48, 26, 16]}
     assert contents["validation"] == {"patch_tokens": [16, 16, 32]}
-    # ViLD-image reuses the same teacher cache (a different head, the same image features).
-    train(vild_recipe(tmp_path, world, "image", epochs=1, text_weight=0.0))
+    # ViLD-image with another training seed reuses the same teacher cache (a different head and seed, the same image
+    # features): the cache is keyed by data + frozen weights + windows and crops, never by the seed.
+    train(vild_recipe(tmp_path, world, "image", epochs=1, seed=1, text_weight=0.0))
     assert sorted(world["cache"].glob("features/train-*.safetensors")) == [
         p for p in files if p.name.startswith("train")
     ]
@@ -129,3 +130,17 @@ def test_shipped_vild_recipes_are_valid():
     assert nuswide.text_supervision == "image"  # NUS-WIDE has no boxes
     synthetic = load_recipe(HUB_CONFIGS / "vild-synthetic.yaml").method_config
     assert synthetic["double_branch"] and synthetic["crop_mode"] == "mask"
+
+
+@pytest.mark.parametrize(
+    "override, untrained_key",
+    [("method_config.distillation_weight=0", "distillation_weight"), ("method_config.text_weight=0", "text_weight")],
+)
+def test_ensemble_recipe_with_an_untrained_head_is_refused(override, untrained_key):
+    """`ovmlc train` stops before building anything: the ensemble would combine a random-init head's noise."""
+    recipe = load_recipe(HUB_CONFIGS / "vild-synthetic.yaml", [override])
+    with pytest.raises(RecipeError, match=f"double_branch=True with {untrained_key}=0") as caught:
+        validate_recipe(recipe)
+    assert "vild-synthetic.yaml" in str(caught.value) and "method_config" in str(caught.value)
+    # The benchmark's single-head variants (the same override with double_branch: false) stay valid.
+    validate_recipe(load_recipe(HUB_CONFIGS / "vild-synthetic.yaml", [override, "method_config.double_branch=false"]))

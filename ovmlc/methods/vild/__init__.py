@@ -68,7 +68,9 @@ CARD = MethodCard(
         "without passing names; an untrained model treats every label as unseen.",
         "Scores are float32-exact log-odds of the region probabilities (a saturated softmax at temperature 0.01 "
         "would round to 1 and tie); `logit_scale`/`logit_bias` are not used. With `region_scoring: softmax` a "
-        "label's score depends on the labels scored with it: evaluation scores the unseen labels alone for ZSL.",
+        "label's score depends on the labels scored with it. ViLD's protocol scores the unseen labels among all "
+        "labels (`zsl_scores_unseen_alone = False`), so ovmlc's ZSL views do too; scored alone they rank lower "
+        "(docs/vild.md, Results).",
         "No large-scale jitter or other augmentation: box targets and teacher crops follow the fixed evaluation "
         "geometry.",
         "Saved weights: the region head(s) and the background embedding; the frozen CLIP is inherited "

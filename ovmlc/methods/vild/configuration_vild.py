@@ -27,10 +27,12 @@ class ViLDConfig(OVMLCConfig):
     head_hidden_size (`int`), head_num_layers (`int`): the region head's hidden fc layers (ViLD: 2 x 1024).
     temperature (`float`): tau of `z = cos(e_r, t_c) / tau` (0.01, i.e. ViLD's multiplier 100).
     background_init_std (`float`): std of the learnable background embedding's normal init (0.01), normalised.
-    text_weight (`float`): weight of the ViLD-text loss (0 = ViLD-image only).
-    distillation_weight (`float`): w of the ViLD-image L1 distillation loss (0.5; 0 = ViLD-text only).
+    text_weight (`float`): weight of the ViLD-text loss (0 = ViLD-image only, with `double_branch=False`).
+    distillation_weight (`float`): w of the ViLD-image L1 distillation loss (0.5; 0 = ViLD-text only, with
+        `double_branch=False`).
     double_branch (`bool`): ViLD-ensemble: a text head (ViLD-text loss) and an image head (distillation) whose
-        probabilities are combined as `p_text^lambda * p_image^(1 - lambda)`.
+        probabilities are combined as `p_text^lambda * p_image^(1 - lambda)`; needs both weights > 0 (each head is
+        trained by its own loss only: with a weight of 0 it would stay random, so that is refused).
     ensemble_weight (`float`): lambda for seen labels (2/3); unseen labels use 1 - lambda (1/3).
     text_supervision (`"auto"` | `"boxes"` | `"image"`): region-level softmax on regions matched to object boxes
         (`boxes`), or image-level labels through aggregated region scores (`image`); `auto` uses boxes when the
@@ -141,7 +143,32 @@ class ViLDConfig(OVMLCConfig):
             )
         if self.double_branch and self.region_encoder != "head":
             raise ValueError("ViLDConfig.double_branch needs region_encoder='head'")
+        if self.region_encoder == "head":
+            self._check_every_head_trains()
         super().__post_init__(**kwargs)
+
+    def _check_every_head_trains(self) -> None:
+        """Refuse settings under which a trainable head keeps its random init: each loss is the only one that trains
+        its head (the ensemble's image head: distillation; its text head and the background: ViLD-text). An untrained
+        head is noise, not a training-free branch (that is `region_encoder='clip_crops'`, the teacher itself)."""
+        trains_text, distills = float(self.text_weight) > 0, float(self.distillation_weight) > 0
+        if self.double_branch and not distills:
+            raise ValueError(
+                "ViLDConfig.double_branch=True with distillation_weight=0: the ensemble's image head is trained only "
+                "by the distillation loss, so it would keep its random init and its p_image would be noise; set "
+                "distillation_weight > 0 (ViLD: 0.5), or double_branch=False for ViLD-text alone"
+            )
+        if self.double_branch and not trains_text:
+            raise ValueError(
+                "ViLDConfig.double_branch=True with text_weight=0: the ensemble's text head (and the background "
+                "embedding) is trained only by the ViLD-text loss, so it would keep its random init and its p_text "
+                "would be noise; set text_weight > 0, or double_branch=False for ViLD-image alone"
+            )
+        if not (trains_text or distills):
+            raise ValueError(
+                "ViLDConfig.text_weight=0 and distillation_weight=0: nothing would train the region head; for the "
+                "training-free baseline (CLIP on each region's crops) use region_encoder='clip_crops'"
+            )
 
 
 __all__ = ["ViLDConfig"]
