@@ -175,6 +175,11 @@ class BackboneFamily(ABC):
     def dense_image_tokens(self, model, pixel_values: torch.Tensor, value_path: bool) -> torch.Tensor:
         """Global + patch tokens in the joint space, `[B, 1 + N, D]`."""
 
+    @abstractmethod
+    def token_projection_weight(self, model) -> torch.Tensor:
+        """`[D, H_v]`: the backbone's linear map from a vision token to the joint space (the start of a learned
+        projection)."""
+
 
 class CLIPFamily(BackboneFamily):
     name = "clip"
@@ -241,6 +246,9 @@ class CLIPFamily(BackboneFamily):
             hidden_states = hidden_states + values
             hidden_states = hidden_states + last.mlp(last.layer_norm2(hidden_states))
         return model.visual_projection(vision.post_layernorm(hidden_states))  # [B, 1 + N, D]
+
+    def token_projection_weight(self, model: CLIPModel) -> torch.Tensor:
+        return model.visual_projection.weight  # [D, H_v]
 
 
 # SigLIP's text canonicalisation (big_vision's prompt engineering, also `SiglipTokenizer.canonicalize_text`):
@@ -375,6 +383,13 @@ class SiglipFamily(BackboneFamily):
         # value path (the head's attention is what is bypassed); the pooled embedding comes first, like CLIP's CLS.
         features = self.image_features(model, pixel_values)
         return torch.cat([features["image_embeds"][:, None], features["patch_embeds"]], dim=1)  # [B, 1 + N, D]
+
+    def token_projection_weight(self, model: SiglipModel) -> torch.Tensor:
+        # The linear part of the head's value path (`head_value_path`): out_proj o v_proj. Its biases and the MLP
+        # residual are left out: they are what a bias-free linear map cannot hold.
+        attention = model.vision_model.head.attention
+        width = attention.embed_dim
+        return attention.out_proj.weight @ attention.in_proj_weight[2 * width :]  # [D, H_v] @ [H_v, H_v]
 
 
 CLIP_FAMILY = CLIPFamily()
@@ -515,6 +530,14 @@ def logit_scale_and_bias(clip) -> tuple[torch.Tensor, torch.Tensor | None]:
 def image_side_modules(clip) -> tuple[nn.Module, ...]:
     """The modules that determine image embeddings (CLIP: vision tower + `visual_projection`; SigLIP: vision tower)."""
     return backbone_family(clip).image_side_modules(clip)
+
+
+def token_projection_weight(clip) -> torch.Tensor:
+    """`[D, H_v]`, the backbone's linear map from a post-LayerNorm vision token to the joint space, for a learned
+    projection to start from. CLIP: `visual_projection.weight`. SigLIP (no projection; the pooling head maps tokens to
+    the joint space): the linear part of the head's value path, `out_proj.weight @ W_v` (biases and the head's MLP
+    residual left out)."""
+    return backbone_family(clip).token_projection_weight(clip)
 
 
 def patch_grid_size(clip) -> tuple[int, int]:

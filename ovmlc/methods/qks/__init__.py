@@ -35,8 +35,12 @@ CARD = MethodCard(
     papers=(PAPER, CLIP),
     notes=(
         (
-            "SigLIP / SigLIP 2 backbones: refused with an error naming QKS and the backbone (QKS reads CLIP's CLS + "
-            "patch tokens and initialises from CLIP's `visual_projection`; docs/siglip.md)."
+            "SigLIP / SigLIP 2 backbones: supported. The queries attend to SigLIP's patch tokens (after its final "
+            "LayerNorm; there is no CLS token, so `include_cls_token` changes nothing). SigLIP has no "
+            "`visual_projection`: the bias-free projection starts from the linear part of the attention-pooling head's "
+            "value path, `out_proj.weight @ W_v`, the map a token takes into the joint space when the head attends to "
+            "it alone (the value path's biases and the head's MLP residual are left out: a bias-free linear cannot "
+            "hold them; docs/siglip.md)."
         ),
         "The projection into the joint space is a trainable *copy* of CLIP's `visual_projection` (the official code "
         "trains CLIP's own `proj`): the zero-shot projection inside `clip` stays intact, so the same checkpoint can "

@@ -11,7 +11,13 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 
-from ovmlc.core.backbones import patch_grid_size, vision_tokens
+from ovmlc.core.backbones import (
+    backbone_family,
+    embedding_dim,
+    patch_grid_size,
+    token_projection_weight,
+    vision_tokens,
+)
 from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel
 from ovmlc.core.outputs import MultiLabelOutput
@@ -108,7 +114,8 @@ class QKSQueryTransformer(nn.Module):
 class QKSModel(OVMLCPreTrainedModel):
     """QKS: frozen CLIP image tokens → query transformer → per-label max over queries of `<q_j, t_c>`.
 
-    `encode_image_features` returns `{"vision_tokens": [B, 1 + N, H_v]}` (frozen, so the trainer can cache it);
+    `encode_image_features` returns `{"vision_tokens": [B, G + N, H_v]}` (frozen, so the trainer can cache it; `G`
+    global tokens first: CLIP's CLS, none on SigLIP);
     `score` runs the trainable part. Outputs `logits [B, C]`, `query_index [B, C]` and, with
     `return_label_maps=True`, `label_maps [B, C, h, w]` (cross-attention of the picked query).
     """
@@ -116,13 +123,11 @@ class QKSModel(OVMLCPreTrainedModel):
     config: QKSConfig
     # The image tower is frozen: `encode_image_features` outputs can be cached by the trainer.
     uses_frozen_image_features = True
-    # Initialised here (query tokens, transformer; the projection from CLIP's), absent from a CLIP checkpoint.
+    # Initialised here (query tokens, transformer; the projection from the backbone's), absent from a checkpoint.
     modules_created_on_load = ("query_transformer", "query_projection")
-    unsupported_backbone_reasons = {
-        "siglip": "QKS attends to CLIP's CLS + patch tokens and initialises its query projection from CLIP's "
-        "`visual_projection`; SigLIP has neither (no CLS token, an attention-pooling head instead of a projection). "
-        "Porting it needs a learned linear in place of the projection and a new query initialisation, not done yet",
-    }
+    # SigLIP: the queries attend to the patch tokens (there is no CLS), the projection starts from the linear part of
+    # the pooling head's value path (`token_projection_weight`; docs/siglip.md).
+    supported_backbone_families = ("clip", "siglip")
 
     def __init__(self, config: QKSConfig):
         super().__init__(config)
@@ -131,7 +136,7 @@ class QKSModel(OVMLCPreTrainedModel):
             config, vision_config.hidden_size, vision_config.num_attention_heads
         )
         query_size = config.query_hidden_size or vision_config.hidden_size
-        self.query_projection = nn.Linear(query_size, self.clip.config.projection_dim, bias=False)
+        self.query_projection = nn.Linear(query_size, embedding_dim(self.clip), bias=False)
         self.post_init()
         self._freeze()
 
@@ -149,8 +154,9 @@ class QKSModel(OVMLCPreTrainedModel):
         if module is getattr(self, "query_transformer", None):
             init.normal_(module.query_tokens, mean=0.0, std=std)
         elif module is getattr(self, "query_projection", None):
-            # Start from CLIP's own projection (the official code trains CLIP's `proj` in place).
-            source = self.clip.visual_projection.weight
+            # Start from the backbone's token-to-joint-space map: CLIP's own projection (the official code trains
+            # CLIP's `proj` in place); on SigLIP the linear part of the pooling head's value path.
+            source = token_projection_weight(self.clip)  # [D, H_v]
             if source.shape == module.weight.shape:
                 init.copy_(module.weight, source)
 
@@ -161,7 +167,7 @@ class QKSModel(OVMLCPreTrainedModel):
 
     def encode_image_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            tokens = vision_tokens(self.clip, pixel_values)  # [B, 1 + N, H_v], CLS first
+            tokens = vision_tokens(self.clip, pixel_values)  # [B, G + N, H_v], CLIP's CLS first (G = 1; SigLIP 0)
         return {"vision_tokens": tokens}
 
     def score(self, image_features, label_embeds, return_label_maps=False) -> MultiLabelOutput:
@@ -170,8 +176,9 @@ class QKSModel(OVMLCPreTrainedModel):
                 f"QKSModel.score needs image_features['vision_tokens'] (from encode_image_features), "
                 f"got keys {sorted(image_features)}"
             )
-        tokens = image_features["vision_tokens"]  # [B, 1 + N, H_v]
-        tokens = tokens if self.config.include_cls_token else tokens[:, 1:]
+        tokens = image_features["vision_tokens"]  # [B, G + N, H_v]
+        global_tokens = backbone_family(self.clip).global_tokens  # CLIP: the CLS token; SigLIP: none
+        tokens = tokens if self.config.include_cls_token else tokens[:, global_tokens:]
         queries, cross_probabilities = self.query_transformer(tokens.to(self.query_projection.weight.dtype))
         query_embeds = self.query_projection(queries)  # [B, m, D]
         label_embeds = label_embeds.to(query_embeds.dtype)  # [C, D], raw (unnormalised) prompt-pool embeddings
@@ -181,7 +188,9 @@ class QKSModel(OVMLCPreTrainedModel):
         logits = scale * best + self.config.logit_bias
         label_maps = None
         if return_label_maps:
-            patch_probabilities = cross_probabilities[..., 1:] if self.config.include_cls_token else cross_probabilities
+            patch_probabilities = (
+                cross_probabilities[..., global_tokens:] if self.config.include_cls_token else cross_probabilities
+            )
             height, width = patch_grid_size(self.clip)
             index = query_index.unsqueeze(-1).expand(-1, -1, patch_probabilities.shape[-1])  # [B, C, N]
             picked = patch_probabilities.gather(1, index)  # [B, C, N]

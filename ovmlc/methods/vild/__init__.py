@@ -75,6 +75,10 @@ CARD = MethodCard(
         "geometry.",
         "Saved weights: the region head(s) and the background embedding; the frozen CLIP is inherited "
         "(`inherited_modules = ('clip',)`), so a model trained from a pinned Hub CLIP saves adapter-only.",
+        "SigLIP / SigLIP 2 backbones: supported. The teacher embeds the crops with SigLIP's pooled (attention-pooling "
+        "head) embedding; the heads read the patch tokens after the final LayerNorm (SigLIP has no CLS token to leave "
+        "out) and learn their own projection to the joint space, so they need no text-aligned patch tokens "
+        "(docs/siglip.md).",
     ),
 )
 

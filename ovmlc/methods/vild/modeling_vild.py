@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from ovmlc.core.backbones import image_features, patch_grid_size, vision_tokens
+from ovmlc.core.backbones import backbone_family, embedding_dim, image_features, patch_grid_size, vision_tokens
 from ovmlc.core.images import ImageInput, load_images
 from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
 from ovmlc.core.modeling_base import MultiLabelOutput, OVMLCPreTrainedModel
@@ -128,10 +128,11 @@ class ViLDModel(OVMLCPreTrainedModel):
     dense tokens → trainable head(s) → region embeddings scored against frozen label embeddings and a learned
     background; an image's score of a label is its best region's probability, and `detect()` returns the boxes.
 
-    `encode_image_features` returns `{"patch_tokens": [B, N, H_v]}` (post-LayerNorm ViT tokens, frozen, so the
-    trainer caches them); `encode_training_features` adds `teacher_embeds [B, R_w, D]`, the frozen CLIP embeddings
-    of every window's crops (1x and 1.5x ensembled), the ViLD-image distillation targets, cached with them. With
-    `region_encoder="clip_crops"` the region embeddings are those crop embeddings themselves (`region_embeds`).
+    `encode_image_features` returns `{"patch_tokens": [B, N, H_v]}` (post-LayerNorm ViT patch tokens, the global
+    token left out, frozen, so the trainer caches them); `encode_training_features` adds `teacher_embeds [B, R_w, D]`,
+    the frozen CLIP embeddings of every window's crops (1x and 1.5x ensembled), the ViLD-image distillation targets,
+    cached with them. With `region_encoder="clip_crops"` the region embeddings are those crop embeddings themselves
+    (`region_embeds`).
     """
 
     config: ViLDConfig
@@ -143,11 +144,14 @@ class ViLDModel(OVMLCPreTrainedModel):
     produces_boxes = True
     # Built by the method (a CLIP checkpoint has none of them); the frozen CLIP is the one inherited module.
     modules_created_on_load = ("text_head", "image_head", "background")
+    # SigLIP: the teacher embeds crops with the pooled embedding (`image_features`), the student's heads read the
+    # post-LayerNorm patch tokens and learn their own projection to the joint space (docs/siglip.md).
+    supported_backbone_families = ("clip", "siglip")
 
     def __init__(self, config: ViLDConfig):
         super().__init__(config)
         vision_config = self.clip.config.vision_config
-        dim = self.clip.config.projection_dim
+        dim = embedding_dim(self.clip)
         in_features = vision_config.hidden_size * config.roi_output_size**2
         self.text_head = self.image_head = None
         if config.region_encoder == "head":
@@ -243,8 +247,9 @@ class ViLDModel(OVMLCPreTrainedModel):
         if self.config.region_encoder == "clip_crops":
             return {"region_embeds": self.crop_embeddings(pixel_values, self.windows(pixel_values.device))}
         with torch.no_grad():
-            tokens = vision_tokens(self.clip, pixel_values)  # [B, 1 + N, H_v]
-        return {"patch_tokens": tokens[:, 1:]}
+            tokens = vision_tokens(self.clip, pixel_values)  # [B, G + N, H_v]
+        # the patch grid only: CLIP's CLS token (G = 1) left out; SigLIP has no global token (G = 0)
+        return {"patch_tokens": tokens[:, backbone_family(self.clip).global_tokens :]}
 
     def encode_training_features(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         """`encode_image_features` plus the distillation targets of the windows (the trainer caches both)."""
