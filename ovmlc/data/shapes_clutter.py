@@ -25,18 +25,17 @@ the commands that build the world, its CLIP and the result tables, and what has 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ovmlc.data.converters.base import Converter
 from ovmlc.data.prepare import SourcePlan, SourceRecord
+from ovmlc.data.synthetic import read_world_labelset
 from ovmlc.resources import SHAPES_CLUTTER_LABELSET as LABELSET_PATH
 from ovmlc.yaml_schema import UnitFloat
 
@@ -1113,21 +1112,7 @@ def caption_words() -> list[str]:
 
 def load_labelset(path: str | os.PathLike | None = None) -> dict:
     """The label set `ovmlc/labelsets/shapes-clutter.json`: {"name", "labels", "unseen", "seen_shape_order", ...}."""
-    path = Path(path) if path is not None else LABELSET_PATH
-    try:
-        labelset = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read label set {path}: {error}") from error
-    for key in ("name", "labels", "unseen"):
-        if key not in labelset:
-            raise ValueError(f"Label set {path} lacks the field {key!r}.")
-    unknown = [name for name in labelset["labels"] if name not in _LABEL_INDEX]
-    if unknown:
-        raise ValueError(f"Label set {path}: labels {unknown[:10]} are not part of the {WORLD_NAME} world.")
-    stray = [name for name in labelset["unseen"] if name not in labelset["labels"]]
-    if stray:
-        raise ValueError(f"Label set {path}: unseen labels {stray} are not in its 'labels'.")
-    return labelset
+    return read_world_labelset(path if path is not None else LABELSET_PATH, _LABEL_INDEX, WORLD_NAME)
 
 
 def restrict_seen_shapes(labelset: dict, num_seen_shapes: int | None) -> dict:

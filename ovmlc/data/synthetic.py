@@ -17,7 +17,7 @@ import argparse
 import json
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -520,9 +520,10 @@ def caption_words() -> list[str]:
 # Label set and canonical dataset
 
 
-def load_labelset(path: str | os.PathLike | None = None) -> dict:
-    """The synthetic label set (`ovmlc/labelsets/synthetic.json`): {"name", "labels", "unseen", "source", ...}."""
-    path = Path(path) if path is not None else LABELSET_PATH
+def read_world_labelset(path: str | os.PathLike, known_labels: Collection[str], world: str) -> dict:
+    """A generated world's label set file, checked against the labels that world can draw: {"name", "labels",
+    "unseen", ...}; a clear `ValueError` naming the file otherwise."""
+    path = Path(path)
     try:
         labelset = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -530,13 +531,18 @@ def load_labelset(path: str | os.PathLike | None = None) -> dict:
     for field in ("name", "labels", "unseen"):
         if field not in labelset:
             raise ValueError(f"Label set {path} lacks the field {field!r}.")
-    unknown = [name for name in labelset["labels"] if name not in ALL_LABELS]
+    unknown = [name for name in labelset["labels"] if name not in known_labels]
     if unknown:
-        raise ValueError(f"Label set {path}: labels {unknown} are not part of the synthetic world.")
+        raise ValueError(f"Label set {path}: labels {unknown[:10]} are not part of the {world} world.")
     stray = [name for name in labelset["unseen"] if name not in labelset["labels"]]
     if stray:
         raise ValueError(f"Label set {path}: unseen labels {stray} are not in its 'labels'.")
     return labelset
+
+
+def load_labelset(path: str | os.PathLike | None = None) -> dict:
+    """The synthetic label set (`ovmlc/labelsets/synthetic.json`): {"name", "labels", "unseen", "source", ...}."""
+    return read_world_labelset(path if path is not None else LABELSET_PATH, ALL_LABELS, "synthetic")
 
 
 def build_dataset_splits(
