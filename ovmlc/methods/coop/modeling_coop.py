@@ -39,13 +39,13 @@ def coop_logits(
 
 
 def prompt_family_loss(
-    logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None, config
+    logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None, config, eps: float = ASL_LOG_EPS
 ) -> torch.Tensor:
     """The prompt family's task loss on `logits [B, C]` (for DualCoOp `pos - neg`, so this is its ASL on the 2-way
     softmax): ASL as DualCoOp codes it (log clamped at 1e-6, focal weights without gradient, summed or divided by the
     batch size) or masked BCE, times `loss_weight`; unannotated entries never count. `config` supplies `loss`,
     `asl_gamma_neg`, `asl_gamma_pos`, `asl_clip`, `asl_reduction` and `loss_weight` (any config with these fields:
-    the CoOp family's, or LAMM's with its `dualcoop` head)."""
+    the CoOp family's, or LAMM's); `eps` is where the logs are clamped (DualCoOp's code: 1e-6)."""
     if config.loss == "bce":
         loss = masked_bce_with_logits(logits, labels, label_mask)
     else:
@@ -56,7 +56,7 @@ def prompt_family_loss(
             gamma_neg=float(config.asl_gamma_neg),
             gamma_pos=float(config.asl_gamma_pos),
             clip=float(config.asl_clip),
-            eps=ASL_LOG_EPS,
+            eps=eps,
             reduction=config.asl_reduction,
         )
     return float(config.loss_weight) * loss

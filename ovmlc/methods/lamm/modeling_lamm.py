@@ -23,7 +23,6 @@ from ovmlc.core.backbones import (
     text_token_embedding,
     text_tower_modules,
 )
-from ovmlc.core.losses import asymmetric_loss, masked_bce_with_logits
 from ovmlc.core.modeling_base import OVMLCPreTrainedModel, with_own_lr_group
 from ovmlc.core.outputs import MultiLabelOutput
 from ovmlc.core.vocabulary import LabelVocabulary, normalize_label
@@ -49,6 +48,9 @@ from .losses_lamm import (
     single_label_feature_pairs,
     single_label_targets,
 )
+
+# Where the coop head's ASL clamps its logs (the transplant's choice; DualCoOp's code clamps at 1e-6).
+LAMM_ASL_LOG_EPS = 1e-8
 
 
 @dataclass
@@ -86,21 +88,9 @@ class LAMMHead(nn.Module):
     def task_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor | None, config: LAMMConfig
     ) -> torch.Tensor:
-        """The multi-label task loss on `logits [B, C]`: ASL (LAMM's transplant: log clamped at 1e-8) or masked BCE
-        over sigmoid scores, times `loss_weight`."""
-        if config.loss == "bce":
-            loss = masked_bce_with_logits(logits, labels, label_mask)
-        else:
-            loss = asymmetric_loss(
-                logits,
-                labels,
-                label_mask,
-                gamma_neg=float(config.asl_gamma_neg),
-                gamma_pos=float(config.asl_gamma_pos),
-                clip=float(config.asl_clip),
-                reduction=config.asl_reduction,
-            )
-        return float(config.loss_weight) * loss
+        """The multi-label task loss on `logits [B, C]`: the prompt family's ASL (LAMM's transplant: log clamped at
+        1e-8) or masked BCE over sigmoid scores, times `loss_weight`."""
+        return prompt_family_loss(logits, labels, label_mask, config, eps=LAMM_ASL_LOG_EPS)
 
     def check_trainable(self, model: "LAMMModel") -> None:
         """Raise a `ValueError` when training `model` through this head cannot learn anything (default: never)."""
