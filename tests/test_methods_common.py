@@ -195,15 +195,17 @@ def saved(backbone_dirs, images, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved-methods")
     image = images[0]
     cases = {}
-    for param in CASES:
+    for index, param in enumerate(CASES):
         name, config, backbone = param.values
-        folder = root / param.id
+        # Short folder names: remote code is imported as `transformers_modules.<folder>`, and a case id spelled out
+        # there (every `-`, `.` escaped) passes the file system's 255-character limit.
+        folder = root / f"{backbone}-{name}-{index:02d}"
         with transformers_warnings() as messages:
             model = build(name, config, backbone_dirs[backbone], perturb=True)
         model.save_pretrained(folder)
         adapter_folder = None
         if not inherited_module_trains(model):
-            adapter_folder = root / f"{param.id}-adapter"
+            adapter_folder = root / f"{folder.name}-adapter"
             model.save_pretrained(adapter_folder, save_backbone=False)
         pixel_values = model.preprocess(images)
         with torch.no_grad():
