@@ -35,7 +35,6 @@ from PIL import Image, ImageDraw
 
 from ovmlc.data.converters.base import Converter
 from ovmlc.data.prepare import SourcePlan, SourceRecord
-from ovmlc.data.synthetic import read_world_labelset
 from ovmlc.resources import SHAPES_CLUTTER_LABELSET as LABELSET_PATH
 from ovmlc.yaml_schema import UnitFloat
 
@@ -1112,6 +1111,8 @@ def caption_words() -> list[str]:
 
 def load_labelset(path: str | os.PathLike | None = None) -> dict:
     """The label set `ovmlc/labelsets/shapes-clutter.json`: {"name", "labels", "unseen", "seen_shape_order", ...}."""
+    from ovmlc.data.synthetic import read_world_labelset  # in the call: the converter registry imports both worlds
+
     return read_world_labelset(path if path is not None else LABELSET_PATH, _LABEL_INDEX, WORLD_NAME)
 
 
@@ -1165,20 +1166,15 @@ def build_dataset_splits(
     images. Labels and boxes are the full annotation over `label_names` (default: the whole label set); training
     recipes restrict themselves to the seen labels.
     """
+    from ovmlc.data.synthetic import world_split_columns  # in the call: the converter registry imports both worlds
+
     label_names = list(label_names or load_labelset()["labels"])
     sampler = CaptionSampler()
     splits = {}
     for split, count in counts.items():
         world = generate_world(count, seed=seed, stream=split, config=config, num_workers=num_workers)
-        matrix = world.scenes.label_matrix(label_names)  # [N, C] int8
         caption_rng = np.random.default_rng([seed, STREAMS[split], 1_000_003])
-        splits[split] = {
-            "image": [world.image(i) for i in range(len(world))],
-            "labels": [[label_names[c] for c in np.flatnonzero(row)] for row in matrix],
-            "image_id": [f"{WORLD_NAME}-{seed}-{split}-{i:06d}" for i in range(len(world))],
-            "caption": [sampler.full(world.scenes, i, caption_rng) for i in range(len(world))],
-            "objects": [world.scenes.object_boxes(i, label_names) for i in range(len(world))],
-        }
+        splits[split] = world_split_columns(world, label_names, sampler, caption_rng, f"{WORLD_NAME}-{seed}-{split}")
     return splits
 
 

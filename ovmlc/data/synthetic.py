@@ -565,16 +565,23 @@ def build_dataset_splits(
     splits = {}
     for split, count in (("train", num_train), ("validation", num_validation), ("test", num_test)):
         world = generate_world(count, seed=seed, stream=split, num_workers=num_workers)
-        matrix = world.scenes.label_matrix(label_names)  # [N, C] int8
         caption_rng = np.random.default_rng([seed, STREAMS[split], 1_000_003])
-        splits[split] = {
-            "image": [world.image(i) for i in range(len(world))],
-            "labels": [[label_names[c] for c in np.flatnonzero(row)] for row in matrix],
-            "image_id": [f"synthetic-{seed}-{split}-{i:06d}" for i in range(len(world))],
-            "caption": [sampler.full(world.scenes, i, caption_rng) for i in range(len(world))],
-            "objects": [world.scenes.object_boxes(i, label_names) for i in range(len(world))],
-        }
+        splits[split] = world_split_columns(world, label_names, sampler, caption_rng, f"synthetic-{seed}-{split}")
     return splits
+
+
+def world_split_columns(world, label_names: Sequence[str], sampler, caption_rng, id_prefix: str) -> dict[str, list]:
+    """One generated split as canonical columns (`image`, `labels`, `image_id`, `caption`, `objects`); `world` is
+    any generated world (`.image(i)`, `.scenes` with `label_matrix`, `object_boxes`), `sampler` its caption sampler."""
+    label_names = list(label_names)
+    matrix = world.scenes.label_matrix(label_names)  # [N, C] int8
+    return {
+        "image": [world.image(i) for i in range(len(world))],
+        "labels": [[label_names[c] for c in np.flatnonzero(row)] for row in matrix],
+        "image_id": [f"{id_prefix}-{i:06d}" for i in range(len(world))],
+        "caption": [sampler.full(world.scenes, i, caption_rng) for i in range(len(world))],
+        "objects": [world.scenes.object_boxes(i, label_names) for i in range(len(world))],
+    }
 
 
 CONVERTER_VERSION = "1"
