@@ -131,58 +131,25 @@ def object_sizes(dataset_path: Path, names: Sequence[str]) -> np.ndarray:
 
 
 def evaluate(model, dataset_path: Path, unseen: Sequence[str], batch_size: int = 256) -> dict:
-    """ZSL / GZSL / seen numbers (percent) on the test split with the given unseen labels, plus the ZSL mAP of the
-    unseen shapes by object size."""
-    from ovmlc import data as ovmlc_data
-    from ovmlc.core.scoring import Scorer
+    """ZSL / GZSL / seen numbers (percent) on the test split with the given unseen labels (`bench_methods_synthetic`'s
+    scoring), plus the ZSL mAP of the unseen shapes by object size."""
     from ovmlc.data import shapes_clutter
-    from ovmlc.evaluation.engine import dataset_batches
-    from ovmlc.evaluation.metrics import evaluate_protocol, mean_average_precision
+    from ovmlc.evaluation.metrics import mean_average_precision
 
-    test = ovmlc_data.load_canonical(dataset_path, split="test")
-    all_names = ovmlc_data.dataset_label_names(test)
-    unseen = [name for name in all_names if name in set(unseen)]
-    seen = [name for name in all_names if name not in set(unseen)]
-    names = [*seen, *unseen]
-    is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
-    labels = ovmlc_data.label_matrix(test, names)  # int8 [N, C]: 1 positive, -1 negative (full annotation)
-
-    # The paper-style ranking scores through the one Scorer; a model whose scores depend on the label set (MKT) gets
-    # its unseen labels scored alone for the ZSL view (the Scorer applies the rule from the model's trait).
-    scored = Scorer(model, batch_size=batch_size).score_for_views(
-        lambda: dataset_batches(model, test, batch_size), names, is_unseen, with_predicted=False
-    )
-    arrays = scored.scores_file_arrays()
+    names, is_unseen, labels, arrays = base.score_test_split(model, dataset_path, unseen, batch_size)
+    numbers = base.protocol_numbers(names, is_unseen, labels, arrays)
+    unseen = [name for name, flag in zip(names, is_unseen) if flag]
     scores, unseen_scores = arrays["scores"], arrays["unseen_scores"]  # [N, C], [N, C_unseen] or None
-    report = evaluate_protocol(
-        scores,
-        labels,
-        names,
-        is_unseen,
-        "synthetic",
-        unseen_scores=unseen_scores,
-        logits=arrays["logits"],
-        unseen_logits=arrays["unseen_logits"],
-    )
-    zsl, gzsl, seen_view = (report["views"][view] for view in ("zsl", "gzsl", "seen"))
-    numbers = {
-        "zsl_map": 100 * zsl["mAP"],
-        "zsl_f1_3": 100 * zsl["top_k"]["3"]["f1"],
-        "gzsl_map": 100 * gzsl["mAP"],
-        "gzsl_f1_3": 100 * gzsl["top_k"]["3"]["f1"],
-        "seen_map": 100 * seen_view["mAP"],
-    }
     shapes = [name for name in unseen if name in shapes_clutter.SHAPE_NAMES]
-    columns = [names.index(name) for name in shapes]
-    shape_scores = unseen_scores[:, [unseen.index(n) for n in shapes]] if unseen_scores is not None else None
-    shape_scores = scores[:, columns] if shape_scores is None else shape_scores  # [N, S]
+    if unseen_scores is not None:  # scored with the unseen labels alone (MKT): the ZSL view's own scores
+        shape_scores = unseen_scores[:, [unseen.index(name) for name in shapes]]
+    else:
+        shape_scores = scores[:, [names.index(name) for name in shapes]]  # [N, S]
     sizes = object_sizes(dataset_path, shapes)  # [N, S]
     by_size = {}
     for low, high in SIZE_BINS:
         binned = np.where(sizes == 0, -1, np.where((sizes >= low) & (sizes < high), 1, 0)).astype(np.int8)
-        by_size[f"{low:g}-{high:g}px"] = 100 * mean_average_precision(
-            shape_scores, binned, no_positive="exclude"
-        )
+        by_size[f"{low:g}-{high:g}px"] = 100 * mean_average_precision(shape_scores, binned, no_positive="exclude")
     numbers["zsl_map_by_size"] = by_size
     return numbers
 

@@ -131,25 +131,47 @@ def ensure_dataset(path: str | os.PathLike) -> Path:
     return path
 
 
-def evaluate_model(model, dataset_path: str | os.PathLike, batch_size: int = 256) -> dict[str, float]:
-    """ZSL / GZSL / seen numbers (percent) of a model on the test split (see the module docstring)."""
+def score_test_split(
+    model, dataset_path: str | os.PathLike, unseen: Sequence[str] | None = None, batch_size: int = 256
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray | None]]:
+    """The test split scored for the ZSL / GZSL / seen views: label names (seen first), the unseen mask [C], the
+    label matrix int8 [N, C] and the Scorer's arrays (`scores` [N, C], `unseen_scores` [N, C_u] or None, logits).
+    `unseen`: the unseen labels (default: the dataset's own split)."""
     from ovmlc import data as ovmlc_data
     from ovmlc.core.scoring import Scorer
     from ovmlc.evaluation.engine import dataset_batches
-    from ovmlc.evaluation.metrics import evaluate_protocol
 
-    seen, unseen = ovmlc_data.read_label_split(dataset_path)
     test = ovmlc_data.load_canonical(dataset_path, split="test")
+    if unseen is None:
+        seen, unseen = ovmlc_data.read_label_split(dataset_path)
+    else:  # e.g. a seen-count sweep: the same unseen labels whatever the dataset's split
+        present = ovmlc_data.dataset_label_names(test)
+        unseen = [name for name in present if name in set(unseen)]
+        seen = [name for name in present if name not in set(unseen)]
     names = [*seen, *unseen]
     is_unseen = np.array([False] * len(seen) + [True] * len(unseen))
     labels = ovmlc_data.label_matrix(test, names)  # int8 [N, C]: 1 positive, -1 negative (full annotation)
-
     # The paper-style ranking scores (CLIP zero-shot: plain cosine, no reference prompt), ranked by logit; MKT's ZSL
     # view scores the unseen labels alone (the Scorer applies the rule from the model's trait).
     scored = Scorer(model, batch_size=batch_size).score_for_views(
         lambda: dataset_batches(model, test, batch_size), names, is_unseen, with_predicted=False
     )
-    arrays = scored.scores_file_arrays()
+    return names, is_unseen, labels, scored.scores_file_arrays()
+
+
+def evaluate_model(
+    model, dataset_path: str | os.PathLike, batch_size: int = 256, unseen: Sequence[str] | None = None
+) -> dict[str, float]:
+    """ZSL / GZSL / seen numbers (percent) of a model on the test split (see the module docstring)."""
+    return protocol_numbers(*score_test_split(model, dataset_path, unseen, batch_size))
+
+
+def protocol_numbers(
+    names: list[str], is_unseen: np.ndarray, labels: np.ndarray, arrays: dict[str, np.ndarray | None]
+) -> dict[str, float]:
+    """ZSL / GZSL / seen mAP and F1@3 (percent) of `score_test_split`'s output (`synthetic` protocol)."""
+    from ovmlc.evaluation.metrics import evaluate_protocol
+
     report = evaluate_protocol(
         arrays["scores"],
         labels,

@@ -44,6 +44,10 @@ SHAPES_CLUTTER_LABELSET = LABELSETS_DIR / "shapes-clutter.json"
 SHAPES_CLUTTER_CLIP_DIR = _ROOT / "assets" / "clip-shapes-clutter"
 SHAPES_CLUTTER_CLIP_ALIAS = "shapes-clutter"
 SHAPES_CLUTTER_CLIP_RECIPE = "clip-shapes-clutter.yaml"
+# The small SigLIP pretrained on the shapes-64 world (issue 23): SigLIP-specific behaviour measured offline.
+SIGLIP_SYNTHETIC_DIR = _ROOT / "assets" / "siglip-synthetic"
+SIGLIP_SYNTHETIC_ALIAS = "siglip-synthetic"
+SIGLIP_SYNTHETIC_RECIPE = "siglip-synthetic.yaml"
 MODEL_CARD_TEMPLATE = _ROOT / "hub" / "model_card_template.md"
 # The name under which `SYNTHETIC_CLIP_DIR` is accepted wherever a CLIP checkpoint is (the offline default).
 SYNTHETIC_CLIP_ALIAS = "synthetic"

@@ -98,3 +98,32 @@ def test_invalid_presets_name_the_problem(tmp_path):
     np.testing.assert_array_equal(
         round_trip(random_image(50, 50)), load_transform("dualcoop-train", seed=1)(random_image(50, 50))
     )
+
+
+@pytest.mark.parametrize("processor_kind", ["hub-clip", "offline-clip"])
+def test_trainer_default_transform_reproduces_the_backbone_processor_on_non_square_images(processor_kind):
+    """The recipe's default transform is read from the processor's `size`: a Hub CLIP's shortest edge + centre crop,
+    or the offline CLIPs' `{height, width}` squash with BOX resampling (their processor squashes: resizing the
+    shortest edge would give non-square tensors)."""
+    import torch
+    from helpers import tiny_image_processor
+    from transformers import CLIPImageProcessorPil
+
+    from ovmlc.data.transforms import load_transform
+    from ovmlc.resources import SYNTHETIC_CLIP_DIR
+    from ovmlc.training.transforms import processor_transform_config
+
+    if processor_kind == "hub-clip":
+        processor = tiny_image_processor(32)
+        ops = ["resize_shortest_edge", "center_crop"]
+    else:
+        processor = CLIPImageProcessorPil.from_pretrained(SYNTHETIC_CLIP_DIR)
+        ops = ["squash"]
+    config = processor_transform_config(processor)
+    assert [step["op"] for step in config["steps"]] == ops
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((40, 96), (130, 70))]
+    transform = load_transform(config, size=config["size"])
+    actual = torch.stack([torch.as_tensor(transform(image)) for image in images])
+    expected = processor(images=images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(actual, expected, atol=2e-5, rtol=1e-5)

@@ -394,3 +394,80 @@ def test_vild_on_siglip_pools_the_patch_grid_and_distils_siglips_crop_embeddings
     assert model.predict_scores(images, LABELS).shape == (3, len(LABELS))
     detections = model.detect(images[0], LABELS, score_threshold=0.0)
     assert detections and {"label", "score", "box"} <= set(detections[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# `ovmlc pretrain-vlp` with `backbone_family: siglip` (hub_configs/siglip-synthetic*.yaml)
+
+
+def test_sigmoid_pretraining_loss_is_siglips_pairwise_binary_loss():
+    from ovmlc.training.pretrain_vlp import _sigmoid_loss
+
+    torch.manual_seed(0)
+    image_embeds, text_embeds = (F.normalize(torch.randn(5, 8), dim=-1) for _ in range(2))
+    log_scale, bias = torch.tensor(np.log(10.0)), torch.tensor(-10.0)
+    logits = 10.0 * image_embeds @ text_embeds.T - 10.0
+    expected = sum(
+        -F.logsigmoid(logits[i, j] if i == j else -logits[i, j]) for i in range(5) for j in range(5)
+    ) / 5  # every (image, text) pair is one binary problem; summed, divided by the batch size
+    torch.testing.assert_close(_sigmoid_loss(image_embeds, text_embeds, log_scale, bias), expected)
+
+
+def test_siglip_pretraining_recipe_names_a_projection_it_cannot_have(tmp_path):
+    import yaml
+
+    from ovmlc.resources import hub_configs_dir
+    from ovmlc.training.pretrain_vlp import VLPPretrainConfig
+
+    recipe = yaml.safe_load((hub_configs_dir() / "siglip-synthetic-tiny.yaml").read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**recipe, "projection_dim": 48}))
+    with pytest.raises(ValueError, match=r"bad\.yaml: projection_dim: .*vision width.*expected vision_hidden_size 32"):
+        VLPPretrainConfig.from_yaml(bad)
+    full = VLPPretrainConfig.from_yaml(hub_configs_dir() / "siglip-synthetic.yaml")
+    clip = VLPPretrainConfig.from_yaml(hub_configs_dir() / "clip-synthetic.yaml")
+    different = {k for k, v in full.to_dict().items() if clip.to_dict()[k] != v}
+    assert different == {"backbone_family", "output_dir", "mixed_precision"}  # the CLIP recipe with a SigLIP
+
+
+@pytest.mark.slow  # ~10 s on a quiet 2-core machine
+def test_pretrain_vlp_builds_a_hub_layout_siglip_that_ovmlc_loads(tmp_path, capsys):
+    from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
+
+    from ovmlc.cli import main
+    from ovmlc.data.synthetic import generate_world, load_labelset
+    from ovmlc.resources import hub_configs_dir
+    from ovmlc.training.pretrain_vlp import encode_images, encode_texts, evaluate_zero_shot
+
+    out = tmp_path / "siglip-tiny"
+    recipe = hub_configs_dir() / "siglip-synthetic-tiny.yaml"
+    assert main(["pretrain-vlp", "--config", str(recipe), "--output-dir", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert np.isfinite(json.loads(printed[printed.index("{") :])["zero_shot"]["gzsl_map"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "siglip" and config["text_config"]["max_position_embeddings"] == 32
+    model = SiglipModel.from_pretrained(out).eval()
+    assert model.logit_bias.item() < -5  # started at -10: most pairs are negatives
+    processor = AutoImageProcessor.from_pretrained(out)
+    assert type(processor).__name__ == "SiglipImageProcessorPil" and list(processor.image_std) == [0.5] * 3
+    # SigLIP's canonicalisation is in the saved tokenizer (captions were tokenized through it) and not added twice
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer("A Photo of a STAR.")["input_ids"] == tokenizer("a photo of a star")["input_ids"]
+    assert SIGLIP_FAMILY.prepare_tokenizer(tokenizer).backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
+    card = (out / "README.md").read_text()
+    assert "SiglipModel.from_pretrained" in card and "SigLIP sigmoid loss" in card and "siglip-synthetic-tiny" in card
+
+    # ovmlc loads it as a SigLIP zero-shot model whose scores are sigmoid(exp(scale) cos + bias) of pretraining's own
+    # encoders (same text rule, same pixel normalisation through the saved processor)
+    zero_shot = ovmlc.load_model(out)
+    assert backbone_family(zero_shot.clip) is SIGLIP_FAMILY
+    labelset = load_labelset()
+    world = generate_world(8, seed=5, stream="test", num_workers=1)
+    with torch.no_grad():
+        images = encode_images(model, world.images)  # [8, D]
+        texts = encode_texts(model, tokenizer, [f"a photo of a {name}." for name in labelset["labels"]])  # [C, D]
+        expected = torch.sigmoid(model.logit_scale.exp() * images @ texts.T + model.logit_bias)
+    scores = zero_shot.predict_scores([world.image(i) for i in range(8)], labelset["labels"])
+    np.testing.assert_allclose(scores, expected.numpy(), atol=1e-5, rtol=1e-4)
+    report = evaluate_zero_shot(model, tokenizer, world.images, world.scenes.label_matrix(labelset["labels"]), labelset)
+    assert np.isfinite(report["gzsl_map"])

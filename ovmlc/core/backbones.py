@@ -48,15 +48,25 @@ from ..resources import (
     SHAPES_CLUTTER_CLIP_ALIAS,
     SHAPES_CLUTTER_CLIP_DIR,
     SHAPES_CLUTTER_CLIP_RECIPE,
+    SIGLIP_SYNTHETIC_ALIAS,
+    SIGLIP_SYNTHETIC_DIR,
+    SIGLIP_SYNTHETIC_RECIPE,
     SYNTHETIC_CLIP_ALIAS,
     SYNTHETIC_CLIP_DIR,
 )
 
 # The small CLIP pretrained on the synthetic world, shipped inside the package (the offline default).
 SYNTHETIC_CLIP_PATH = SYNTHETIC_CLIP_DIR
-BACKBONE_ALIASES = {SYNTHETIC_CLIP_ALIAS: SYNTHETIC_CLIP_PATH, SHAPES_CLUTTER_CLIP_ALIAS: SHAPES_CLUTTER_CLIP_DIR}
-# Aliases of offline CLIPs that a checkout builds with `ovmlc pretrain-vlp` before they are shipped: alias -> recipe.
-BUILT_BACKBONE_RECIPES = {SHAPES_CLUTTER_CLIP_ALIAS: SHAPES_CLUTTER_CLIP_RECIPE}
+BACKBONE_ALIASES = {
+    SYNTHETIC_CLIP_ALIAS: SYNTHETIC_CLIP_PATH,
+    SHAPES_CLUTTER_CLIP_ALIAS: SHAPES_CLUTTER_CLIP_DIR,
+    SIGLIP_SYNTHETIC_ALIAS: SIGLIP_SYNTHETIC_DIR,
+}
+# Offline backbones that `ovmlc pretrain-vlp` builds from a recipe: alias -> recipe (named when the folder is missing).
+BUILT_BACKBONE_RECIPES = {
+    SHAPES_CLUTTER_CLIP_ALIAS: SHAPES_CLUTTER_CLIP_RECIPE,
+    SIGLIP_SYNTHETIC_ALIAS: SIGLIP_SYNTHETIC_RECIPE,
+}
 # CLIP's temperature cap (CLIP training clamps exp(logit_scale) at 100).
 MAX_CLIP_LOGIT_SCALE = 100.0
 
@@ -94,7 +104,7 @@ def resolve_backbone(name_or_path: str | os.PathLike) -> str:
     recipe = BUILT_BACKBONE_RECIPES.get(str(name_or_path))
     if not Path(alias).is_dir() and recipe and SYNTHETIC_CLIP_DIR.is_dir():  # package data present, this one not built
         raise BackboneNotFoundError(
-            f"the offline CLIP {str(name_or_path)!r} is not built yet ({alias} is missing): pretrain it from a "
+            f"the offline backbone {str(name_or_path)!r} is not built yet ({alias} is missing): pretrain it from a "
             f"checkout with `ovmlc pretrain-vlp --config hub_configs/{recipe}`, or pass another backbone"
         )
     if not Path(alias).is_dir():  # the flat remote-code copy of this module carries no package data

@@ -60,6 +60,7 @@ INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,  # ovmlc's offline CLIPs (integer upscales of world images map back exactly)
 }
 _FILL = (128, 128, 128)
 
@@ -68,7 +69,7 @@ class TransformConfigError(SchemaError):
     """A transform preset or step is invalid; the message names the preset (file) and the key."""
 
 
-Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box"]
 AreaFraction = Annotated[float, Bounds(gt=0, le=1)]
 
 

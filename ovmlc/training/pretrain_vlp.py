@@ -1,16 +1,21 @@
-"""Contrastive vision-language pretraining of a small `CLIPModel` on a synthetic world (shapes-64 or shapes-clutter).
+"""Contrastive vision-language pretraining of a small `CLIPModel` or `SiglipModel` on a synthetic world (shapes-64 or
+shapes-clutter).
 
 This is the engine of `ovmlc pretrain-vlp`. It builds, from nothing and offline:
 
-* a CLIP-style BPE tokenizer trained on the world's caption words (one token per word), saved as a `CLIPTokenizer`;
-* a `CLIPImageProcessorPil` (64x64, no crop, mean 0.5, std 0.25);
-* a small `CLIPModel` trained in two stages (see `docs/synthetic.md`):
+* a CLIP-style BPE tokenizer trained on the world's caption words (one token per word), saved as a `CLIPTokenizer`
+  (for SigLIP with SigLIP's text canonicalisation installed in its normalizer);
+* a `CLIPImageProcessorPil` (64x64, no crop, mean 0.5, std 0.25) or a `SiglipImageProcessorPil` (64x64 squash, mean
+  and std 0.5, SigLIP's convention);
+* a small model trained in two stages (see `docs/synthetic.md`):
   0. text warm-up: the text tower learns to predict the bag of words of a caption from its embedding (a random text
      tower embeds prompts that differ in one word almost identically, which starves the image tower of gradient);
-  1. CLIP InfoNCE on (image, fresh caption) pairs, with the text tower frozen for the first steps, then joint.
+  1. the contrastive stage on (image, fresh caption) pairs, with the text tower frozen for the first steps, then
+     joint: CLIP's InfoNCE, or SigLIP's pairwise sigmoid loss with its learned bias (`backbone_family: siglip`;
+     captions padded to the fixed context and pooled at its last position, as SigLIP does).
 
-The output is a folder laid out like a Hub CLIP repo (`openai/clip-vit-base-patch16`) plus a model card with the
-recipe and the measured zero-shot quality.
+The output is a folder laid out like a Hub CLIP repo (`openai/clip-vit-base-patch16`) or SigLIP repo
+(`google/siglip-base-patch16-224`) plus a model card with the recipe and the measured zero-shot quality.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
+from ovmlc.core.backbones import BACKBONE_FAMILIES, SIGLIP_FAMILY, backbone_family
 from ovmlc.data.pretraining_worlds import CaptionSource, PretrainingWorld, get_pretraining_world
 from ovmlc.data.synthetic import (
     BACKGROUNDS,
@@ -59,7 +65,11 @@ from ovmlc.yaml_schema import (
 )
 
 PIXEL_MEAN = 0.5
-PIXEL_STD = 0.25
+PIXEL_STD = 0.25  # CLIP folders; SigLIP folders use SigLIP's own 0.5
+SIGLIP_PIXEL_STD = 0.5
+# SigLIP's initial temperature and bias (Zhai et al. 2023: t' = log 10, b = -10: the many negative pairs start near 0)
+SIGLIP_INIT_LOGIT_SCALE = 10.0
+SIGLIP_INIT_LOGIT_BIAS = -10.0
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 EVAL_TEMPLATE = "a photo of a {}."
@@ -77,10 +87,12 @@ PatchSize = Annotated[int, Check(lambda size: size >= 1 and 64 % size == 0, "a d
 
 @dataclass
 class VLPPretrainConfig:
-    """Every knob of a pretraining recipe (`hub_configs/clip-synthetic*.yaml`)."""
+    """Every knob of a pretraining recipe (`hub_configs/clip-synthetic*.yaml`, `hub_configs/siglip-synthetic.yaml`)."""
 
     output_dir: str = "ovmlc/assets/clip-synthetic"
     seed: Seed = 0
+    # the model built: a CLIPModel (InfoNCE) or a SiglipModel (pairwise sigmoid loss, attention-pooling image head)
+    backbone_family: Literal["clip", "siglip"] = "clip"
     # world
     num_images: PositiveInt = 50_000
     labelset: str | None = None  # path of the label set JSON; None = the world's own (ovmlc/labelsets/<world>.json)
@@ -136,6 +148,12 @@ class VLPPretrainConfig:
                 raise SchemaError(
                     f"expected a divisor of {tower}_hidden_size {hidden}, got {heads}", key=f"{tower}_heads"
                 )
+        if self.backbone_family == "siglip" and self.projection_dim != self.vision_hidden_size:
+            raise SchemaError(
+                f"a SigLIP's joint space is its vision width (its pooling head has no projection): expected "
+                f"vision_hidden_size {self.vision_hidden_size}, got {self.projection_dim}",
+                key="projection_dim",
+            )
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> VLPPretrainConfig:
@@ -219,11 +237,30 @@ def train_world_tokenizer(
     return tokenizer
 
 
-def build_image_processor():
-    """64x64 input, no crop; pixels normalised as (x / 255 - 0.5) / 0.25. BOX resampling makes integer upscales of
-    world images (e.g. the x4 examples) map back exactly to their 64-px originals."""
-    from transformers import CLIPImageProcessorPil
+def _canonicalizing_tokenizer(tokenizer):
+    """The world tokenizer with SigLIP's text canonicalisation installed, as the generic `tokenizers`-backed class: a
+    saved `CLIPTokenizer` rebuilds its own normalizer on load, which would drop the canonicalisation for a user of
+    plain transformers (captions are tokenized through it during pretraining too)."""
+    from transformers import PreTrainedTokenizerFast
 
+    backend = SIGLIP_FAMILY.prepare_tokenizer(tokenizer).backend_tokenizer
+    special = {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=tokenizer.model_max_length, **special)
+
+
+def build_image_processor(family: str = "clip"):
+    """64x64 input, no crop; pixels normalised as (x / 255 - 0.5) / 0.25 (CLIP) or / 0.5 (SigLIP, squashed to the
+    square as SigLIP does). BOX resampling makes integer upscales of world images (e.g. the x4 examples) map back
+    exactly to their 64-px originals."""
+    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
+
+    if family == "siglip":
+        return SiglipImageProcessorPil(
+            size={"height": 64, "width": 64},
+            resample=4,  # PIL.Image.BOX
+            image_mean=[PIXEL_MEAN] * 3,
+            image_std=[SIGLIP_PIXEL_STD] * 3,
+        )
     return CLIPImageProcessorPil(
         size={"height": 64, "width": 64},
         do_center_crop=False,
@@ -262,10 +299,67 @@ def build_clip_model(config: VLPPretrainConfig, vocab_size: int, bos_token_id: i
     return CLIPModel._from_config(clip_config, attn_implementation="sdpa")
 
 
-def images_to_pixel_values(images: np.ndarray) -> torch.Tensor:
-    """uint8 [B, 64, 64, 3] -> float32 [B, 3, 64, 64], as the shipped `CLIPImageProcessorPil` does on 64-px input."""
+def build_siglip_model(config: VLPPretrainConfig, vocab_size: int, bos_token_id: int, eos_token_id: int):
+    """A `SiglipModel` of the recipe's widths: text context `max_text_length` (every caption padded to it), text head
+    projecting to the vision width, SigLIP's initial temperature 10 and bias -10."""
+    from transformers import SiglipConfig, SiglipModel
+
+    siglip_config = SiglipConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": config.text_hidden_size,
+            "intermediate_size": 4 * config.text_hidden_size,
+            "num_hidden_layers": config.text_layers,
+            "num_attention_heads": config.text_heads,
+            "max_position_embeddings": config.max_text_length,
+            "projection_size": config.vision_hidden_size,
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+            "pad_token_id": eos_token_id,
+        },
+        vision_config={
+            "hidden_size": config.vision_hidden_size,
+            "intermediate_size": 4 * config.vision_hidden_size,
+            "num_hidden_layers": config.vision_layers,
+            "num_attention_heads": config.vision_heads,
+            "image_size": 64,
+            "patch_size": config.patch_size,
+        },
+    )
+    model = SiglipModel._from_config(siglip_config, attn_implementation="sdpa")
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(SIGLIP_INIT_LOGIT_SCALE))
+        model.logit_bias.fill_(SIGLIP_INIT_LOGIT_BIAS)
+    return model
+
+
+def build_model(config: VLPPretrainConfig, tokenizer):
+    build = build_siglip_model if config.backbone_family == "siglip" else build_clip_model
+    return build(config, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+
+
+def images_to_pixel_values(images: np.ndarray, std: float = PIXEL_STD) -> torch.Tensor:
+    """uint8 [B, 64, 64, 3] -> float32 [B, 3, 64, 64], as the shipped image processor does on 64-px input (`std`:
+    0.25 for CLIP folders, 0.5 for SigLIP ones)."""
     pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return (pixels / 255.0 - PIXEL_MEAN) / PIXEL_STD
+    return (pixels / 255.0 - PIXEL_MEAN) / std
+
+
+def _pixel_std_of(family: str) -> float:
+    return SIGLIP_PIXEL_STD if family == "siglip" else PIXEL_STD
+
+
+def _pixel_std(model) -> float:
+    return _pixel_std_of(backbone_family(model).name)
+
+
+def tokenize_texts(model, tokenizer, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """What `get_text_features` takes: CLIP pads to the longest text (its causal tower pools the EOS token), SigLIP
+    to its fixed context without an attention mask (its family's rule, `ovmlc.core.backbones`)."""
+    family = backbone_family(model)
+    if family.causal_text:
+        return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return family.text_inputs(model, tokenizer, texts)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -277,8 +371,7 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> t
     """L2-normalised text embeddings [T, D]."""
     embeds = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
-        out = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        out = model.get_text_features(**tokenize_texts(model, tokenizer, texts[start : start + batch_size]))
         embeds.append(F.normalize(out.pooler_output.float(), dim=-1))
     return torch.cat(embeds)
 
@@ -286,9 +379,9 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 256) -> t
 @torch.no_grad()
 def encode_images(model, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised global image embeddings [N, D] of uint8 world images [N, 64, 64, 3]."""
-    embeds = []
+    embeds, std = [], _pixel_std(model)
     for start in range(0, len(images), batch_size):
-        out = model.get_image_features(pixel_values=images_to_pixel_values(images[start : start + batch_size]))
+        out = model.get_image_features(pixel_values=images_to_pixel_values(images[start : start + batch_size], std))
         embeds.append(F.normalize(out.pooler_output.float(), dim=-1))
     return torch.cat(embeds)
 
@@ -398,15 +491,25 @@ def _contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, log
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def _sigmoid_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
+):
+    """SigLIP's pairwise sigmoid loss over a batch of normalised [B, D] embeddings: every (image, text) pair is a
+    binary problem (the B matching pairs positive, the B^2 - B others negative), summed and divided by B."""
+    logits = logit_scale.exp() * image_embeds @ text_embeds.T + logit_bias  # [B, B]
+    signs = 2 * torch.eye(len(logits), device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
+    return -F.logsigmoid(signs * logits).sum() / len(logits)
+
+
 def _text_parameters(model) -> list[torch.nn.Parameter]:
-    return [*model.text_model.parameters(), *model.text_projection.parameters()]
+    return [p for module in backbone_family(model).text_tower_modules(model) for p in module.parameters()]
 
 
 class _Batches:
     """Epoch-wise shuffled indices of the world, with a fresh caption drawn at every visit."""
 
-    def __init__(self, world, tokenizer, sampler: CaptionSource, batch_size: int, seed: int, max_length: int):
-        self.world, self.tokenizer, self.sampler = world, tokenizer, sampler
+    def __init__(self, world, model, tokenizer, sampler: CaptionSource, batch_size: int, seed: int, max_length: int):
+        self.world, self.model, self.tokenizer, self.sampler = world, model, tokenizer, sampler
         self.batch_size, self.max_length = batch_size, max_length
         self.rng = np.random.default_rng([seed, 77])
         self.order = np.zeros(0, dtype=np.int64)
@@ -419,11 +522,11 @@ class _Batches:
 
     def captions(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         texts = [self.sampler.sample(self.world.scenes, int(i), self.rng) for i in indices]
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return tokenize_texts(self.model, self.tokenizer, texts, self.max_length)
 
 
 def _save_folder(model, tokenizer, image_processor, output_dir: Path, card: str) -> None:
-    """Write a Hub-layout CLIP folder next to `output_dir`, then swap it in (readers never see a half-written one)."""
+    """Write a Hub-layout folder next to `output_dir`, then swap it in (readers never see a half-written one)."""
     staging = output_dir.with_name(output_dir.name + ".staging")
     if staging.exists():
         shutil.rmtree(staging)
@@ -432,7 +535,7 @@ def _save_folder(model, tokenizer, image_processor, output_dir: Path, card: str)
     tokenizer.save_pretrained(staging)
     _write_bpe_files(tokenizer, staging)
     image_processor.save_pretrained(staging)
-    _mark_pil_image_processor(staging / "preprocessor_config.json")
+    _mark_pil_image_processor(staging / "preprocessor_config.json", type(image_processor).__name__)
     (staging / "README.md").write_text(card)
     for path in staging.iterdir():
         path.chmod(0o644)  # safetensors writes 0600; the folder is a shipped, shared asset
@@ -455,10 +558,10 @@ def _write_bpe_files(tokenizer, folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
-def _mark_pil_image_processor(path: Path) -> None:
+def _mark_pil_image_processor(path: Path, class_name: str = "CLIPImageProcessorPil") -> None:
     """Record the PIL backend explicitly (it is what the checkpoint is meant for: no torchvision needed)."""
     config = json.loads(path.read_text())
-    config["image_processor_type"] = "CLIPImageProcessorPil"
+    config["image_processor_type"] = class_name
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -485,11 +588,14 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
         config.max_text_length,
         world_words=pretraining_world.caption_words,
     )
-    image_processor = build_image_processor()
+    family = BACKBONE_FAMILIES[config.backbone_family]
+    if family.name == "siglip":
+        tokenizer = _canonicalizing_tokenizer(tokenizer)
+    image_processor = build_image_processor(family.name)
     vocab_size = len(tokenizer)
     special_ids = [tokenizer.bos_token_id, tokenizer.eos_token_id]
-    model = build_clip_model(config, vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
-    model = accelerator.prepare(model)
+    model = accelerator.prepare(build_model(config, tokenizer))
+    pixel_std = _pixel_std(model)
 
     world = pretraining_world.generate_corpus(config.num_images, config.seed, config.num_workers)
     # Evaluation sets: images [N, 64, 64, 3] with targets [N, C] int8; the first gives the headline numbers.
@@ -503,7 +609,7 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
         model.train()
 
     sampler = pretraining_world.sampler
-    batches = _Batches(world, tokenizer, sampler, config.batch_size, config.seed, config.max_text_length)
+    batches = _Batches(world, model, tokenizer, sampler, config.batch_size, config.seed, config.max_text_length)
     log: list[dict] = []
 
     # Stage 0: text bag-of-words warm-up. The head is thrown away afterwards.
@@ -517,7 +623,7 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
         tokens = batches.captions(batches.indices())
         targets = _bag_of_words(tokens["input_ids"], vocab_size, special_ids)  # [B, V]
         with accelerator.autocast():
-            text = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+            text = model.get_text_features(**tokens)
             logits = bow_head_w(config.text_warmup_scale * F.normalize(text.pooler_output.float(), dim=-1))
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
         warmup_optimizer.zero_grad(set_to_none=True)
@@ -528,7 +634,7 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
     timings["text_warmup_s"] = time.time() - stage_start
     del bow_head, bow_head_w, warmup_optimizer
 
-    # Stage 1: CLIP InfoNCE; weight decay on matrices only.
+    # Stage 1: CLIP InfoNCE or SigLIP's sigmoid loss; weight decay on matrices only.
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -544,23 +650,23 @@ def pretrain_vlp(config: VLPPretrainConfig, recipe_path: str | None = None, show
     max_log_scale = math.log(config.max_logit_scale)
     text_params = _text_parameters(unwrapped)
     stage_start = time.time()
-    progress = tqdm(range(config.clip_steps), desc="CLIP", disable=not show_progress)
+    progress = tqdm(range(config.clip_steps), desc=family.name, disable=not show_progress)
     for step in progress:
         text_frozen = step < config.text_freeze_steps
         for p in text_params:
             p.requires_grad_(not text_frozen)
         indices = batches.indices()
         tokens = batches.captions(indices)
-        pixel_values = images_to_pixel_values(world.images[indices])  # [B, 3, 64, 64]
+        pixel_values = images_to_pixel_values(world.images[indices], pixel_std)  # [B, 3, 64, 64]
         with accelerator.autocast():
             image_embeds = unwrapped.get_image_features(pixel_values=pixel_values).pooler_output
             with torch.set_grad_enabled(not text_frozen):
-                text_embeds = unwrapped.get_text_features(
-                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-                ).pooler_output
-        loss = _contrastive_loss(
-            F.normalize(image_embeds.float(), dim=-1), F.normalize(text_embeds.float(), dim=-1), unwrapped.logit_scale
-        )
+                text_embeds = unwrapped.get_text_features(**tokens).pooler_output
+        image_embeds, text_embeds = F.normalize(image_embeds.float(), dim=-1), F.normalize(text_embeds.float(), dim=-1)
+        if family.name == "siglip":
+            loss = _sigmoid_loss(image_embeds, text_embeds, unwrapped.logit_scale, unwrapped.logit_bias)
+        else:
+            loss = _contrastive_loss(image_embeds, text_embeds, unwrapped.logit_scale)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -650,23 +756,37 @@ def render_model_card(
     seen = [name for name in labelset["labels"] if name not in set(unseen)]
     recipe = recipe_path or world.card["recipe"]
     parameters = f"{num_parameters / 1e6:.2f} M parameters, " if num_parameters else ""
+    siglip = config.backbone_family == "siglip"
+    # The world's card texts describe its shipped CLIP; a SigLIP gets its own header.
+    title, summary, path = world.card["title"], world.card["summary"], world.card["path"]
+    model_class, processor_class, stage = "CLIPModel", "CLIPImageProcessorPil", "CLIP"
+    if siglip:
+        model_class, processor_class, stage = "SiglipModel", "SiglipImageProcessorPil", "SigLIP"
+        path = config.output_dir
+        title = f"{Path(path).name}: a small SigLIP pretrained on the ovmlc {config.world} world"
+        summary = (
+            "A small `SiglipModel` (attention-pooling image head, bidirectional text tower pooled at the last "
+            "position of its fixed context, pairwise sigmoid loss with a learned bias) trained from scratch, offline, "
+            f"on the same world and schedule as ovmlc's CLIP of this world (`{world.card['recipe']}`), so that "
+            "SigLIP-specific behaviour (sigmoid scores, value-path patch tokens) can be measured offline."
+        )
     lines = [
         "---",
         "library_name: transformers",
         "license: apache-2.0",
         "pipeline_tag: zero-shot-image-classification",
-        "tags: [clip, ovmlc, synthetic, open-vocabulary, multi-label]",
+        f"tags: [{config.backbone_family}, ovmlc, synthetic, open-vocabulary, multi-label]",
         "---",
         "",
-        f"# {world.card['title']}",
+        f"# {title}",
         "",
-        _paragraph(world.card["summary"]),
+        _paragraph(summary),
         "",
     ]
     if interim is not None:
         lines += [
             _paragraph(
-                f"**Interim checkpoint** at CLIP step {interim['step']} of {interim['of']} (training in progress); "
+                f"**Interim checkpoint** at {stage} step {interim['step']} of {interim['of']} (training in progress); "
                 f"quick evaluation on {config.eval_quick_images} test images: `{json.dumps(interim['quick_eval'])}`."
             ),
             "",
@@ -675,12 +795,14 @@ def render_model_card(
         "## Load",
         "",
         "```python",
-        "from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel",
+        f"from transformers import AutoTokenizer, {processor_class}, {model_class}",
         "",
-        f'path = "{world.card["path"]}"',
-        "model = CLIPModel.from_pretrained(path)",
-        "tokenizer = AutoTokenizer.from_pretrained(path)  # CLIP-style BPE, one token per world word",
-        "image_processor = CLIPImageProcessorPil.from_pretrained(path)  # 64x64, no crop, mean 0.5, std 0.25",
+        f'path = "{path}"',
+        f"model = {model_class}.from_pretrained(path)",
+        "tokenizer = AutoTokenizer.from_pretrained(path)  # CLIP-style BPE, one token per world word"
+        + (", SigLIP canonicalisation" if siglip else ""),
+        f"image_processor = {processor_class}.from_pretrained(path)  # 64x64, no crop, mean 0.5, "
+        f"std {_pixel_std_of(config.backbone_family):g}",
         "```",
         "",
         "## Recipe",
@@ -688,9 +810,11 @@ def render_model_card(
         _paragraph(
             f"`ovmlc pretrain-vlp --config {recipe}` (seed {config.seed}); re-running it reproduces this checkpoint "
             f"up to CPU floating-point noise. Architecture: ViT {config.vision_hidden_size}x{config.vision_layers} "
-            f"(patch {config.patch_size}, 64 px, {(64 // config.patch_size) ** 2 + 1} tokens), text transformer "
-            f"{config.text_hidden_size}x{config.text_layers} (max {config.max_text_length} tokens), projection "
-            f"{config.projection_dim}; {parameters}fp32 safetensors."
+            f"(patch {config.patch_size}, 64 px, {(64 // config.patch_size) ** 2 + (0 if siglip else 1)} tokens), "
+            f"text transformer {config.text_hidden_size}x{config.text_layers} "
+            f"({'always padded to ' if siglip else 'max '}{config.max_text_length} tokens), "
+            f"{'attention-pooling head, joint width' if siglip else 'projection'} {config.projection_dim}; "
+            f"{parameters}fp32 safetensors."
         ),
         "",
         _paragraph(
@@ -703,7 +827,8 @@ def render_model_card(
             f"caption's bag of words (BCE over the vocabulary; final loss {bow_loss:.4f})."
         ),
         _paragraph(
-            f"* Stage 1, CLIP InfoNCE: {config.clip_steps} steps, batch {config.batch_size}, AdamW lr "
+            f"* Stage 1, {'SigLIP sigmoid loss (temperature 10, bias -10 at the start)' if siglip else 'CLIP InfoNCE'}:"
+            f" {config.clip_steps} steps, batch {config.batch_size}, AdamW lr "
             f"{config.learning_rate:g}, betas ({config.adam_beta1}, {config.adam_beta2}), weight decay "
             f"{config.weight_decay:g} on matrices, {config.lr_warmup_ratio:.0%} warm-up then cosine, grad-clip "
             f"{config.max_grad_norm:g}, logit scale clamped at {config.max_logit_scale:g}, text tower frozen for the "
@@ -758,7 +883,7 @@ def render_model_card(
             columns += [(group, f"{group}_map") for group in world.label_groups]
             columns += [(f"{name} {title}", f"{name}_{key}") for name, _ in other_sets for title, key in columns[:2]]
             lines += [
-                "| CLIP step | " + " | ".join(title for title, _ in columns) + " |",
+                f"| {stage} step | " + " | ".join(title for title, _ in columns) + " |",
                 "| --- |" + " --- |" * len(columns),
             ]
             for entry in log:
@@ -769,7 +894,7 @@ def render_model_card(
         "",
         _paragraph(
             f"Wall time {timings.get('total_s', nan) / 60:.1f} min in all (world generation "
-            f"{timings.get('generate_s', nan):.0f} s, text warm-up {timings.get('text_warmup_s', nan):.0f} s, CLIP "
+            f"{timings.get('generate_s', nan):.0f} s, text warm-up {timings.get('text_warmup_s', nan):.0f} s, {stage} "
             f"stage {timings.get('clip_s', nan) / 60:.1f} min) on {os.cpu_count()} CPU cores shared with other jobs "
             f"({platform.machine()}), torch {torch.__version__}, transformers {transformers.__version__}."
         ),

@@ -14,40 +14,33 @@ from typing import Any
 
 from .recipe import Recipe, RecipeError, preset_config, recipe_presets
 
-PROCESSOR_INTERPOLATIONS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+PROCESSOR_INTERPOLATIONS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box"}
 
 
 def processor_transform_config(processor) -> dict[str, Any]:
-    """A transform preset equivalent to the backbone's image processor: CLIP-style (shortest-edge resize + centre
-    crop) or SigLIP-style (`size: {height, width}` without a crop: the whole image squashed to the square)."""
+    """A transform preset equivalent to the backbone's image processor, read from its `size`: `shortest_edge` (Hub
+    CLIPs: resize the shortest edge, then centre crop) or `{height, width}` (SigLIP, ovmlc's offline CLIPs: the whole
+    image squashed to the square, then the centre crop if the processor has one)."""
     processor_size = dict(processor.size or {})
-    if type(processor).__name__.startswith("Siglip"):  # (CLIP processors keep the rule below, unchanged)
-        if not processor_size.get("height") or processor_size["height"] != processor_size.get("width"):
-            raise RecipeError(f"the backbone's image processor does not resize to a square: size={processor_size}")
-        resample = getattr(processor, "resample", 3)
-        interpolation = PROCESSOR_INTERPOLATIONS.get(int(resample) if resample is not None else 3, "bicubic")
-        return {
-            "name": "backbone-processor",
-            "description": "the backbone's image processor (the whole image squashed to a square, no crop)",
-            "size": int(processor_size["height"]),
-            "steps": [{"op": "squash", "interpolation": interpolation}] * bool(getattr(processor, "do_resize", True)),
-            "normalize": {"mean": list(processor.image_mean), "std": list(processor.image_std)},
-        }
-    crop = getattr(processor, "crop_size", None) or {}
-    size = crop.get("height") or (processor.size or {}).get("shortest_edge")
-    if size is None:
-        raise RecipeError(f"cannot derive an image size from the backbone's image processor: {processor}")
-    resize_to = (processor.size or {}).get("shortest_edge", size)
     resample = getattr(processor, "resample", 3)
     interpolation = PROCESSOR_INTERPOLATIONS.get(int(resample) if resample is not None else 3, "bicubic")
-    steps = []
-    if getattr(processor, "do_resize", True):
-        steps.append({"op": "resize_shortest_edge", "size": int(resize_to), "interpolation": interpolation})
-    if getattr(processor, "do_center_crop", True):
-        steps.append({"op": "center_crop", "size": int(size)})
+    do_resize, do_crop = getattr(processor, "do_resize", True), getattr(processor, "do_center_crop", False)
+    crop = (getattr(processor, "crop_size", None) or {}).get("height") if do_crop else None
+    if "shortest_edge" in processor_size:
+        steps = [
+            {"op": "resize_shortest_edge", "size": int(processor_size["shortest_edge"]), "interpolation": interpolation}
+        ]
+        description = "resize shortest edge + centre crop"
+    else:
+        if not processor_size.get("height") or processor_size["height"] != processor_size.get("width"):
+            raise RecipeError(f"the backbone's image processor does not resize to a square: size={processor_size}")
+        steps = [{"op": "squash", "interpolation": interpolation}]
+        description = "the whole image squashed to a square" + (", centre crop" if crop else ", no crop")
+    size = crop or processor_size.get("height") or processor_size.get("shortest_edge")
+    steps = steps * bool(do_resize) + [{"op": "center_crop", "size": int(size)}] * bool(crop)
     return {
         "name": "backbone-processor",
-        "description": "the backbone's image processor (resize shortest edge + centre crop)",
+        "description": f"the backbone's image processor ({description})",
         "size": int(size),
         "steps": steps,
         "normalize": {"mean": list(processor.image_mean), "std": list(processor.image_std)},
