@@ -65,7 +65,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 MAIN_METHODS = ("clip-zs", "clipft", "clipft-lora", "mkt-stage1", "mkt", "qks")
 CONTROL_METHODS = ("clip-zs", "mkt-stage1", "qks")
-UPPER_BOUND_METHODS = ("qks",)
+UPPER_BOUND_METHODS = ("linear-probe", "qks")  # a head trained on all labels, and a transfer method
 # Dataset variants: `ovmlc data prepare shapes-clutter` arguments.
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "main": ("tagging data (135 seen shapes)", ()),
@@ -155,7 +155,14 @@ def evaluate(model, dataset_path: Path, unseen: Sequence[str], batch_size: int =
 
 
 def run_one(
-    method: str, variant: str, dataset_path: Path, seed: int, work_dir: Path, backbone: str, unseen: Sequence[str]
+    method: str,
+    variant: str,
+    dataset_path: Path,
+    seed: int,
+    work_dir: Path,
+    backbone: str,
+    unseen: Sequence[str],
+    reuse: bool = False,
 ) -> RunResult:
     import ovmlc
 
@@ -166,7 +173,7 @@ def run_one(
         model = ovmlc.CLIPZeroShotModel.from_clip(backbone)
     else:
         overrides = [f"backbone={backbone}"]
-        output, seconds = base.train_recipes(recipes, dataset_path, seed, work_dir, overrides)
+        output, seconds = base.train_recipes(recipes, dataset_path, seed, work_dir, overrides, reuse=reuse)
         model = ovmlc.load_model(str(output))
     seconds = time.perf_counter() - started if not recipes else seconds
     numbers = evaluate(model, dataset_path, unseen)
@@ -214,7 +221,9 @@ def run_benchmark(args: argparse.Namespace, log=print) -> list[RunResult]:
         for method in plan.methods:
             seeds = args.seeds[:1] if not METHODS[method][1] else args.seeds
             for seed in seeds:
-                result = run_one(method, plan.variant, dataset_path, seed, work_dir, plan.backbone, unseen)
+                result = run_one(
+                    method, plan.variant, dataset_path, seed, work_dir, plan.backbone, unseen, args.reuse_runs
+                )
                 result.row = f"{group}/{method}"
                 log(
                     f"{result.row} seed {seed}: "
@@ -288,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--captions-all-backbone", default=None, help="CLIP pretrained with captions mentioning all")
     parser.add_argument("--quick", action="store_true", help="3k/300/1k images, seed 0 only, no captions-all")
     parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse-runs", action="store_true", help="keep finished runs of the same recipe in --work-dir (resume a sweep)"
+    )
     parser.add_argument("--json", default=None, help="also write every run's numbers to this JSON file")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
     args = parser.parse_args(argv)

@@ -248,8 +248,9 @@ def test_bench_vild_synthetic_runs_every_variant_through_the_trainer(tmp_path, m
 @pytest.mark.slow
 def test_bench_inference_has_a_siglip_row(tmp_path):
     small = ["--backbone", "siglip", "--tiny", "--images", "2", "--pipeline-images", "1", "--threads", "1"]
-    small += ["--sections", "predict", "--dtypes", "float32"]
+    small += ["--sections", "predict", "--dtypes", "float32", "--vocab-sizes", "1000", "7586"]
     out = run_script("bench_inference.py", *small, tmp_path=tmp_path)
     assert "tiny SigLIP, random weights" in out, out
+    assert re.findall(r"^\| float32 \| b: predict, cached vocabulary .*\| (\d+) \|", out, re.M) == ["1000", "7586"], out
     assert re.search(r"^\| float32 \| c: stock zero-shot-image-classification pipeline \| 1000 \|", out, re.M), out
     assert re.search(r"^float32: b/a at 7,586 labels = [\d.]+ .*; b/c at 1,000 labels = \d+ ", out, re.M), out

@@ -439,3 +439,28 @@ def test_benchmark_rows_name_shipped_recipes_and_print_tables():
     )
     tables = bench.markdown_tables([result, bench.RunResult(**{**result.__dict__, "seed": 1, "zsl_map": 52.0})])
     assert "| QKS | 51.0 ± 1.4 | 40.0 ± 0.0 |" in tables and "| QKS | 1.0 ± 0.0 |" in tables
+
+
+def test_shipped_shapes_clutter_clip_loads_by_alias_and_beats_random_weights():
+    """The world's CLIP (ovmlc/assets/clip-shapes-clutter, hub_configs/clip-shapes-clutter.yaml) as shipped: Hub
+    layout, <= 20 MB, final card, loaded through the `shapes-clutter` alias. Zero-shot on 300 fresh tagging images
+    measured 22.8 ZSL / 16.6 GZSL mAP (2,000 images at the end of pretraining: 18.1 / 14.5; random weights 11.0 / 8.6):
+    below the issue's 40-70 target, which docs/synthetic.md reports and diagnoses; asserted here is that it is the
+    trained checkpoint (floors between random weights and the measured numbers)."""
+    import ovmlc
+    from ovmlc.core.backbones import resolve_backbone
+    from ovmlc.resources import SHAPES_CLUTTER_CLIP_DIR
+    from ovmlc.training.pretrain_vlp import zero_shot_report
+
+    assert resolve_backbone("shapes-clutter") == str(SHAPES_CLUTTER_CLIP_DIR)
+    total = sum(path.stat().st_size for path in SHAPES_CLUTTER_CLIP_DIR.rglob("*") if path.is_file())
+    assert total <= 20 * 1024 * 1024
+    card = (SHAPES_CLUTTER_CLIP_DIR / "README.md").read_text()
+    assert "Interim checkpoint" not in card and "output_dir: ovmlc/assets/clip-shapes-clutter" in card
+    model = ovmlc.load_model("shapes-clutter")
+    labelset = world.load_labelset()
+    images = world.generate_world(300, seed=2024, stream="test", config=world.TAGGING, num_workers=1)
+    scores = model.predict_scores([images.image(i) for i in range(len(images))], labelset["labels"])
+    targets = images.scenes.label_matrix(labelset["labels"])
+    report = zero_shot_report(scores, targets, labelset["labels"], labelset["unseen"], groups={})
+    assert report["zsl_map"] >= 16.0 and report["gzsl_map"] >= 12.0, report

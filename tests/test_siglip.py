@@ -407,9 +407,9 @@ def test_sigmoid_pretraining_loss_is_siglips_pairwise_binary_loss():
     image_embeds, text_embeds = (F.normalize(torch.randn(5, 8), dim=-1) for _ in range(2))
     log_scale, bias = torch.tensor(np.log(10.0)), torch.tensor(-10.0)
     logits = 10.0 * image_embeds @ text_embeds.T - 10.0
-    expected = sum(
-        -F.logsigmoid(logits[i, j] if i == j else -logits[i, j]) for i in range(5) for j in range(5)
-    ) / 5  # every (image, text) pair is one binary problem; summed, divided by the batch size
+    expected = (
+        sum(-F.logsigmoid(logits[i, j] if i == j else -logits[i, j]) for i in range(5) for j in range(5)) / 5
+    )  # every (image, text) pair is one binary problem; summed, divided by the batch size
     torch.testing.assert_close(_sigmoid_loss(image_embeds, text_embeds, log_scale, bias), expected)
 
 
@@ -471,3 +471,26 @@ def test_pretrain_vlp_builds_a_hub_layout_siglip_that_ovmlc_loads(tmp_path, caps
     np.testing.assert_allclose(scores, expected.numpy(), atol=1e-5, rtol=1e-4)
     report = evaluate_zero_shot(model, tokenizer, world.images, world.scenes.label_matrix(labelset["labels"]), labelset)
     assert np.isfinite(report["gzsl_map"])
+
+
+def test_shipped_siglip_of_the_synthetic_world_loads_by_alias_and_ranks_its_labels():
+    """`siglip-synthetic` (ovmlc/assets/siglip-synthetic, hub_configs/siglip-synthetic.yaml): a SigLIP pretrained on
+    the shapes-64 world, loaded through the alias with its own processor, tokenizer and sigmoid; zero-shot mAP on 300
+    fresh test images measured 76.3 ZSL / 81.2 GZSL (2,000 images at the end of pretraining: 75.1 / 81.0)."""
+    from ovmlc.data.synthetic import generate_world, load_labelset
+    from ovmlc.resources import SIGLIP_SYNTHETIC_DIR
+    from ovmlc.training.pretrain_vlp import zero_shot_report
+
+    total = sum(path.stat().st_size for path in SIGLIP_SYNTHETIC_DIR.rglob("*") if path.is_file())
+    assert total <= 20 * 1024 * 1024
+    card = (SIGLIP_SYNTHETIC_DIR / "README.md").read_text()
+    assert "ZSL mAP" in card and "Interim checkpoint" not in card and "ovmlc/assets/siglip-synthetic" in card
+    model = ovmlc.load_model("siglip-synthetic")
+    assert backbone_family(model.clip) is SIGLIP_FAMILY and model.clip.logit_bias.item() < 0
+    labelset = load_labelset()
+    world = generate_world(300, seed=2024, stream="test", num_workers=1)  # never seen in pretraining (stream 0)
+    scores = model.predict_scores([world.image(i) for i in range(len(world))], labelset["labels"])
+    report = zero_shot_report(
+        scores, world.scenes.label_matrix(labelset["labels"]), labelset["labels"], labelset["unseen"]
+    )
+    assert report["zsl_map"] >= 70.0 and report["gzsl_map"] >= 75.0, report
