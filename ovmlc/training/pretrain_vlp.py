@@ -4,7 +4,7 @@ shapes-clutter).
 This is the engine of `ovmlc pretrain-vlp`. It builds, from nothing and offline:
 
 * a CLIP-style BPE tokenizer trained on the world's caption words (one token per word), saved as a `CLIPTokenizer`
-  (for SigLIP with SigLIP's text canonicalisation installed in its normalizer);
+  (for SigLIP: with SigLIP's text canonicalisation in its normalizer, saved as the generic `tokenizers` backend);
 * a `CLIPImageProcessorPil` (64x64, no crop, mean 0.5, std 0.25) or a `SiglipImageProcessorPil` (64x64 squash, mean
   and std 0.5, SigLIP's convention);
 * a small model trained in two stages (see `docs/synthetic.md`):
