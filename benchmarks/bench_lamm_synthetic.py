@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,6 +79,8 @@ WORLDS: dict[str, World] = {
         merge_style="small",
     ),
 }
+# The same datasets on the SigLIP of the shapes-64 world (docs/siglip.md).
+WORLDS["shapes-64-siglip"] = replace(WORLDS["shapes-64"], backbone="siglip-synthetic")
 
 # Method variants as recipe overrides (see the module docstring).
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {

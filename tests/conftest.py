@@ -1,5 +1,6 @@
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,16 @@ def one_torch_thread(monkeypatch, tmp_path):
     monkeypatch.setenv("OVMLC_CACHE", str(tmp_path / "ovmlc-cache"))
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """The canonical synthetic dataset (`ovmlc data prepare synthetic`, default sizes) for the quality tests:
+    `OVMLC_SYNTHETIC_DATA` names an already prepared one (the world is deterministic), else it is built once."""
+    from ovmlc.cli import main as cli_main
+
+    if os.environ.get("OVMLC_SYNTHETIC_DATA"):
+        return Path(os.environ["OVMLC_SYNTHETIC_DATA"])
+    path = tmp_path_factory.mktemp("synthetic") / "data"
+    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(path), "--no-progress"]) == 0
+    return path

@@ -254,3 +254,15 @@ def test_bench_inference_has_a_siglip_row(tmp_path):
     assert re.findall(r"^\| float32 \| b: predict, cached vocabulary .*\| (\d+) \|", out, re.M) == ["1000", "7586"], out
     assert re.search(r"^\| float32 \| c: stock zero-shot-image-classification pipeline \| 1000 \|", out, re.M), out
     assert re.search(r"^float32: b/a at 7,586 labels = [\d.]+ .*; b/c at 1,000 labels = \d+ ", out, re.M), out
+
+
+@pytest.mark.slow
+def test_bench_shapes_clutter_ceiling_prints_every_row(tmp_path):
+    small = ["--train-images", "300", "--test-images", "120", "--steps", "2", "--eval-every", "1", "--batch-size", "16"]
+    out = run_script("bench_shapes_clutter_ceiling.py", *small, tmp_path=tmp_path)
+    for model in ("zero-shot \\(prompts\\)", "linear probe, frozen embedding", "fine-tuned image side, 2 steps"):
+        for style in ("web", "tagging"):
+            row = re.search(rf"^\| {model} \| {style} style \| ([\d.]+) \| ([\d.]+) \|$", out, flags=re.MULTILINE)
+            assert row, out
+            shape_top1, family_top1 = map(float, row.groups())
+            assert 0 <= shape_top1 <= family_top1 <= 100  # the right shape is always the right family

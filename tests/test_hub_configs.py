@@ -87,6 +87,9 @@ def check_training_recipe(path: Path) -> None:
     from ovmlc.training.recipe import validate_method_config
 
     validate_method_config(recipe, ovmlc.METHODS[recipe.method][0])  # raises RecipeError naming the key and file
+    if "siglip" in str(recipe.backbone).lower():  # the Hub's SigLIP checkpoints (offline: `siglip-synthetic`)
+        families = ovmlc.METHODS[recipe.method][1].supported_backbone_families
+        assert "siglip" in families, f"{where}: method {recipe.method!r} does not take a SigLIP backbone ({families})"
 
     assert recipe.dataset.source, f"{where}: dataset.source must name the converter that builds the dataset"
     assert recipe.dataset.source in CONVERTERS, (
@@ -121,8 +124,12 @@ def test_training_recipe_is_valid(path):
         ({"dataset": {"path": "data/x", "source": "nope"}}, r"bad\.yaml: dataset\.source 'nope' is not a converter"),
         ({"protocol": "nope"}, r"bad\.yaml: protocol 'nope' is not a preset"),
         ({"hub": {}}, r"bad\.yaml: a published-model recipe .* must set hub\.repo_id"),
+        (
+            {"method": "mkt", "backbone": "google/siglip2-base-patch16-224"},
+            r"bad\.yaml: method 'mkt' does not take a SigLIP backbone",
+        ),
     ],
-    ids=["method", "converter", "protocol", "repo-id"],
+    ids=["method", "converter", "protocol", "repo-id", "siglip"],
 )
 def test_a_wrong_recipe_is_named(tmp_path, edit, message):
     recipe = {

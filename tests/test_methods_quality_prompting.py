@@ -30,23 +30,12 @@ SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from ovmlc.cli import main as cli_main
-
-    if os.environ.get("OVMLC_SYNTHETIC_DATA"):
-        return Path(os.environ["OVMLC_SYNTHETIC_DATA"])
-    path = tmp_path_factory.mktemp("synthetic") / "data"
-    assert cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(path), "--no-progress"]) == 0
-    return path
+def zero_shot(synthetic_dataset, tmp_path_factory):
+    return bench.run_benchmark(["clip-zs"], SEEDS, synthetic_dataset, tmp_path_factory.mktemp("zs"), log=print)[0]
 
 
 @pytest.fixture(scope="module")
-def zero_shot(dataset, tmp_path_factory):
-    return bench.run_benchmark(["clip-zs"], SEEDS, dataset, tmp_path_factory.mktemp("zs"), log=print)[0]
-
-
-@pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
+def trained(synthetic_dataset, tmp_path_factory):
     """`trained(method, partial_label=None)` → that row's runs for every seed (each trained once per module)."""
     reuse = bool(os.environ.get("OVMLC_BENCH_RUNS"))
     work_dir = Path(os.environ["OVMLC_BENCH_RUNS"]) if reuse else tmp_path_factory.mktemp("runs")
@@ -56,7 +45,7 @@ def trained(dataset, tmp_path_factory):
         key = (method, partial_label)
         if key not in cache:
             cache[key] = bench.run_benchmark(
-                [method], SEEDS, dataset, work_dir, log=print, partial_labels=[partial_label], reuse=reuse
+                [method], SEEDS, synthetic_dataset, work_dir, log=print, partial_labels=[partial_label], reuse=reuse
             )
         return cache[key]
 

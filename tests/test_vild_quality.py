@@ -48,16 +48,9 @@ BASELINE_UNSEEN_BOX_AP_MARGIN = 15.0  # box AP@0.5 points, unseen labels [23.1]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(synthetic_dataset, tmp_path_factory):
     """Every variant for every seed, trained once per module: `{variant: [RunResult per seed]}`."""
-    data = os.environ.get("OVMLC_SYNTHETIC_DATA")
-    if not data:
-        from ovmlc.cli import main as cli_main
-
-        data = tmp_path_factory.mktemp("synthetic") / "data"
-        assert (
-            cli_main(["data", "prepare", "synthetic", "--root", "synthetic", "--out", str(data), "--no-progress"]) == 0
-        )
+    data = synthetic_dataset
     runs_dir = os.environ.get("OVMLC_VILD_RUNS")
     work_dir = Path(runs_dir) if runs_dir else tmp_path_factory.mktemp("runs")
     results = bench.run_benchmark(list(bench.VARIANTS), SEEDS, data, work_dir, log=print, reuse=bool(runs_dir))

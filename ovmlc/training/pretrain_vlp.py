@@ -271,31 +271,35 @@ def build_image_processor(family: str = "clip"):
     )
 
 
+def _tower_configs(config: VLPPretrainConfig, vocab_size: int, bos_token_id: int, eos_token_id: int):
+    """The `text_config` and `vision_config` of the recipe's widths (the same keys for CLIP and SigLIP)."""
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": config.text_hidden_size,
+        "intermediate_size": 4 * config.text_hidden_size,
+        "num_hidden_layers": config.text_layers,
+        "num_attention_heads": config.text_heads,
+        "max_position_embeddings": config.max_text_length,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": eos_token_id,
+    }
+    vision = {
+        "hidden_size": config.vision_hidden_size,
+        "intermediate_size": 4 * config.vision_hidden_size,
+        "num_hidden_layers": config.vision_layers,
+        "num_attention_heads": config.vision_heads,
+        "image_size": 64,
+        "patch_size": config.patch_size,
+    }
+    return text, vision
+
+
 def build_clip_model(config: VLPPretrainConfig, vocab_size: int, bos_token_id: int, eos_token_id: int):
     from transformers import CLIPConfig, CLIPModel
 
-    clip_config = CLIPConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": config.text_hidden_size,
-            "intermediate_size": 4 * config.text_hidden_size,
-            "num_hidden_layers": config.text_layers,
-            "num_attention_heads": config.text_heads,
-            "max_position_embeddings": config.max_text_length,
-            "bos_token_id": bos_token_id,
-            "eos_token_id": eos_token_id,
-            "pad_token_id": eos_token_id,
-        },
-        vision_config={
-            "hidden_size": config.vision_hidden_size,
-            "intermediate_size": 4 * config.vision_hidden_size,
-            "num_hidden_layers": config.vision_layers,
-            "num_attention_heads": config.vision_heads,
-            "image_size": 64,
-            "patch_size": config.patch_size,
-        },
-        projection_dim=config.projection_dim,
-    )
+    text, vision = _tower_configs(config, vocab_size, bos_token_id, eos_token_id)
+    clip_config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=config.projection_dim)
     return CLIPModel._from_config(clip_config, attn_implementation="sdpa")
 
 
@@ -304,28 +308,9 @@ def build_siglip_model(config: VLPPretrainConfig, vocab_size: int, bos_token_id:
     projecting to the vision width, SigLIP's initial temperature 10 and bias -10."""
     from transformers import SiglipConfig, SiglipModel
 
-    siglip_config = SiglipConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": config.text_hidden_size,
-            "intermediate_size": 4 * config.text_hidden_size,
-            "num_hidden_layers": config.text_layers,
-            "num_attention_heads": config.text_heads,
-            "max_position_embeddings": config.max_text_length,
-            "projection_size": config.vision_hidden_size,
-            "bos_token_id": bos_token_id,
-            "eos_token_id": eos_token_id,
-            "pad_token_id": eos_token_id,
-        },
-        vision_config={
-            "hidden_size": config.vision_hidden_size,
-            "intermediate_size": 4 * config.vision_hidden_size,
-            "num_hidden_layers": config.vision_layers,
-            "num_attention_heads": config.vision_heads,
-            "image_size": 64,
-            "patch_size": config.patch_size,
-        },
-    )
+    text, vision = _tower_configs(config, vocab_size, bos_token_id, eos_token_id)
+    text["projection_size"] = config.vision_hidden_size  # the joint width is the vision width (no CLIP projection)
+    siglip_config = SiglipConfig(text_config=text, vision_config=vision)
     model = SiglipModel._from_config(siglip_config, attn_implementation="sdpa")
     with torch.no_grad():
         model.logit_scale.fill_(math.log(SIGLIP_INIT_LOGIT_SCALE))
