@@ -1,7 +1,7 @@
 """Where the shapes-clutter CLIP's zero-shot ceiling is (issue 18, docs/synthetic.md "Where the ceiling is").
 
 On web-layout images with exactly one salient object (so "which shape is it" has one answer), top-1 among the 150
-shapes, and the same for the shape's family (45):
+shapes, and the same for the shape's family (40: the 22 parametric families, polygons included, and 18 singles):
 
 1. zero-shot: the image embedding against the prompts "a photo of a {shape}.";
 2. linear probe: a logistic regression on the frozen image embedding, fit on the training images;

@@ -5,8 +5,9 @@ must satisfy each claim). Measured numbers: docs/siglip.md ("A SigLIP of the syn
 shapes-64-siglip` and `benchmarks/bench_vild_synthetic.py backbone=siglip-synthetic`; each threshold keeps a margin
 below the measured effect. Run with `pytest -m quality tests/test_siglip_quality.py` (~45 min on one core; `-k`
 selects).
-`OVMLC_SYNTHETIC_DATA` / `OVMLC_BENCH_RUNS`: as in tests/test_methods_quality_prompting.py (a prepared dataset; the
-benchmark's `--work-dir`, run with `--backbone siglip-synthetic --reuse-runs`, whose finished runs are read).
+`OVMLC_SYNTHETIC_DATA`: a prepared synthetic dataset (the `synthetic_dataset` fixture, tests/conftest.py);
+`OVMLC_BENCH_RUNS`: the benchmark's `--work-dir`, run with `--backbone siglip-synthetic --reuse-runs`, whose finished
+runs are read.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ BASELINE_UNSEEN_BOX_AP_MARGIN = 15.0  # box AP@0.5 points, unseen labels [23.1]
 @pytest.fixture(scope="module")
 def runs(synthetic_dataset, tmp_path_factory):
     """Every variant for every seed, trained once per module: `{variant: [RunResult per seed]}`."""
-    data = synthetic_dataset
     runs_dir = os.environ.get("OVMLC_VILD_RUNS")
     work_dir = Path(runs_dir) if runs_dir else tmp_path_factory.mktemp("runs")
-    results = bench.run_benchmark(list(bench.VARIANTS), SEEDS, data, work_dir, log=print, reuse=bool(runs_dir))
+    results = bench.run_benchmark(
+        list(bench.VARIANTS), SEEDS, synthetic_dataset, work_dir, log=print, reuse=bool(runs_dir)
+    )
     print("\n" + bench.markdown_tables(results))
     if os.environ.get("OVMLC_BENCH_JSON"):
         from dataclasses import asdict
