@@ -1,7 +1,7 @@
 """Where the shapes-clutter CLIP's zero-shot ceiling is (issue 18, docs/synthetic.md "Where the ceiling is").
 
-On web-layout images with exactly one salient object (so "which shape is it" has one answer), top-1 among the 150
-shapes, and the same for the shape's family (40: the 22 parametric families, polygons included, and 18 singles):
+On web-layout images with exactly one salient object (so "which shape is it" has one answer), top-1 among the world's
+shapes (50):
 
 1. zero-shot: the image embedding against the prompts "a photo of a {shape}.";
 2. linear probe: a logistic regression on the frozen image embedding, fit on the training images;
@@ -69,12 +69,11 @@ def image_embeddings(backbone, pixels, batch_size: int = 256):
     return F.normalize(torch.cat(parts), dim=-1)  # [n, D]
 
 
-def top1(predicted: np.ndarray, targets: np.ndarray, family_ids: np.ndarray) -> tuple[float, float]:
-    shape = 100 * float((predicted == targets).mean())
-    return shape, 100 * float((family_ids[predicted] == family_ids[targets]).mean())
+def top1(predicted: np.ndarray, targets: np.ndarray) -> float:
+    return 100 * float((predicted == targets).mean())
 
 
-def fine_tune(backbone, train_pixels, train_targets, test_sets, steps, lr, batch_size, eval_every, family_ids, log):
+def fine_tune(backbone, train_pixels, train_targets, test_sets, steps, lr, batch_size, eval_every, num_shapes, log):
     """Cross-entropy on the shape through the whole image side, a fresh linear head; top-1 per test set and step."""
     import torch
     import torch.nn.functional as F
@@ -82,7 +81,7 @@ def fine_tune(backbone, train_pixels, train_targets, test_sets, steps, lr, batch
     torch.manual_seed(0)
     model, family = backbone.model, backbone.family
     modules = family.image_side_modules(model)
-    head = torch.nn.Linear(family.embedding_dim(model), len(family_ids))
+    head = torch.nn.Linear(family.embedding_dim(model), num_shapes)
     parameters = [p for module in modules for p in module.parameters()] + list(head.parameters())
     for parameter in parameters:
         parameter.requires_grad_(True)
@@ -95,7 +94,7 @@ def fine_tune(backbone, train_pixels, train_targets, test_sets, steps, lr, batch
     targets = torch.from_numpy(train_targets)
 
     def logits(pixels):
-        return head(family.image_features(model, pixels)["image_embeds"])  # [B, 150]
+        return head(family.image_features(model, pixels)["image_embeds"])  # [B, num_shapes]
 
     curve = []
     for step in range(1, steps + 1):
@@ -115,11 +114,12 @@ def fine_tune(backbone, train_pixels, train_targets, test_sets, steps, lr, batch
             with torch.inference_mode():
                 for name, (pixels, expected) in test_sets.items():
                     predicted = torch.cat([logits(pixels[s : s + 256]).argmax(-1) for s in range(0, len(pixels), 256)])
-                    row[name] = top1(predicted.numpy(), expected, family_ids)
+                    row[name] = top1(predicted.numpy(), expected)
             curve.append(row)
-            log(f"fine-tuning step {step}: loss {row['loss']:.3f}, " + ", ".join(
-                f"{name} top-1 {acc:.1f} % (family {fam:.1f} %)" for name, (acc, fam) in
-                ((n, row[n]) for n in test_sets)))  # fmt: skip
+            log(
+                f"fine-tuning step {step}: loss {row['loss']:.3f}, "
+                + ", ".join(f"{name} top-1 {row[name]:.1f} %" for name in test_sets)
+            )
     return curve
 
 
@@ -149,13 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    families = sorted({family for family, _ in shapes_clutter.SHAPE_FAMILY.values()})
-    family_ids = np.array([families.index(shapes_clutter.SHAPE_FAMILY[name][0]) for name in shapes_clutter.SHAPE_NAMES])
     backbone = load_backbone(args.backbone)
     backbone.model.eval()
     text = LabelVocabulary(list(shapes_clutter.SHAPE_NAMES), templates="single").encode(
         backbone.model, backbone.tokenizer
-    )  # [150, D]
+    )  # [num_shapes, D]
     text = torch.nn.functional.normalize(text, dim=-1)
 
     train_world, train_keep, train_targets = single_salient_world(args.train_images, seed=7, style="web")
@@ -172,25 +170,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (pixels, targets) in test_sets.items():
         embeddings = image_embeddings(backbone, pixels)
         zero_shot = (embeddings @ text.T).argmax(-1).numpy()
-        rows.append(("zero-shot (prompts)", name, *top1(zero_shot, targets, family_ids)))
+        rows.append(("zero-shot (prompts)", name, top1(zero_shot, targets)))
         probed = probe.predict(embeddings.numpy())
-        rows.append(("linear probe, frozen embedding", name, *top1(probed, targets, family_ids)))
+        rows.append(("linear probe, frozen embedding", name, top1(probed, targets)))
     if args.steps:
         curve = fine_tune(
             backbone, train_pixels, train_targets, test_sets, args.steps, args.lr, args.batch_size, args.eval_every,
-            family_ids, log,
+            len(shapes_clutter.SHAPE_NAMES), log,
         )  # fmt: skip
         for name in test_sets:
-            rows.append((f"fine-tuned image side, {args.steps} steps", name, *curve[-1][name]))
+            rows.append((f"fine-tuned image side, {args.steps} steps", name, curve[-1][name]))
 
     print(
-        f"Shape recognition ceiling of {args.backbone!r}: web layout, one salient object; top-1 among the 150 shapes "
-        f"(and among the {len(families)} families); {len(train_targets)} training images; "
+        f"Shape recognition ceiling of {args.backbone!r}: web layout, one salient object; top-1 among the "
+        f"{len(shapes_clutter.SHAPE_NAMES)} shapes; {len(train_targets)} training images; "
         f"{torch.get_num_threads()} thread(s), {(time.perf_counter() - started) / 60:.1f} min.\n"
     )
-    print("| model | test images | shape top-1 % | family top-1 % |\n| --- | --- | ---: | ---: |")
-    for model, name, shape_acc, family_acc in rows:
-        print(f"| {model} | {name} | {shape_acc:.1f} | {family_acc:.1f} |")
+    print("| model | test images | shape top-1 % |\n| --- | --- | ---: |")
+    for model, name, shape_acc in rows:
+        print(f"| {model} | {name} | {shape_acc:.1f} |")
     return 0
 
 

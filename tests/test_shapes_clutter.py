@@ -47,12 +47,17 @@ def test_generator_is_deterministic_and_seeded(tagging):
 
 
 def test_catalogue_and_label_vocabulary():
-    assert len(world.SHAPE_NAMES) == 150 and len(set(world.SHAPE_NAMES)) == 150
+    assert len(world.SHAPE_NAMES) == 50 and len(set(world.SHAPE_NAMES)) == 50
     assert len(world.COLOUR_NAMES) == 12 and len(world.TEXTURE_LABELS) == 6 and len(world.STUFF_NAMES) == 8
-    assert len(world.ALL_LABELS) == len(set(world.ALL_LABELS)) == 176
-    families = {family for family, _ in world.SHAPE_FAMILY.values()}
-    assert len(families) == 22 + 18  # parametric families + single shapes
-    assert world.SHAPE_FAMILY["penta star"] == ("star", 5) and world.SHAPE_FAMILY["hexagon"] == ("polygon", 6)
+    assert len(world.ALL_LABELS) == len(set(world.ALL_LABELS)) == 76
+    assert all(len(name.split()) == 1 for name in world.ALL_LABELS)  # one word, one token: no word shared by shapes
+    # Every shape is visibly its own: the coverage masks of any two (13 px, upright) differ in >= 10% of the pixels.
+    masks = np.stack([world._downsample(world._object_coverage(name, 13.0, 0.0, 16, (8.0, 8.0)), 16).ravel()
+                      for name in world.SHAPE_NAMES])  # fmt: skip
+    assert (masks.sum(axis=1) > 20).all()  # nothing degenerate
+    difference = np.abs(masks[:, None] - masks[None]).sum(axis=-1) / np.maximum(masks.sum(axis=1), 1.0)[:, None]
+    np.fill_diagonal(difference, 1.0)
+    assert difference.min() >= 0.1, world.SHAPE_NAMES[int(difference.min(axis=1).argmin())]
 
 
 def test_tagging_and_web_layouts(tagging, web):
@@ -86,7 +91,7 @@ def test_tagging_and_web_layouts(tagging, web):
 
 def test_labels_follow_visibility_and_boxes_are_consistent(tagging):
     scenes = tagging.scenes
-    matrix = scenes.label_matrix(world.ALL_LABELS)  # [N, 176]
+    matrix = scenes.label_matrix(world.ALL_LABELS)  # [N, 76]
     for i in range(len(scenes)):
         assert sorted(scenes.labels(i)) == sorted(np.array(world.ALL_LABELS)[matrix[i] == 1].tolist())
         annotations = scenes.object_annotations(i)
@@ -131,7 +136,7 @@ def test_split_objects_match_the_dataset_annotation():
 
 
 def test_object_sizes_per_label(tagging):
-    names = ["hepta cross", "red", *world.SHAPE_NAMES[:5]]
+    names = ["cross", "red", *world.SHAPE_NAMES[:5]]
     sizes = tagging.scenes.largest_visible_size(names)  # [N, 7]
     matrix = tagging.scenes.label_matrix(names)
     assert np.isnan(sizes[:, 1]).all()
@@ -175,8 +180,8 @@ def test_world_tokenizer_gives_one_token_per_word():
     tokenizer = train_world_tokenizer(vocab_size=4000, max_length=32, world_words=words)
     for word in words:
         assert len(tokenizer.tokenize(word)) == 1, word
-    for label in world.ALL_LABELS:  # "penta star": one token per word, shared with the other stars and pentas
-        assert len(tokenizer.tokenize(label)) == len(label.split()), label
+    for label in world.ALL_LABELS:
+        assert len(tokenizer.tokenize(label)) == 1, label
     again = train_world_tokenizer(vocab_size=4000, max_length=32, world_words=words)
     assert again.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
 
@@ -190,13 +195,12 @@ def test_labelset_file():
     assert labelset["name"] == "shapes-clutter" and list(labelset["labels"]) == list(world.ALL_LABELS)
     unseen = labelset["unseen"]
     unseen_shapes = [name for name in unseen if name in world.SHAPE_NAMES]
-    assert len(unseen) == 19 and len(unseen_shapes) == 15
-    assert len({world.SHAPE_FAMILY[name][0] for name in unseen_shapes}) == 15  # one per family
+    assert len(unseen) == 12 and len(unseen_shapes) == 8
     assert len(set(unseen) & set(world.COLOUR_NAMES)) == 2 and len(set(unseen) & set(world.STUFF_NAMES)) == 2
     order = labelset["seen_shape_order"]
     assert sorted(order) == sorted(set(world.SHAPE_NAMES) - set(unseen_shapes))
-    restricted = world.restrict_seen_shapes(labelset, 15)
-    assert len(restricted["labels"]) == 176 - 120 and set(unseen) <= set(restricted["labels"])
+    restricted = world.restrict_seen_shapes(labelset, 10)
+    assert len(restricted["labels"]) == 76 - 32 and set(unseen) <= set(restricted["labels"])
     with pytest.raises(ValueError, match="num_seen_shapes"):
         world.restrict_seen_shapes(labelset, 136)
 
@@ -231,7 +235,7 @@ def test_prepare_canonical_dataset(tmp_path):
     assert set(dataset["train"].features) == {"image", "labels", "image_id", "caption", "objects"}
     labelset = world.load_labelset()
     seen, unseen = read_label_split(out)
-    assert sorted(unseen) == sorted(labelset["unseen"]) and len(seen) == 157
+    assert sorted(unseen) == sorted(labelset["unseen"]) and len(seen) == 64
     test_world = world.generate_world(16, seed=5, stream="test", num_workers=1)
     expected = np.where(test_world.scenes.label_matrix(labelset["labels"]) == 1, 1, -1)
     assert np.array_equal(label_matrix(dataset["test"], labelset["labels"]), expected)
@@ -254,12 +258,12 @@ def test_prepare_canonical_dataset(tmp_path):
 def test_prepare_variants_for_the_controls(tmp_path):
     from ovmlc.data import load_canonical, read_label_split
 
-    sweep = _prepare(tmp_path, "sweep", "--num-seen-shapes", "15")
+    sweep = _prepare(tmp_path, "sweep", "--num-seen-shapes", "10")
     seen, unseen = read_label_split(sweep)
-    assert len(unseen) == 19 and len([name for name in seen if name in world.SHAPE_NAMES]) == 15
+    assert len(unseen) == 12 and len([name for name in seen if name in world.SHAPE_NAMES]) == 10
     oracle = _prepare(tmp_path, "oracle", "--oracle")
     seen, unseen = read_label_split(oracle)
-    assert unseen == [] and len(seen) == 176
+    assert unseen == [] and len(seen) == 76
     labels = {name for row in load_canonical(oracle, split="train")["labels"] for name in row}
     names = load_canonical(oracle, split="train").features["labels"].feature.names
     assert {names[i] for i in labels} & set(world.load_labelset()["unseen"])  # unseen labels are labelled
@@ -278,7 +282,7 @@ def test_pretraining_world_interface():
     corpus = clutter.generate_corpus(8, 0, 1)
     assert corpus.config.layout == "web" and corpus.images.shape == (8, 64, 64, 3)
     sets = clutter.generate_evaluation(8, 0, 1)
-    assert list(sets) == ["tagging", "web"] and sets["tagging"].targets.shape == (8, 176)
+    assert list(sets) == ["tagging", "web"] and sets["tagging"].targets.shape == (8, 76)
     shifted = get_pretraining_world("shapes-clutter", options={"corpus_layout": "tagging", "corpus_style": "tagging"})
     assert shifted.generate_corpus(2, 0, 1).config == world.TAGGING  # the "shift off" control's corpus
     with pytest.raises(SchemaError, match=r"world_options: unknown key 'mention_everything'"):
@@ -407,7 +411,7 @@ def test_pretrain_vlp_tiny_recipe_end_to_end(tmp_path, capsys):
     assert np.isfinite(results["zero_shot"]["zsl_map"]) and "stuff_map" in results["zero_shot"]
     model, tokenizer = CLIPModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
     assert model.config.vision_config.patch_size == 8
-    assert len(tokenizer.tokenize("hepta cross")) == 2
+    assert len(tokenizer.tokenize("pinwheel")) == 1
     card = (out / "README.md").read_text()
     assert "clip-shapes-clutter" in card and "web-style test images" in card and "stuff mAP" in card
 
@@ -441,12 +445,11 @@ def test_benchmark_rows_name_shipped_recipes_and_print_tables():
     assert "| QKS | 51.0 ± 1.4 | 40.0 ± 0.0 |" in tables and "| QKS | 1.0 ± 0.0 |" in tables
 
 
-def test_shipped_shapes_clutter_clip_loads_by_alias_and_beats_random_weights():
+def test_shipped_shapes_clutter_clip_loads_by_alias_and_meets_the_zero_shot_target():
     """The world's CLIP (ovmlc/assets/clip-shapes-clutter, hub_configs/clip-shapes-clutter.yaml) as shipped: Hub
     layout, <= 20 MB, final card, loaded through the `shapes-clutter` alias. Zero-shot on 300 fresh tagging images
-    measured 22.8 ZSL / 16.6 GZSL mAP (2,000 images at the end of pretraining: 18.1 / 14.5; random weights 11.0 / 8.6):
-    below the issue's 40-70 target, which docs/synthetic.md reports and diagnoses; asserted here is that it is the
-    trained checkpoint (floors between random weights and the measured numbers)."""
+    measured 46.1 ZSL / 38.8 GZSL mAP (2,000 images at the end of pretraining: 43.6 / 37.2; random weights 21.0 /
+    19.4): inside the issue's 40-70 ZSL target, with room above and below (docs/synthetic.md)."""
     import ovmlc
     from ovmlc.core.backbones import resolve_backbone
     from ovmlc.resources import SHAPES_CLUTTER_CLIP_DIR
@@ -463,4 +466,4 @@ def test_shipped_shapes_clutter_clip_loads_by_alias_and_beats_random_weights():
     scores = model.predict_scores([images.image(i) for i in range(len(images))], labelset["labels"])
     targets = images.scenes.label_matrix(labelset["labels"])
     report = zero_shot_report(scores, targets, labelset["labels"], labelset["unseen"], groups={})
-    assert report["zsl_map"] >= 16.0 and report["gzsl_map"] >= 12.0, report
+    assert 40.0 <= report["zsl_map"] <= 70.0 and report["gzsl_map"] >= 33.0, report

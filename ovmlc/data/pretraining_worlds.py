@@ -154,7 +154,7 @@ def _shapes_clutter(labelset_path: str | None, options: dict, short_caption_prob
                 "textures. Its downstream task, the world's 'tagging' data, differs on purpose: 4-10 objects, half "
                 "of them small (6-9 px) and often occluding others, a cluttered background, blur, noise and a colour "
                 "cast, every object at least half visible labelled. "
-                "It knows nothing about natural images: it knows the world's 150 shapes, 12 colours, 6 textures and "
+                "It knows nothing about natural images: it knows the world's 50 shapes, 12 colours, 6 textures and "
                 "8 stuff effects."
             ),
             "path": "ovmlc/assets/clip-shapes-clutter",

@@ -1,6 +1,6 @@
 """The "shapes-clutter" world: an offline measuring ground where learning on seen labels can help unseen labels.
 
-Two kinds of images share one catalogue of concepts (150 procedural shapes, 12 colours, 6 object textures, 8 "stuff"
+Two kinds of images share one catalogue of concepts (50 procedural shapes, 12 colours, 6 object textures, 8 "stuff"
 effects):
 
 * **web** (the contrastive pretraining corpus): 1-2 large salient objects (11.5-15 px, each filling one 16-px cell of
@@ -54,11 +54,9 @@ LAYOUTS = ("web", "tagging")
 STYLES = ("web", "tagging")
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Shape catalogue: 22 parametric families x 6 parameter values + 18 single shapes = 150 shapes. Each shape is a list of
-# (polygon in [-1, 1]^2 with y up, fill): fill 1 paints, fill 0 cuts a hole, applied in order.
-
-_PREFIXES = {1: "mono", 2: "di", 3: "tri", 4: "tetra", 5: "penta", 6: "hexa", 7: "hepta", 8: "octa", 9: "ennea",
-             10: "deca"}  # fmt: skip
+# Shape catalogue (50 shapes). Each shape is a list of (polygon in [-1, 1]^2 with y up, fill): fill 1 paints, fill 0
+# cuts a hole, applied in order. The generators below are parametric (k points, arms, petals...); the catalogue takes
+# one count of each (`SHAPES`).
 
 
 def _circle(cx: float = 0.0, cy: float = 0.0, r: float = 1.0, rx: float | None = None, n: int = 40) -> np.ndarray:
@@ -125,19 +123,6 @@ def _gear(k: int) -> list:
         a = j * 2 * np.pi / k
         parts.insert(1, (_sector(0.6, 1.0, a - half, a + half, n=4), 1))
     return parts
-
-
-def _ring(k: int) -> list:
-    gap = 0.5 if k == 1 else min(0.5, 0.45 * 2 * np.pi / k)
-    return [
-        (
-            _sector(
-                0.6, 1.0, np.pi / 2 + j * 2 * np.pi / k + gap / 2, np.pi / 2 + (j + 1) * 2 * np.pi / k - gap / 2, 16
-            ),
-            1,
-        )
-        for j in range(k)
-    ]
 
 
 def _frame(k: int) -> list:
@@ -268,35 +253,6 @@ def _tower(k: int) -> list:
             for j in range(k)]  # fmt: skip
 
 
-# family -> (parameter values, generator). Polygons keep their usual names; the others are "<greek prefix> <family>",
-# two words (e.g. "penta star"), so that the text tower shares "penta" and "star" across the shapes of the world.
-FAMILIES: dict[str, tuple[tuple[int, ...], object]] = {
-    "polygon": ((3, 4, 5, 6, 7, 8), _polygon),
-    "star": ((4, 5, 6, 7, 8, 9), _star),
-    "cross": ((3, 4, 5, 6, 7, 8), _cross),
-    "flower": ((3, 4, 5, 6, 7, 8), _flower),
-    "gear": ((5, 6, 7, 8, 9, 10), _gear),
-    "ring": ((1, 2, 3, 4, 5, 6), _ring),
-    "frame": ((3, 4, 5, 6, 7, 8), _frame),
-    "vane": ((3, 4, 5, 6, 7, 8), _vane),
-    "sun": ((4, 5, 6, 7, 8, 9), _sun),
-    "comb": ((2, 3, 4, 5, 6, 7), _comb),
-    "bar": ((2, 3, 4, 5, 6, 7), _bar),
-    "pip": ((2, 3, 4, 5, 6, 7), _pip),
-    "step": ((2, 3, 4, 5, 6, 7), _step),
-    "zag": ((1, 2, 3, 4, 5, 6), _zag),
-    "chevron": ((1, 2, 3, 4, 5, 6), _chevron),
-    "lobe": ((3, 4, 5, 6, 7, 8), _lobe),
-    "fan": ((2, 3, 4, 5, 6, 7), _fan),
-    "ladder": ((2, 3, 4, 5, 6, 7), _ladder),
-    "crown": ((2, 3, 4, 5, 6, 7), _crown),
-    "plate": ((1, 2, 3, 4, 5, 6), _plate),
-    "wheel": ((2, 3, 4, 5, 6, 7), _wheel),
-    "tower": ((2, 3, 4, 5, 6, 7), _tower),
-}
-_POLYGON_NAMES = {3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon"}
-
-
 def _heart() -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     x = 16 * np.sin(t) ** 3
@@ -304,7 +260,7 @@ def _heart() -> np.ndarray:
     return np.stack([x / 17.0, (y + 2.5) / 15.5], axis=1)
 
 
-SINGLE_SHAPES: dict[str, list] = {
+_GLYPHS: dict[str, list] = {
     "circle": [(_circle(), 1)],
     "heart": [(_heart(), 1)],
     "crescent": [(_circle(), 1), (_circle(cx=0.45, cy=0.2, r=0.82), 0)],
@@ -341,22 +297,53 @@ SINGLE_SHAPES: dict[str, list] = {
     ],  # fmt: skip
 }
 
-
-def _build_catalogue() -> tuple[dict[str, list], dict[str, tuple[str, int]]]:
-    shapes: dict[str, list] = {}
-    family_of: dict[str, tuple[str, int]] = {}
-    for family, (values, generator) in FAMILIES.items():
-        for k in values:
-            name = _POLYGON_NAMES[k] if family == "polygon" else f"{_PREFIXES[k]} {family}"
-            shapes[name] = generator(k)
-            family_of[name] = (family, k)
-    for name, parts in SINGLE_SHAPES.items():
-        shapes[name] = parts
-        family_of[name] = (name, 0)
-    return shapes, family_of
-
-
-SHAPES, SHAPE_FAMILY = _build_catalogue()
+# The 50 shapes: 26 from the generators (one count per family, so no two shapes differ only by a count of points or
+# arms, which a one-patch object of 11-15 px does not show; docs/synthetic.md "Catalogue v2"), the 18 glyphs above and
+# 6 letter-like ones. One word per name, so a label is one token and no two shapes share a word.
+SHAPES: dict[str, list] = {
+    "triangle": _polygon(3),
+    "square": _polygon(4),
+    "hexagon": _polygon(6),
+    "star": _star(5),
+    "tripod": _cross(3),
+    "plus": _cross(4),
+    "cross": [(_rotate(polygon, 45.0), fill) for polygon, fill in _cross(4)],
+    "flower": _flower(5),
+    "gear": _gear(8),
+    "ring": [(_circle(r=1.0, n=48), 1), (_circle(r=0.55, n=48), 0)],
+    "frame": _frame(4),
+    "pinwheel": _vane(4),
+    "sun": _sun(8),
+    "comb": _comb(4),
+    "bars": _bar(3),
+    "pips": _pip(3),
+    "stairs": _step(3),
+    "zigzag": _zag(3),
+    "chevron": _chevron(2),
+    "clover": _lobe(4),
+    "fan": _fan(3),
+    "ladder": _ladder(3),
+    "crown": _crown(3),
+    "plate": _plate(4),
+    "wheel": _wheel(6),
+    "tower": _tower(3),
+    **_GLYPHS,
+    "tee": [(_rect(-1.0, 0.5, 1.0, 1.0), 1), (_rect(-0.25, -1.0, 0.25, 0.5), 1)],
+    "ell": [(_rect(-0.8, -1.0, -0.3, 1.0), 1), (_rect(-0.3, -1.0, 0.8, -0.5), 1)],
+    "arch": [
+        (_sector(0.45, 1.0, 0.0, np.pi, 20) + np.array([0.0, -0.3]), 1),
+        (_rect(-1.0, -1.0, -0.45, -0.3), 1),
+        (_rect(0.45, -1.0, 1.0, -0.3), 1),
+    ],  # fmt: skip
+    "capsule": [(_circle(-0.55, 0.0, 0.45), 1), (_circle(0.55, 0.0, 0.45), 1), (_rect(-0.55, -0.45, 0.55, 0.45), 1)],
+    "tick": [(np.array([[-1.0, 0.1], [-0.55, 0.45], [-0.2, -0.05], [0.65, 0.95], [1.0, 0.6], [-0.2, -0.95]]), 1)],
+    "spade": [
+        (_circle(-0.38, -0.05, 0.45), 1),
+        (_circle(0.38, -0.05, 0.45), 1),
+        (np.array([[-0.8, 0.1], [0.0, 1.0], [0.8, 0.1]]), 1),
+        (np.array([[-0.3, -1.0], [0.3, -1.0], [0.0, -0.3]]), 1),
+    ],  # fmt: skip
+}
 SHAPE_NAMES = tuple(SHAPES)
 
 # Colours: label name -> (RGB, caption synonyms; the label word itself is one of them).
@@ -1019,7 +1006,7 @@ class CaptionSampler:
     p_first: UnitFloat = 0.95
     p_second: UnitFloat = 0.3
     p_small: UnitFloat = 0.02
-    p_stuff: UnitFloat = 0.1
+    p_stuff: UnitFloat = 0.3
     p_colour: UnitFloat = 0.6
     p_texture: UnitFloat = 0.5
     p_label_word: UnitFloat = 0.4
@@ -1180,8 +1167,8 @@ def build_dataset_splits(
 
 CONVERTER_VERSION = "1"
 DATASET_DESCRIPTION = (
-    "ovmlc's procedurally generated shapes-clutter world: 64x64 images holding 4-10 objects of 6-15 px (150 shapes "
-    "from 22 parametric families and 18 single shapes, 12 colours, 6 textures), about a third partly occluded, over "
+    "ovmlc's procedurally generated shapes-clutter world: 64x64 images holding 4-10 objects of 6-15 px (50 shapes "
+    "with one-word names, 12 colours, 6 textures), about a third partly occluded, over "
     "cluttered textured backgrounds with blur, noise and a colour cast, plus 8 image-level stuff effects. Every object "
     "at least half visible is labelled (shape, colour, texture). The shipped CLIP `clip-shapes-clutter` was "
     "pretrained on the world's other half, clean 'web' images with 1-2 salient objects and captions that name mostly "
@@ -1267,7 +1254,7 @@ class ShapesClutterConverter(Converter):
     """`ovmlc data prepare shapes-clutter`: generate the shapes-clutter world as a canonical dataset."""
 
     name = WORLD_NAME
-    help = "generate ovmlc's procedural shapes-clutter world (offline; 176 labels, 19 unseen, captions)"
+    help = "generate ovmlc's procedural shapes-clutter world (offline; 76 labels, 12 unseen, captions)"
     version = CONVERTER_VERSION
     requires_root = False  # generated, no raw files
 

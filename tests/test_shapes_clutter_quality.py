@@ -1,0 +1,71 @@
+"""Quality claims on the shapes-clutter world (issue 18) with its shipped CLIP (`shapes-clutter`), through the real
+trainer, 3 training seeds (every seed must satisfy each claim). Measured numbers: docs/synthetic.md ("Methods on
+catalogue v2"), produced by `benchmarks/bench_methods_shapes_clutter.py --seeds 0 1 2`; each threshold keeps a margin
+below the measured effect. Only what holds is asserted; the issue's targets that are missed are reported there.
+Run with `pytest -m quality tests/test_shapes_clutter_quality.py` (~15 min on one core: the world's 27k images, then
+CLIP-FT three times).
+`OVMLC_SHAPES_CLUTTER_DATA`: the benchmark's `--data-root` (its `main` variant is reused);
+`OVMLC_BENCH_RUNS`: the benchmark's `--work-dir`, whose finished runs of the same recipes are read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ovmlc.data.shapes_clutter import load_labelset
+from ovmlc.resources import SHAPES_CLUTTER_CLIP_DIR
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_methods_shapes_clutter as bench  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.quality,
+    pytest.mark.skipif(
+        not (SHAPES_CLUTTER_CLIP_DIR / "model.safetensors").is_file(), reason="the shapes-clutter CLIP is missing"
+    ),
+]
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    """`rows(method)` → that method's runs on the main shapes-clutter dataset for every seed (trained once)."""
+    data_root = Path(os.environ.get("OVMLC_SHAPES_CLUTTER_DATA") or tmp_path_factory.mktemp("shapes-clutter"))
+    dataset = bench.prepare_variant("main", data_root, bench.FULL_SIZES)
+    reuse = bool(os.environ.get("OVMLC_BENCH_RUNS"))
+    work_dir = Path(os.environ["OVMLC_BENCH_RUNS"]) / "main" if reuse else tmp_path_factory.mktemp("runs")
+    unseen = load_labelset()["unseen"]
+    cache = {}
+
+    def runs(method):
+        if method not in cache:
+            seeds = SEEDS if bench.METHODS[method][1] else SEEDS[:1]
+            cache[method] = [
+                bench.run_one(method, "main", dataset, seed, work_dir, bench.WORLD, unseen, reuse) for seed in seeds
+            ]
+        return cache[method]
+
+    return runs
+
+
+def test_zero_shot_is_inside_the_target_range(rows):
+    """The issue's first target: CLIP zero-shot ZSL mAP between 40 and 70 on the 5,000 tagging test images (images
+    with an unseen label). Measured: 42.7 (GZSL 36.9, seen 36.2; random weights 21.0 on 2,000 images)."""
+    zero_shot = rows("clip-zs")[0]
+    assert 40.0 <= zero_shot.zsl_map <= 70.0, zero_shot
+
+
+def test_full_clipft_gains_seen_labels_and_forgets_unseen_ones(rows):
+    """Fine-tuning the whole image tower on the seen labels moves both ways. Measured (3 seeds): ZSL 35.1 ± 0.1 vs
+    zero-shot 42.7 (−7.6), seen 39.6 ± 0.0 vs 36.2 (+3.4). Asserted per seed: ZSL ≤ zero-shot − 5, seen ≥ + 2. (The
+    issue's targets, forgetting ≥ 10 and seen ≥ + 10, are missed: docs/synthetic.md.)"""
+    zero_shot = rows("clip-zs")[0]
+    for run in rows("clipft"):
+        assert run.zsl_map <= zero_shot.zsl_map - 5.0, (run, zero_shot)
+        assert run.seen_map >= zero_shot.seen_map + 2.0, (run, zero_shot)
