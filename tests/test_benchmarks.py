@@ -257,6 +257,24 @@ def test_bench_inference_has_a_siglip_row(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_shapes_clutter_heads_prints_every_head_and_group(tmp_path):
+    small = ["--train-images", "200", "--test-images", "80", "--epochs", "1", "--tower-epochs", "1"]
+    out = run_script("bench_shapes_clutter_heads.py", *small, tmp_path=tmp_path)
+    assert "| head | seen | unseen | shapes | colours | textures | stuff |" in out, out
+    heads = (
+        "zero-shot (prompts)",
+        "linear, global embedding (L-BFGS)",
+        "linear per patch token, soft-max",
+        "2-layer MLP per patch token, soft-max",
+        "the MLP head with the image tower fine-tuned, 1 epochs",
+    )
+    for head in heads:
+        row = re.search(rf"^\| {re.escape(head)} \|((?: [\d.]+ \|){{6}})$", out, flags=re.MULTILINE)
+        assert row, (head, out)
+        assert all(0 <= float(cell) <= 100 for cell in row.group(1).split("|") if cell.strip())
+
+
+@pytest.mark.slow
 def test_bench_shapes_clutter_ceiling_prints_every_row(tmp_path):
     small = ["--train-images", "300", "--test-images", "120", "--steps", "2", "--eval-every", "1", "--batch-size", "16"]
     out = run_script("bench_shapes_clutter_ceiling.py", *small, tmp_path=tmp_path)
