@@ -25,6 +25,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_shapes_clutter_ceiling import image_embeddings  # noqa: E402  (the pooled embedding, normalised)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -147,13 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells.append(f"{100 * np.mean(aps):.1f}")
         return f"| {title} | " + " | ".join(cells) + " |"
 
-    def project(tokens):
-        return F.normalize(backbone.model.visual_projection(tokens[:, 0]), dim=-1)  # [n, D]
-
     rows = []
     text = F.normalize(LabelVocabulary(names, templates="single").encode(backbone.model, backbone.tokenizer), dim=-1)
-    with torch.no_grad():
-        train_embeds, test_embeds = project(train_tokens), project(test_tokens)
+    # [n, D]; cloned out of inference mode so that L-BFGS can differentiate through them
+    train_embeds, test_embeds = (image_embeddings(backbone, pixels).clone() for pixels in (train_pixels, test_pixels))
     rows.append(row("zero-shot (prompts)", (test_embeds @ text.T).numpy()))
 
     weight = torch.zeros(train_embeds.shape[1], len(names), requires_grad=True)

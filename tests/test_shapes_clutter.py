@@ -202,7 +202,7 @@ def test_labelset_file():
     restricted = world.restrict_seen_shapes(labelset, 10)
     assert len(restricted["labels"]) == 76 - 32 and set(unseen) <= set(restricted["labels"])
     with pytest.raises(ValueError, match="num_seen_shapes"):
-        world.restrict_seen_shapes(labelset, 136)
+        world.restrict_seen_shapes(labelset, 43)
 
 
 def test_bad_labelset_is_named(tmp_path):
