@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_shapes_clutter_ceiling import image_embeddings  # noqa: E402  (the pooled embedding, normalised)
+from bench_shapes_clutter_ceiling import image_embeddings, pixel_values  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -124,10 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def render(count: int, split: str):
         world = world_module.generate_world(count, seed=0, stream=split, num_workers=1)
-        pixels = torch.cat([backbone.image_processor(images=[world.image(i) for i in range(s, min(s + 512, count))],
-                                                     return_tensors="pt")["pixel_values"]
-                            for s in range(0, count, 512)])  # fmt: skip
-        return pixels, world.scenes.label_matrix(names)  # [n, 3, H, W], int8 [n, C]
+        pixels = pixel_values(backbone, world, np.ones(count, dtype=bool))  # [n, 3, H, W]
+        return pixels, world.scenes.label_matrix(names)  # int8 [n, C]
 
     def tokens_of(pixels):
         with torch.no_grad():
