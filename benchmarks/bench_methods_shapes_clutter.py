@@ -7,7 +7,8 @@ of them, MKT's unseen labels scored alone; GZSL: all labels, all images; seen: t
 
 * the methods on the main dataset (`ovmlc data prepare shapes-clutter`): CLIP zero-shot, CLIP-FT full and LoRA, MKT
   stage 1 and 1 + 2, QKS, and with `--methods` the prompt family (CoOp, DualCoOp, DualCoOp++), LAMM, the linear probe
-  and ViLD (each recipe mirrors its `*-synthetic.yaml`);
+  and ViLD (each recipe mirrors its `*-synthetic.yaml`), and `vild-windows`, the training-free baseline of ViLD's
+  row (CLIP on the crops of the ViLD recipe's windows, untrained);
 * the supervised upper bound: a method trained on *all* labels (dataset prepared with `--oracle`), evaluated on the
   same test images and the same unseen labels;
 * controls, with CLIP zero-shot and the transfer methods (MKT, QKS; `--control-methods`):
@@ -62,6 +63,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lamm": ("LAMM", ("lamm-shapes-clutter.yaml",)),
     "linear-probe": ("Linear probe", ("linear-probe-shapes-clutter.yaml",)),
     "vild": ("ViLD-ensemble", ("vild-shapes-clutter.yaml",)),
+    "vild-windows": ("zero-shot CLIP on ViLD's windows", ()),
 }
 MAIN_METHODS = ("clip-zs", "clipft", "clipft-lora", "mkt-stage1", "mkt", "qks")
 CONTROL_METHODS = ("clip-zs", "mkt-stage1", "qks")
@@ -154,6 +156,20 @@ def evaluate(model, dataset_path: Path, unseen: Sequence[str], batch_size: int =
     return numbers
 
 
+def untrained_model(method: str, backbone: str):
+    """The training-free rows: CLIP zero-shot on the whole image, or on each of ViLD's windows (the ViLD recipe's
+    windows, crops and scoring with CLIP embedding every window's crops instead of trained region heads)."""
+    import ovmlc
+
+    if method == "vild-windows":
+        import yaml
+
+        recipe = yaml.safe_load((base.REPO / "hub_configs" / "vild-shapes-clutter.yaml").read_text())
+        settings = {**recipe["method_config"], "region_encoder": "clip_crops", "double_branch": False}
+        return ovmlc.ViLDModel.from_clip(backbone, **settings)
+    return ovmlc.CLIPZeroShotModel.from_clip(backbone)
+
+
 def run_one(
     method: str,
     variant: str,
@@ -170,7 +186,7 @@ def run_one(
     started = time.perf_counter()
     output = None
     if not recipes:
-        model = ovmlc.CLIPZeroShotModel.from_clip(backbone)
+        model = untrained_model(method, backbone)
     else:
         overrides = [f"backbone={backbone}"]
         output, seconds = base.train_recipes(recipes, dataset_path, seed, work_dir, overrides, reuse=reuse)

@@ -50,6 +50,26 @@ class PatchHead:
         return torch.logsumexp(scores * SOFT_MAX_SHARPNESS, dim=1) / SOFT_MAX_SHARPNESS
 
 
+def fit_minibatches(optimizer, parameters, batch_loss, num_items: int, epochs: int, batch_size: int) -> None:
+    """`epochs` passes over seeded random minibatches of `num_items`: `batch_loss(indices)` -> loss, gradients clipped
+    to norm 1 over `parameters`, linear warm-up over 5 % of the steps then cosine decay of every group's lr."""
+    import torch
+
+    steps = epochs * math.ceil(num_items / batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for batch in torch.randperm(num_items, generator=generator).split(batch_size):
+            loss = batch_loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            schedule.step()
+
+
 def train_head(
     head, features, targets, epochs: int, lr: float, weight_decay: float, batch_size: int = 256, tower=None, pixels=None
 ):
@@ -59,23 +79,14 @@ def train_head(
 
     parameters = list(head.module.parameters()) + (list(tower.parameters) if tower else [])
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    num_images = len(pixels if tower else features)
-    steps = epochs * math.ceil(num_images / batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * 0.5 * (1 + math.cos(math.pi * s / steps))
-    )
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        if tower:
-            tower.train(True)
-        for batch in torch.randperm(num_images, generator=generator).split(batch_size):
-            inputs = tower(pixels[batch]) if tower else features[batch]
-            loss = F.binary_cross_entropy_with_logits(head(inputs), targets[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            schedule.step()
+
+    def batch_loss(batch):
+        inputs = tower(pixels[batch]) if tower else features[batch]
+        return F.binary_cross_entropy_with_logits(head(inputs), targets[batch])
+
+    if tower:
+        tower.train(True)
+    fit_minibatches(optimizer, parameters, batch_loss, len(pixels if tower else features), epochs, batch_size)
     if tower:
         tower.train(False)
 
@@ -95,6 +106,27 @@ class Tower:
         return self.backbone.family.vision_tokens(self.backbone.model, pixels)  # [B, 1 + N, H_v]
 
 
+def load_world_clip(name: str, threads: int):
+    """Torch threads and seed set; the world's CLIP in eval mode, its label names, unseen set and prompt embeddings:
+    (backbone, names, unseen, label_embeds [C, D], L2-normalised, no grad)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ovmlc.core.backbones import load_backbone
+    from ovmlc.core.vocabulary import LabelVocabulary
+    from ovmlc.data import shapes_clutter
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    backbone = load_backbone(name)
+    backbone.model.eval()
+    labelset = shapes_clutter.load_labelset()
+    names, unseen = list(labelset["labels"]), set(labelset["unseen"])
+    vocabulary = LabelVocabulary(names, templates="single")
+    label_embeds = F.normalize(vocabulary.encode(backbone.model, backbone.tokenizer), dim=-1).detach()
+    return backbone, names, unseen, label_embeds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="shapes-clutter", help="a CLIP of the world (alias or folder)")
@@ -109,18 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch.nn.functional as F
     from sklearn.metrics import average_precision_score
 
-    from ovmlc.core.backbones import load_backbone
-    from ovmlc.core.vocabulary import LabelVocabulary
     from ovmlc.data import shapes_clutter as world_module
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     started = time.perf_counter()
-    backbone = load_backbone(args.backbone)
-    backbone.model.eval()
+    backbone, names, unseen, text = load_world_clip(args.backbone, args.threads)
     tower = Tower(backbone)
-    labelset = world_module.load_labelset()
-    names, unseen = list(labelset["labels"]), set(labelset["unseen"])
 
     def render(count: int, split: str):
         world = world_module.generate_world(count, seed=0, stream=split, num_workers=1)
@@ -149,7 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return f"| {title} | " + " | ".join(cells) + " |"
 
     rows = []
-    text = F.normalize(LabelVocabulary(names, templates="single").encode(backbone.model, backbone.tokenizer), dim=-1)
     # [n, D]; cloned out of inference mode so that L-BFGS can differentiate through them
     train_embeds, test_embeds = (image_embeddings(backbone, pixels).clone() for pixels in (train_pixels, test_pixels))
     rows.append(row("zero-shot (prompts)", (test_embeds @ text.T).numpy()))

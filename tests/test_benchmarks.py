@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ovmlc.files import TRAINER_STATE_FILE
@@ -272,6 +273,53 @@ def test_bench_shapes_clutter_heads_prints_every_head_and_group(tmp_path):
         row = re.search(rf"^\| {re.escape(head)} \|((?: [\d.]+ \|){{6}})$", out, flags=re.MULTILINE)
         assert row, (head, out)
         assert all(0 <= float(cell) <= 100 for cell in row.group(1).split("|") if cell.strip())
+
+
+@pytest.mark.slow
+def test_bench_shapes_clutter_transfer_prints_every_row_for_every_shift(tmp_path):
+    small = ["--train-images", "160", "--test-images", "80", "--epochs", "1"]
+    out = run_script("bench_shapes_clutter_transfer.py", *small, tmp_path=tmp_path)
+    header = "| shift: row | ZSL mAP | seen mAP | seen colours | unseen colours | unseen shapes | unseen stuff |"
+    assert header in out, out
+    rows = (
+        "zero-shot",
+        "linear adapter, seen labels",
+        "image tower fine-tuned, seen labels",
+        "image tower fine-tuned, all labels (oracle)",
+    )
+    for shift in ("none", "warm", "channel-swap"):
+        for title in rows:
+            row = re.search(rf"^\| {shift}: {re.escape(title)} \|((?: [\d.]+ \|){{6}})$", out, flags=re.MULTILINE)
+            assert row, (shift, title, out)
+            assert all(0 <= float(cell) <= 100 for cell in row.group(1).split("|") if cell.strip())
+
+
+def test_bench_shapes_clutter_transfer_shifts_and_calibrated_head():
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_shapes_clutter_transfer as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    assert bench.shift_pixels(images, "none") is images
+    swapped = bench.shift_pixels(images, "channel-swap")
+    assert np.array_equal(swapped[..., 2], images[..., 0]) and np.array_equal(swapped[..., 0], images[..., 1])
+    warm = bench.shift_pixels(np.full((1, 1, 1, 3), 200, dtype=np.uint8), "warm")
+    assert warm.dtype == np.uint8 and warm[0, 0, 0, 0] > 200 > warm[0, 0, 0, 1] > warm[0, 0, 0, 2]
+    with pytest.raises(ValueError, match="Unknown shift 'sepia'"):
+        bench.shift_pixels(images, "sepia")
+    # Calibrated start: each label's mean predicted probability on the training images is near its prior.
+    generator = torch.Generator().manual_seed(0)
+    cosines = torch.rand(500, 4, generator=generator) * 0.4  # [n, C]
+    prior = torch.tensor([0.05, 0.2, 0.5, 0.01])
+    head = bench.CalibratedHead(cosines, prior)
+    image_embeds, label_embeds = torch.eye(4)[:2], torch.eye(4)
+    assert head(image_embeds, label_embeds).shape == (2, 4)
+    probabilities = torch.sigmoid(head.log_scale.exp() * cosines + head.bias).mean(0)
+    assert torch.allclose(probabilities, prior, atol=0.06), probabilities
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ temporary folder (no dependencies: the venv has them), then run from another dir
 label set, protocol and transform preset it needs must come from the installed package data, not the checkout."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,11 @@ def test_quickstart_tiny_from_a_non_editable_install(installed, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "| CLIP zero-shot |" in out and "| MKT (stage 1) |" in out
+    assert "| method | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | seen mAP |" in out, out
+    for name in ("CLIP zero-shot", "MKT (stage 1)"):
+        row = re.search(rf"^\| {re.escape(name)} \|((?: +[\d.]+ \|){{5}})$", out, flags=re.MULTILINE)
+        assert row, out
+        assert all(0 <= float(cell) <= 100 for cell in row.group(1).split("|") if cell.strip())
     for folder in ("clip-zeroshot", "mkt"):
         assert (elsewhere / "run" / folder / "eval" / "metrics.json").is_file()
         assert (elsewhere / "run" / folder / "config.json").is_file()

@@ -2,8 +2,10 @@
 trainer, 3 training seeds (every seed must satisfy each claim). Measured numbers: docs/synthetic.md ("Methods on
 catalogue v2"), produced by `benchmarks/bench_methods_shapes_clutter.py --seeds 0 1 2`; each threshold keeps a margin
 below the measured effect. Only what holds is asserted; the issue's targets that are missed are reported there.
-Run with `pytest -m quality tests/test_shapes_clutter_quality.py` (~15 min on one core: the world's 27k images, then
-CLIP-FT three times).
+Run with `pytest -m quality tests/test_shapes_clutter_quality.py` (~65 min on one core: the world's 27k images,
+CLIP-FT three times, then ViLD three times, its first run caching the CLIP embeddings of every training window's crops
+for ~18 min, and CLIP on ViLD's windows scoring the test split's crops; ~10 min when the benchmark's runs are
+reused, most of it scoring ViLD's regions).
 `OVMLC_SHAPES_CLUTTER_DATA`: the benchmark's `--data-root` (its `main` variant is reused);
 `OVMLC_BENCH_RUNS`: the benchmark's `--work-dir`, whose finished runs of the same recipes are read.
 """
@@ -69,3 +71,20 @@ def test_full_clipft_gains_seen_labels_and_forgets_unseen_ones(rows):
     for run in rows("clipft"):
         assert run.zsl_map <= zero_shot.zsl_map - 5.0, (run, zero_shot)
         assert run.seen_map >= zero_shot.seen_map + 2.0, (run, zero_shot)
+
+
+def test_vild_beats_zero_shot_on_unseen_labels_and_clip_on_its_windows_beats_vild(rows):
+    """ViLD-ensemble, trained with the seen labels' object boxes, scores every window (the 16 grid cells, 9 blocks, the
+    whole image) with region heads distilled from CLIP's embeddings of the window crops, so a cell-sized object is no
+    longer diluted by the clutter around it. Measured (3 seeds): ZSL 47.2 / 47.6 / 47.5 vs zero-shot 42.7, seen
+    43.0 / 43.1 / 42.9 vs 36.2; the unseen shapes' large (10-16 px) instances 46.3 / 47.8 / 46.9 vs 33.4, the small
+    ones unchanged (7.8 vs 7.4). Asserted per seed: ZSL ≥ zero-shot + 3 (the issue's transfer target), seen ≥ + 5,
+    large unseen shapes ≥ + 8. The gain is the windows', not the training's: CLIP scoring the same windows on their
+    crops, untrained, reaches ZSL 52.0 (the issue's counter-evidence outcome); asserted ≥ every ViLD seed + 2."""
+    zero_shot, windows = rows("clip-zs")[0], rows("vild-windows")[0]
+    large = "10-16px"
+    for run in rows("vild"):
+        assert run.zsl_map >= zero_shot.zsl_map + 3.0, (run, zero_shot)
+        assert run.seen_map >= zero_shot.seen_map + 5.0, (run, zero_shot)
+        assert run.zsl_map_by_size[large] >= zero_shot.zsl_map_by_size[large] + 8.0, (run, zero_shot)
+        assert windows.zsl_map >= run.zsl_map + 2.0, (windows, run)
