@@ -4,8 +4,8 @@ catalogue v2"), produced by `benchmarks/bench_methods_shapes_clutter.py --seeds 
 below the measured effect. Only what holds is asserted; the issue's targets that are missed are reported there.
 Run with `pytest -m quality tests/test_shapes_clutter_quality.py` (~65 min on one core: the world's 27k images,
 CLIP-FT three times, then ViLD three times, its first run caching the CLIP embeddings of every training window's crops
-for ~18 min, and CLIP on ViLD's windows scoring the test split's crops; ~10 min when the benchmark's runs are
-reused, most of it scoring ViLD's regions).
+for ~18 min, and CLIP on ViLD's windows scoring the test split's crops; 3 min when the benchmark's runs are
+reused).
 `OVMLC_SHAPES_CLUTTER_DATA`: the benchmark's `--data-root` (its `main` variant is reused);
 `OVMLC_BENCH_RUNS`: the benchmark's `--work-dir`, whose finished runs of the same recipes are read.
 """
