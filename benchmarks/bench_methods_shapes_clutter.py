@@ -162,11 +162,12 @@ def untrained_model(method: str, backbone: str):
     import ovmlc
 
     if method == "vild-windows":
-        import yaml
+        from ovmlc.resources import recipe_path
+        from ovmlc.training.recipe import load_recipe, validate_method_config
 
-        recipe = yaml.safe_load((base.REPO / "hub_configs" / "vild-shapes-clutter.yaml").read_text())
-        settings = {**recipe["method_config"], "region_encoder": "clip_crops", "double_branch": False}
-        return ovmlc.ViLDModel.from_clip(backbone, **settings)
+        overrides = ["method_config.region_encoder=clip_crops", "method_config.double_branch=false"]
+        recipe = load_recipe(recipe_path("vild-shapes-clutter.yaml"), overrides)
+        return ovmlc.ViLDModel.from_clip(backbone, **validate_method_config(recipe, ovmlc.ViLDConfig))
     return ovmlc.CLIPZeroShotModel.from_clip(backbone)
 
 
