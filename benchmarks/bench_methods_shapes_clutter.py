@@ -21,7 +21,8 @@ of them, MKT's unseen labels scored alone; GZSL: all labels, all images; seen: t
   instance (all test images; the other positives of the label are left out of that bin's AP).
 
 Prints markdown tables (mean ± sd over seeds, percent) and writes every run's numbers with `--json`. Needs the
-world's CLIP (`ovmlc pretrain-vlp --config hub_configs/clip-shapes-clutter.yaml`, the `shapes-clutter` backbone);
+world's CLIP (`ovmlc pretrain-vlp --config hub_configs/clip-shapes-clutter.yaml`, the `shapes-clutter` backbone;
+`--backbone` runs every row but captions-all on another CLIP of the world, e.g. the patch-8 experiment's);
 docs/synthetic.md ("shapes-clutter") has the commands, the cost and what is measured.
 
     python benchmarks/bench_methods_shapes_clutter.py --seeds 0 1 2 --json results.json
@@ -209,9 +210,10 @@ class Plan:
 
 
 def build_plans(args: argparse.Namespace) -> list[Plan]:
-    plans = [Plan("main", tuple(args.methods))]
+    backbone = args.backbone
+    plans = [Plan("main", tuple(args.methods), backbone=backbone)]
     if args.upper_bound:
-        plans.append(Plan("oracle", tuple(m for m in args.upper_bound_methods)))
+        plans.append(Plan("oracle", tuple(args.upper_bound_methods), backbone=backbone))
     controls = tuple(args.control_methods)
     for control in args.controls:
         if control == "captions-all":
@@ -219,7 +221,7 @@ def build_plans(args: argparse.Namespace) -> list[Plan]:
                 raise SystemExit("--controls captions-all needs --captions-all-backbone")
             plans.append(Plan("main", controls, backbone=args.captions_all_backbone, tag="captions-all"))
         else:
-            plans.append(Plan(control, controls))
+            plans.append(Plan(control, controls, backbone=backbone))
     return plans
 
 
@@ -234,7 +236,10 @@ def run_benchmark(args: argparse.Namespace, log=print) -> list[RunResult]:
     for plan in build_plans(args):
         dataset_path = prepare_variant(plan.variant, data_root, sizes)
         group = plan.tag or plan.variant
-        work_dir = work_root / group  # one folder per group: chained recipes never see another group's outputs
+        # one folder per group (chained recipes never see another group's outputs) and per CLIP of the world
+        work_dir = work_root / group
+        if plan.backbone != WORLD and not plan.tag:
+            work_dir = work_root / Path(plan.backbone).name / group
         for method in plan.methods:
             seeds = args.seeds[:1] if not METHODS[method][1] else args.seeds
             for seed in seeds:
@@ -311,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=["style-off", "web-off", "seen10", "seen20", "seen30", "captions-all"],
         choices=["style-off", "web-off", "seen10", "seen20", "seen30", "captions-all"],
     )
+    parser.add_argument(
+        "--backbone", default=WORLD, help="the CLIP of the world every other row uses (alias or folder)"
+    )
     parser.add_argument("--captions-all-backbone", default=None, help="CLIP pretrained with captions mentioning all")
     parser.add_argument("--quick", action="store_true", help="3k/300/1k images, seed 0 only, no captions-all")
     parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
@@ -338,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_benchmark(args, log=lambda text: print(text, file=sys.stderr, flush=True))
     total = time.perf_counter() - started
     print(
-        f"shapes-clutter world ({args.data_root}, test split), seeds {' '.join(map(str, args.seeds))}; percent, mean ± "
+        f"shapes-clutter world ({args.data_root}, test split), CLIP {args.backbone}, "
+        f"seeds {' '.join(map(str, args.seeds))}; percent, mean ± "
         f"sd over seeds; CPU ({torch.get_num_threads()} threads), total wall time {total / 60:.1f} min.\n"
     )
     print(markdown_tables(results))

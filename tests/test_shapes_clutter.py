@@ -5,6 +5,7 @@ counterparts."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -346,6 +347,23 @@ def test_world_choices_and_the_full_recipe():
     assert 4 * (vision + text + (v + t) * p) < 20e6
 
 
+@pytest.mark.parametrize(
+    "variant, differences",
+    [
+        ("clip-shapes-clutter-captions-all.yaml", {"world_options"}),
+        ("clip-shapes-clutter-p8.yaml", {"patch_size", "mixed_precision", "num_threads"}),
+    ],
+)
+def test_pretraining_variants_change_only_what_they_name(variant, differences):
+    """The controls/experiments of docs/synthetic.md compare CLIPs that differ from the shipped one in one respect:
+    their recipes may change only that (and where they write: output folder, interim checkpoints)."""
+    shipped = yaml.safe_load(recipe_path("clip-shapes-clutter.yaml").read_text())
+    other = yaml.safe_load(recipe_path(variant).read_text())
+    assert set(other) == set(shipped)
+    changed = {key for key in shipped if shipped[key] != other[key]} - {"output_dir", "save_every"}
+    assert changed == differences
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Backbone alias and recipes
 
@@ -443,6 +461,23 @@ def test_benchmark_rows_name_shipped_recipes_and_print_tables():
     )
     tables = bench.markdown_tables([result, bench.RunResult(**{**result.__dict__, "seed": 1, "zsl_map": 52.0})])
     assert "| QKS | 51.0 ± 1.4 | 40.0 ± 0.0 |" in tables and "| QKS | 1.0 ± 0.0 |" in tables
+    # --backbone: every row but captions-all runs on that CLIP of the world
+    args = argparse.Namespace(
+        backbone="/clips/clip-p8",
+        captions_all_backbone="/clips/all",
+        methods=["clip-zs"],
+        upper_bound=True,
+        upper_bound_methods=["linear-probe"],
+        control_methods=["mkt-stage1"],
+        controls=["seen10", "captions-all"],
+    )
+    plans = {(plan.variant, plan.tag): plan.backbone for plan in bench.build_plans(args)}
+    assert plans == {
+        ("main", ""): "/clips/clip-p8",
+        ("oracle", ""): "/clips/clip-p8",
+        ("seen10", ""): "/clips/clip-p8",
+        ("main", "captions-all"): "/clips/all",
+    }
 
 
 def test_shipped_shapes_clutter_clip_loads_by_alias_and_meets_the_zero_shot_target():
