@@ -12,6 +12,7 @@ A head that cannot beat zero-shot by much on seen labels means the frozen featur
 (4) tells whether the tagging images can teach the tower more. Images are generated in memory (seeded).
 
     python benchmarks/bench_shapes_clutter_heads.py                  # 20k / 5k images, ~15 min on one core
+    python benchmarks/bench_shapes_clutter_heads.py --tower-epochs 0 --layout num_objects=[2,5] overlap_prob=0
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_shapes_clutter_ceiling import image_embeddings, pixel_values  # noqa: E402
+
+if TYPE_CHECKING:
+    from ovmlc.data.shapes_clutter import WorldConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -127,6 +132,37 @@ def load_world_clip(name: str, threads: int):
     return backbone, names, unseen, label_embeds
 
 
+def tagging_config(changes: Sequence[str]) -> WorldConfig:
+    """The world's tagging layout and style with `FIELD=VALUE` changes (YAML values; lists become tuples), each value
+    of the field's kind: a number, or a list as long as the default's."""
+    import dataclasses
+
+    import yaml
+
+    from ovmlc.data import shapes_clutter
+
+    fields = {field.name for field in dataclasses.fields(shapes_clutter.WorldConfig)}
+    overrides = {}
+    for change in changes:
+        name, sep, text = change.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--layout {change!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        default, value = getattr(shapes_clutter.TAGGING, name), yaml.safe_load(text)
+        value = tuple(value) if isinstance(value, list) else value
+        if not _same_kind(value, default):
+            raise SystemExit(f"--layout {change!r}: {name} takes a value like {default!r}")
+        overrides[name] = value
+    return dataclasses.replace(shapes_clutter.TAGGING, **overrides)
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and len(value) == len(default) and all(map(_same_kind, value, default))
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="shapes-clutter", help="a CLIP of the world (alias or folder)")
@@ -135,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8, help="AdamW epochs of the patch heads")
     parser.add_argument("--tower-epochs", type=int, default=4, help="epochs of head (4); 0 skips it")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
+    parser.add_argument(
+        "--layout",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="tagging-layout changes (WorldConfig fields, YAML values), e.g. num_objects=[2,5] overlap_prob=0",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -144,11 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ovmlc.data import shapes_clutter as world_module
 
     started = time.perf_counter()
+    config = tagging_config(args.layout)
     backbone, names, unseen, text = load_world_clip(args.backbone, args.threads)
     tower = Tower(backbone)
 
     def render(count: int, split: str):
-        world = world_module.generate_world(count, seed=0, stream=split, num_workers=1)
+        world = world_module.generate_world(count, seed=0, stream=split, config=config, num_workers=1)
         pixels = pixel_values(backbone, world, np.ones(count, dtype=bool))  # [n, 3, H, W]
         return pixels, world.scenes.label_matrix(names)  # int8 [n, C]
 
@@ -208,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"Supervised heads on {args.backbone!r}, all {len(names)} labels, {args.train_images} training / "
-        f"{args.test_images} test tagging images; mAP (%) over all test images; {torch.get_num_threads()} thread(s), "
+        f"{args.test_images} test tagging images{' (' + ', '.join(args.layout) + ')' if args.layout else ''}; mAP (%) "
+        f"over all test images; {torch.get_num_threads()} thread(s), "
         f"{(time.perf_counter() - started) / 60:.1f} min.\n"
     )
     print("| head | " + " | ".join(columns) + " |\n| --- |" + " ---: |" * len(columns))

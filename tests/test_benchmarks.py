@@ -275,6 +275,24 @@ def test_bench_shapes_clutter_heads_prints_every_head_and_group(tmp_path):
         assert all(0 <= float(cell) <= 100 for cell in row.group(1).split("|") if cell.strip())
 
 
+def test_bench_shapes_clutter_heads_layout_changes():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_shapes_clutter_heads as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from ovmlc.data import shapes_clutter
+
+    config = bench.tagging_config(["num_objects=[2, 5]", "overlap_prob=0"])
+    assert config.num_objects == (2, 5) and config.overlap_prob == 0 and config.style == "tagging"
+    assert bench.tagging_config([]) == shapes_clutter.TAGGING
+    with pytest.raises(SystemExit, match="num_object.*one of"):
+        bench.tagging_config(["num_object=3"])
+    for bad in ("num_objects=3", "overlap_prob=often", "large_prob=[0.5, 1]", "style=1"):
+        with pytest.raises(SystemExit, match=r"takes a value like"):
+            bench.tagging_config([bad])
+
+
 @pytest.mark.slow
 def test_bench_shapes_clutter_transfer_prints_every_row_for_every_shift(tmp_path):
     small = ["--train-images", "160", "--test-images", "80", "--epochs", "1"]
