@@ -132,6 +132,26 @@ def load_world_clip(name: str, threads: int):
     return backbone, names, unseen, label_embeds
 
 
+def table_row(title: str, scores: np.ndarray, targets: np.ndarray, groups: dict) -> str:
+    """A markdown row: per group `name -> (label columns, image rows or None for all)`, the mean AP (%) of its labels
+    that have a positive on those images."""
+    from sklearn.metrics import average_precision_score
+
+    cells = []
+    for cols, rows in groups.values():
+        group_targets, group_scores = (targets, scores) if rows is None else (targets[rows], scores[rows])
+        aps = [
+            average_precision_score(group_targets[:, c], group_scores[:, c]) for c in cols if group_targets[:, c].any()
+        ]
+        cells.append(f"{100 * np.mean(aps):.1f}")
+    return f"| {title} | " + " | ".join(cells) + " |"
+
+
+def markdown_table(first_column: str, groups: dict, rows: Sequence[str]) -> str:
+    """Header (the first column, then the groups' names), separator and `table_row` rows."""
+    return "\n".join([f"| {first_column} | " + " | ".join(groups) + " |", "| --- |" + " ---: |" * len(groups), *rows])
+
+
 def tagging_config(changes: Sequence[str]) -> WorldConfig:
     """The world's tagging layout and style with `FIELD=VALUE` changes (YAML values; lists become tuples), each value
     of the field's kind: a number, or a list as long as the default's."""
@@ -182,7 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
     import torch.nn.functional as F
-    from sklearn.metrics import average_precision_score
 
     from ovmlc.data import shapes_clutter as world_module
 
@@ -205,17 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_tokens, test_tokens = tokens_of(train_pixels), tokens_of(test_pixels)
     targets = torch.tensor(train_targets, dtype=torch.float32)
     columns = {
-        "seen": [c for c, name in enumerate(names) if name not in unseen],
-        "unseen": [c for c, name in enumerate(names) if name in unseen],
-        **{group: [names.index(n) for n in members] for group, members in world_module.LABEL_GROUPS.items()},
+        "seen": ([c for c, name in enumerate(names) if name not in unseen], None),
+        "unseen": ([c for c, name in enumerate(names) if name in unseen], None),
+        **{group: ([names.index(n) for n in members], None) for group, members in world_module.LABEL_GROUPS.items()},
     }
 
     def row(title: str, scores: np.ndarray) -> str:
-        cells = []
-        for cols in columns.values():
-            aps = [average_precision_score(test_targets[:, c], scores[:, c]) for c in cols if test_targets[:, c].any()]
-            cells.append(f"{100 * np.mean(aps):.1f}")
-        return f"| {title} | " + " | ".join(cells) + " |"
+        return table_row(title, scores, test_targets, columns)
 
     rows = []
     # [n, D]; cloned out of inference mode so that L-BFGS can differentiate through them
@@ -256,8 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"over all test images; {torch.get_num_threads()} thread(s), "
         f"{(time.perf_counter() - started) / 60:.1f} min.\n"
     )
-    print("| head | " + " | ".join(columns) + " |\n| --- |" + " ---: |" * len(columns))
-    print("\n".join(rows))
+    print(markdown_table("head", columns, rows))
     return 0
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_shapes_clutter_ceiling import image_embeddings, pixel_values  # noqa: E402
-from bench_shapes_clutter_heads import fit_minibatches, load_world_clip  # noqa: E402
+from bench_shapes_clutter_heads import fit_minibatches, load_world_clip, markdown_table, table_row  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -104,7 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
     import torch.nn.functional as F
-    from sklearn.metrics import average_precision_score
 
     from ovmlc.data import shapes_clutter as world_module
 
@@ -133,12 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
 
     def row(title: str, scores: np.ndarray) -> str:
-        cells = []
-        for cols, rows in columns.values():
-            targets, predicted = (test_targets, scores) if rows is None else (test_targets[rows], scores[rows])
-            aps = [average_precision_score(targets[:, c], predicted[:, c]) for c in cols if targets[:, c].any()]
-            cells.append(f"{100 * np.mean(aps):.1f}")
-        return f"| {title} | " + " | ".join(cells) + " |"
+        return table_row(title, scores, test_targets, columns)
 
     lines = []
     for shift in args.shifts:
@@ -192,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.tower_lr:g}); mAP (%); {torch.get_num_threads()} thread(s), "
         f"{(time.perf_counter() - started) / 60:.1f} min.\n"
     )
-    print("| shift: row | " + " | ".join(columns) + " |\n| --- |" + " ---: |" * len(columns))
-    print("\n".join(lines))
+    print(markdown_table("shift: row", columns, lines))
     return 0
 
 
