@@ -102,15 +102,25 @@ class RunResult:
     output_dir: str | None = None
 
 
-def prepare_variant(variant: str, root: Path, sizes: dict[str, int], seed: int = 0) -> Path:
-    """The canonical dataset of a variant under `root` (generated once)."""
-    path = root / variant
+def layout_name(large_prob: float | None) -> str:
+    """Folder-name suffix of the tagging layout's share of cell-sized objects ("" for the default layout)."""
+    return "" if large_prob is None else f"large-prob-{large_prob:g}"
+
+
+def prepare_variant(
+    variant: str, root: Path, sizes: dict[str, int], seed: int = 0, large_prob: float | None = None
+) -> Path:
+    """The canonical dataset of a variant under `root` (generated once); `large_prob` replaces the tagging layout's
+    share of cell-sized objects."""
+    path = root / "-".join(filter(None, (variant, layout_name(large_prob))))
     if not (path / "README.md").is_file():
         from ovmlc.cli import main as cli_main
 
         argv = ["data", "prepare", WORLD, "--out", str(path), "--seed", str(seed), "--no-progress"]
         argv += ["--num-train", str(sizes["num_train"]), "--num-val", str(sizes["num_val"])]
         argv += ["--num-test", str(sizes["num_test"]), *VARIANTS[variant][1]]
+        if large_prob is not None:
+            argv += ["--large-prob", str(large_prob)]
         print(f"preparing {variant} in {path} ...", file=sys.stderr)
         if cli_main(argv):
             raise RuntimeError(f"`ovmlc {' '.join(argv)}` failed")
@@ -123,9 +133,7 @@ def object_sizes(dataset_path: Path, names: Sequence[str]) -> np.ndarray:
     from ovmlc.data import shapes_clutter
 
     metadata = ovmlc_data.read_card_metadata(dataset_path)  # the card's `ovmlc:` block (world seed, layout, style)
-    config = shapes_clutter.world_config(
-        metadata.get("world_layout", "tagging"), metadata.get("world_style", "tagging")
-    )
+    config = shapes_clutter.dataset_world_config(metadata)
     test = ovmlc_data.load_canonical(dataset_path, split="test")
     world = shapes_clutter.generate_world(
         len(test), seed=int(metadata.get("world_seed", 0)), stream="test", config=config
@@ -234,12 +242,15 @@ def run_benchmark(args: argparse.Namespace, log=print) -> list[RunResult]:
     unseen = load_labelset()["unseen"]
     results: list[RunResult] = []
     for plan in build_plans(args):
-        dataset_path = prepare_variant(plan.variant, data_root, sizes)
+        dataset_path = prepare_variant(plan.variant, data_root, sizes, large_prob=args.large_prob)
         group = plan.tag or plan.variant
-        # one folder per group (chained recipes never see another group's outputs) and per CLIP of the world
-        work_dir = work_root / group
-        if plan.backbone != WORLD and not plan.tag:
-            work_dir = work_root / Path(plan.backbone).name / group
+        # one folder per group (chained recipes never see another group's outputs), per CLIP and per layout
+        layout_root = work_root / layout_name(args.large_prob)
+        work_dir = (
+            layout_root / group
+            if plan.backbone == WORLD or plan.tag
+            else layout_root / Path(plan.backbone).name / group
+        )
         for method in plan.methods:
             seeds = args.seeds[:1] if not METHODS[method][1] else args.seeds
             for seed in seeds:
@@ -319,6 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--backbone", default=WORLD, help="the CLIP of the world every other row uses (alias or folder)"
     )
+    parser.add_argument(
+        "--large-prob",
+        type=float,
+        default=None,
+        help="every dataset variant with this share of cell-sized objects (`data prepare --large-prob`; 1.0: none "
+        "smaller than a patch)",
+    )
     parser.add_argument("--captions-all-backbone", default=None, help="CLIP pretrained with captions mentioning all")
     parser.add_argument("--quick", action="store_true", help="3k/300/1k images, seed 0 only, no captions-all")
     parser.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary folder)")
@@ -346,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_benchmark(args, log=lambda text: print(text, file=sys.stderr, flush=True))
     total = time.perf_counter() - started
     print(
-        f"shapes-clutter world ({args.data_root}, test split), CLIP {args.backbone}, "
+        f"shapes-clutter world ({args.data_root}, test split"
+        + ("" if args.large_prob is None else f", share of cell-sized objects {args.large_prob:g}")
+        + f"), CLIP {args.backbone}, "
         f"seeds {' '.join(map(str, args.seeds))}; percent, mean ± "
         f"sd over seeds; CPU ({torch.get_num_threads()} threads), total wall time {total / 60:.1f} min.\n"
     )

@@ -273,6 +273,33 @@ def test_prepare_variants_for_the_controls(tmp_path):
     assert np.array_equal(np.asarray(load_canonical(style_off, split="test")[0]["image"]), web_style.images[0])
 
 
+def test_prepare_with_only_cell_sized_objects(tmp_path, capsys):
+    """`--large-prob 1.0`: no object smaller than a patch; the card records the share, and the world config rebuilt
+    from it regenerates the dataset exactly."""
+    from ovmlc.cli import main
+    from ovmlc.data import load_canonical, read_card_metadata
+
+    cells = _prepare(tmp_path, "cells", "--large-prob", "1.0")
+    metadata = read_card_metadata(cells)
+    assert metadata["world_large_prob"] == 1.0
+    assert read_card_metadata(_prepare(tmp_path, "default"))["world_large_prob"] == world.TAGGING.large_prob
+    config = world.dataset_world_config(metadata)
+    assert config == world.world_config(large_prob=1.0) and config.large_prob == 1.0
+    regenerated = world.generate_world(16, seed=5, stream="test", config=config, num_workers=1)
+    assert np.array_equal(np.asarray(load_canonical(cells, split="test")[2]["image"]), regenerated.images[2])
+    sizes = regenerated.scenes.sizes[regenerated.scenes.shape_ids >= 0]
+    assert sizes.min() >= config.large_size[0] and len(sizes) >= 16 * config.num_objects[0]
+    assert world.dataset_world_config({}) == world.TAGGING  # a card from before the share was recorded
+    argv = ["data", "prepare", "shapes-clutter", "--num-train", "2", "--num-val", "2", "--num-test", "2"]
+    for extra, message in (
+        (["--large-prob", "1.5"], "large_prob"),
+        (["--large-prob", "1", "--layout", "web"], "tagging layout"),
+    ):
+        assert main([*argv, "--out", str(tmp_path / "bad"), "--no-progress", *extra]) != 0
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Pretraining world interface
 
@@ -434,7 +461,7 @@ def test_pretrain_vlp_tiny_recipe_end_to_end(tmp_path, capsys):
     assert "clip-shapes-clutter" in card and "web-style test images" in card and "stuff mAP" in card
 
 
-def test_benchmark_rows_name_shipped_recipes_and_print_tables():
+def test_benchmark_rows_name_shipped_recipes_and_print_tables(tmp_path, monkeypatch):
     """The results-table script (benchmarks/bench_methods_shapes_clutter.py) names only shipped recipes and dataset
     variants the converter accepts, and renders its two tables; a real run needs the world's pretrained CLIP."""
     import importlib.util
@@ -478,6 +505,14 @@ def test_benchmark_rows_name_shipped_recipes_and_print_tables():
         ("seen10", ""): "/clips/clip-p8",
         ("main", "captions-all"): "/clips/all",
     }
+    # --large-prob: every variant is prepared with that share of cell-sized objects, in its own folder
+    calls = []
+    monkeypatch.setattr("ovmlc.cli.main", lambda argv: calls.append(argv) or 0)
+    sizes = bench.QUICK_SIZES
+    assert bench.prepare_variant("seen10", tmp_path, sizes, large_prob=1.0) == tmp_path / "seen10-large-prob-1"
+    assert bench.prepare_variant("seen10", tmp_path, sizes) == tmp_path / "seen10"
+    assert calls[0][-4:] == ["--num-seen-shapes", "10", "--large-prob", "1.0"]
+    assert calls[1][-2:] == ["--num-seen-shapes", "10"]
 
 
 def test_shipped_shapes_clutter_clip_loads_by_alias_and_meets_the_zero_shot_target():

@@ -440,6 +440,8 @@ class WorldConfig:
             raise ValueError(f"Unknown layout {self.layout!r}; known: {LAYOUTS}.")
         if self.style not in STYLES:
             raise ValueError(f"Unknown style {self.style!r}; known: {STYLES}.")
+        if not 0.0 <= self.large_prob <= 1.0:
+            raise ValueError(f"large_prob (the share of cell-sized objects) must be in [0, 1], got {self.large_prob}.")
 
 
 WEB = WorldConfig(layout="web", style="web")
@@ -1119,9 +1121,21 @@ def restrict_seen_shapes(labelset: dict, num_seen_shapes: int | None) -> dict:
     return restricted
 
 
-def world_config(layout: str = "tagging", style: str = "tagging") -> WorldConfig:
-    """The default `WorldConfig` of a layout and a rendering style."""
-    return replace(TAGGING, layout=layout, style=style)
+def world_config(layout: str = "tagging", style: str = "tagging", large_prob: float | None = None) -> WorldConfig:
+    """The default `WorldConfig` of a layout and a rendering style; `large_prob` (tagging layout) replaces the share
+    of cell-sized objects (1.0: no object smaller than a patch)."""
+    config = replace(TAGGING, layout=layout, style=style)
+    return config if large_prob is None else replace(config, large_prob=float(large_prob))
+
+
+def dataset_world_config(metadata: dict) -> WorldConfig:
+    """The `WorldConfig` a prepared dataset was generated with, from its card's `ovmlc:` metadata (datasets prepared
+    before `world_large_prob` was recorded used the default share)."""
+    return world_config(
+        metadata.get("world_layout", "tagging"),
+        metadata.get("world_style", "tagging"),
+        metadata.get("world_large_prob"),
+    )
 
 
 def split_objects(
@@ -1187,18 +1201,23 @@ def source_plan(
     num_seen_shapes: int | None = None,
     oracle: bool = False,
     num_workers: int | None = None,
+    large_prob: float | None = None,
 ) -> SourcePlan:
     """The `SourcePlan` of the world: splits `train`, `validation`, `test`, each its own stream of `seed`.
 
+    `large_prob` replaces the tagging layout's share of cell-sized objects (1.0: only cell-sized objects).
     `num_seen_shapes` keeps only the first N shapes of `seen_shape_order` in the label set (seen-count sweep);
     `oracle` labels every label in train/validation too (the supervised upper bound: the card then lists no unseen
     label, and the label set's unseen list is what to evaluate).
     """
+    if large_prob is not None and layout != "tagging":
+        raise ValueError(f"{WORLD_NAME}: the share of cell-sized objects (--large-prob) applies to the tagging layout "
+                         f"only, not to {layout!r}.")  # fmt: skip
     labelset = restrict_seen_shapes(load_labelset(), num_seen_shapes)
     label_names = list(labelset["labels"])
     unseen = [] if oracle else list(labelset["unseen"])
     seen = [name for name in label_names if name not in set(unseen)]
-    config = world_config(layout, style)
+    config = world_config(layout, style, large_prob)
     splits = build_dataset_splits(counts, seed=seed, config=config, label_names=label_names, num_workers=num_workers)
     records = {
         split: [
@@ -1210,6 +1229,8 @@ def source_plan(
         for split, columns in splits.items()
     }
     variant = [f"layout {layout}", f"style {style}"]
+    if large_prob is not None:
+        variant.append(f"share of cell-sized objects {config.large_prob:g}")
     if num_seen_shapes is not None:
         variant.append(f"{num_seen_shapes} seen shapes")
     if oracle:
@@ -1242,6 +1263,7 @@ def source_plan(
             "generator": f"ovmlc.data.shapes_clutter ({WORLD_NAME})",
             "world_layout": layout,
             "world_style": style,
+            "world_large_prob": config.large_prob,
             "num_seen_shapes": num_seen_shapes,
             "oracle": oracle,
         },
@@ -1277,6 +1299,13 @@ class ShapesClutterConverter(Converter):
             help="rendering: 'tagging' (textured background, blur, noise, cast; default) or 'web'",
         )
         parser.add_argument(
+            "--large-prob",
+            type=float,
+            default=None,
+            help="tagging layout: share of cell-sized objects, 11.5-15 px, the rest 6-9 px (default "
+            f"{TAGGING.large_prob}; 1.0: no object smaller than a patch)",
+        )
+        parser.add_argument(
             "--num-seen-shapes",
             type=int,
             default=None,
@@ -1298,6 +1327,7 @@ class ShapesClutterConverter(Converter):
             style=args.style,
             num_seen_shapes=args.num_seen_shapes,
             oracle=args.oracle,
+            large_prob=args.large_prob,
         )
 
 
