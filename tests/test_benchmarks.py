@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end on small inputs and print the ratios / tables they promise (no timing asserted:
 the numbers they print are measured side by side and reported, never checked in tests)."""
 
+import math
 import os
 import re
 import subprocess
@@ -295,15 +296,18 @@ def test_bench_shapes_clutter_heads_layout_changes():
 
 @pytest.mark.slow
 def test_bench_shapes_clutter_transfer_prints_every_row_for_every_shift(tmp_path):
-    small = ["--train-images", "160", "--test-images", "80", "--epochs", "1"]
-    out = run_script("bench_shapes_clutter_transfer.py", *small, tmp_path=tmp_path)
+    small = ["--train-images", "160", "--test-images", "80", "--epochs", "1", "--probes", "global", "patch"]
+    out = run_script("bench_shapes_clutter_transfer.py", *small, "--layout", "large_prob=1.0", tmp_path=tmp_path)
     header = "| shift: row | ZSL mAP | seen mAP | seen colours | unseen colours | unseen shapes | unseen stuff |"
-    assert header in out, out
+    assert header in out and "test tagging images (large_prob=1.0)" in out, out
     rows = (
         "zero-shot",
         "linear adapter, seen labels",
         "image tower fine-tuned, seen labels",
         "image tower fine-tuned, all labels (oracle)",
+        "patch tokens, zero-shot",
+        "residual MLP per patch token, seen labels",
+        "residual MLP per patch token, all labels (oracle)",
     )
     for shift in ("none", "warm", "channel-swap"):
         for title in rows:
@@ -334,10 +338,20 @@ def test_bench_shapes_clutter_transfer_shifts_and_calibrated_head():
     cosines = torch.rand(500, 4, generator=generator) * 0.4  # [n, C]
     prior = torch.tensor([0.05, 0.2, 0.5, 0.01])
     head = bench.CalibratedHead(cosines, prior)
-    image_embeds, label_embeds = torch.eye(4)[:2], torch.eye(4)
-    assert head(image_embeds, label_embeds).shape == (2, 4)
-    probabilities = torch.sigmoid(head.log_scale.exp() * cosines + head.bias).mean(0)
+    assert head(cosines[:2]).shape == (2, 4)
+    probabilities = torch.sigmoid(head(cosines)).mean(0)
     assert torch.allclose(probabilities, prior, atol=0.06), probabilities
+    # The patch route starts as the CLIP: each patch token through the CLIP's projection, a soft max over patches.
+    projection = torch.randn(6, 5, generator=generator)  # [D, H_v]
+    tokens = torch.randn(2, 1 + 3, 5, generator=generator)  # [B, 1 + N, H_v]
+    label_embeds = torch.nn.functional.normalize(torch.randn(4, 6, generator=generator), dim=-1)  # [C, D]
+    adapter = bench.PatchAdapter(projection)
+    assert torch.allclose(adapter(tokens), tokens[:, 1:] @ projection.T)
+    pooled = bench.patch_cosines(adapter(tokens), label_embeds)  # [B, C]
+    per_patch = torch.nn.functional.normalize(tokens[:, 1:] @ projection.T, dim=-1) @ label_embeds.T  # [B, N, C]
+    assert pooled.shape == (2, 4) and (pooled >= per_patch.amax(1) - 1e-6).all()
+    assert (pooled <= per_patch.amax(1) + math.log(3) / bench.PATCH_POOL_SHARPNESS + 1e-6).all()
+    assert len(adapter.parameters()) == 4 and all(p.requires_grad for p in adapter.parameters())
 
 
 @pytest.mark.slow
