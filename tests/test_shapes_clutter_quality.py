@@ -2,11 +2,11 @@
 trainer, 3 training seeds (every seed must satisfy each claim). Measured numbers: docs/synthetic.md ("Methods on
 catalogue v2"), produced by `benchmarks/bench_methods_shapes_clutter.py --seeds 0 1 2`; each threshold keeps a margin
 below the measured effect. Only what holds is asserted; the issue's targets that are missed are reported there.
-Run with `pytest -m quality tests/test_shapes_clutter_quality.py` (~65 min on one core: the world's 27k images,
+Run with `pytest -m quality tests/test_shapes_clutter_quality.py` (~80 min on one core: the world's 27k images,
 CLIP-FT three times, then ViLD three times, its first run caching the CLIP embeddings of every training window's crops
-for ~18 min, and CLIP on ViLD's windows scoring the test split's crops; 3 min when the benchmark's runs are
-reused).
-`OVMLC_SHAPES_CLUTTER_DATA`: the benchmark's `--data-root` (its `main` variant is reused);
+for ~18 min, and CLIP on ViLD's windows scoring the test split's crops; then the cell-sized layout's 27k images and
+CLIP-FT three times on them; 5 min when the benchmark's runs are reused).
+`OVMLC_SHAPES_CLUTTER_DATA`: the benchmark's `--data-root` (its `main` and `main-large-prob-1` variants are reused);
 `OVMLC_BENCH_RUNS`: the benchmark's `--work-dir`, whose finished runs of the same recipes are read.
 """
 
@@ -35,13 +35,13 @@ pytestmark = [
 SEEDS = (0, 1, 2)
 
 
-@pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-    """`rows(method)` → that method's runs on the main shapes-clutter dataset for every seed (trained once)."""
+def _rows_on(tmp_path_factory, large_prob: float | None):
+    """`rows(method)` → that method's runs on the main dataset of a layout for every seed (trained once)."""
     data_root = Path(os.environ.get("OVMLC_SHAPES_CLUTTER_DATA") or tmp_path_factory.mktemp("shapes-clutter"))
-    dataset = bench.prepare_variant("main", data_root, bench.FULL_SIZES)
+    dataset = bench.prepare_variant("main", data_root, bench.FULL_SIZES, large_prob=large_prob)
     reuse = bool(os.environ.get("OVMLC_BENCH_RUNS"))
-    work_dir = Path(os.environ["OVMLC_BENCH_RUNS"]) / "main" if reuse else tmp_path_factory.mktemp("runs")
+    work_root = Path(os.environ["OVMLC_BENCH_RUNS"]) if reuse else tmp_path_factory.mktemp("runs")
+    work_dir = work_root / bench.layout_name(large_prob) / "main"  # where the benchmark puts them
     unseen = load_labelset()["unseen"]
     cache = {}
 
@@ -54,6 +54,18 @@ def rows(tmp_path_factory):
         return cache[method]
 
     return runs
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    """The shipped tagging layout (half the objects 6-9 px)."""
+    return _rows_on(tmp_path_factory, None)
+
+
+@pytest.fixture(scope="module")
+def cell_sized_rows(tmp_path_factory):
+    """The tagging layout with only cell-sized objects (`--large-prob 1.0`)."""
+    return _rows_on(tmp_path_factory, 1.0)
 
 
 def test_zero_shot_is_inside_the_target_range(rows):
@@ -88,3 +100,15 @@ def test_vild_beats_zero_shot_on_unseen_labels_and_clip_on_its_windows_beats_vil
         assert run.seen_map >= zero_shot.seen_map + 5.0, (run, zero_shot)
         assert run.zsl_map_by_size[large] >= zero_shot.zsl_map_by_size[large] + 8.0, (run, zero_shot)
         assert windows.zsl_map >= run.zsl_map + 2.0, (windows, run)
+
+
+def test_on_cell_sized_objects_full_clipft_buys_seen_labels_and_forgets_unseen_ones(cell_sized_rows):
+    """With no object smaller than a patch (`data prepare --large-prob 1.0`), zero-shot stays inside the target range
+    (measured ZSL 49.6, seen 44.4) and fine-tuning the image tower shows both sides of training: measured (3 seeds)
+    seen 52.2 / 52.3 / 52.3 (+7.8) and ZSL 36.1 / 36.1 / 36.3 (−13.5), the issue's forgetting target (≤ −10) met.
+    Asserted per seed: seen ≥ zero-shot + 5, ZSL ≤ zero-shot − 10."""
+    zero_shot = cell_sized_rows("clip-zs")[0]
+    assert 40.0 <= zero_shot.zsl_map <= 70.0, zero_shot
+    for run in cell_sized_rows("clipft"):
+        assert run.seen_map >= zero_shot.seen_map + 5.0, (run, zero_shot)
+        assert run.zsl_map <= zero_shot.zsl_map - 10.0, (run, zero_shot)
