@@ -144,9 +144,12 @@ def train_image_side(image_side, parameters, head, inputs, targets, label_embeds
     fit_minibatches(optimizer, parameters, batch_loss, len(inputs), epochs, batch_size=128)
 
 
-def patch_rows(shift, backbone, pixels, label_embeds, train_targets, seen_columns, head_for, row, args) -> list[str]:
+def patch_rows(
+    shift, backbone, pixels, label_embeds, train_targets, seen_columns, head_for, row, args, global_zero_shot
+) -> list[str]:
     """Probe 4: the patch route, untrained and with the residual MLP per patch token trained on the seen / all
-    labels."""
+    labels; the untrained and seen-label routes also averaged with the global zero-shot cosines (`global_zero_shot`,
+    [m, C]), as MKT and ViLD-ensemble combine a global and a local score."""
     import torch
 
     family = backbone.family
@@ -160,7 +163,10 @@ def patch_rows(shift, backbone, pixels, label_embeds, train_targets, seen_column
     with torch.no_grad():
         train_cosines = patch_cosines(untrained(tokens["train"]), label_embeds)  # [n, C]
         zero_shot = patch_cosines(untrained(tokens["test"]), label_embeds).numpy()
-    lines = [row(f"{shift}: patch tokens, zero-shot", zero_shot)]
+    lines = [
+        row(f"{shift}: patch tokens, zero-shot", zero_shot),
+        row(f"{shift}: patch tokens, zero-shot, averaged with global zero-shot", (zero_shot + global_zero_shot) / 2),
+    ]
     torch.manual_seed(0)
     all_columns = list(range(len(label_embeds)))
     for title, label_columns in (("seen labels", seen_columns), ("all labels (oracle)", all_columns)):
@@ -172,6 +178,11 @@ def patch_rows(shift, backbone, pixels, label_embeds, train_targets, seen_column
         with torch.no_grad():
             scores = patch_cosines(adapter(tokens["test"]), label_embeds).numpy()
         lines.append(row(f"{shift}: residual MLP per patch token, {title}", scores))
+        if label_columns is seen_columns:
+            averaged = (scores + global_zero_shot) / 2
+            lines.append(
+                row(f"{shift}: residual MLP per patch token, {title}, averaged with global zero-shot", averaged)
+            )
     return lines
 
 
@@ -279,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scores = (image_embeddings(tuned, pixels["test"]) @ label_embeds.T).numpy()
                 lines.append(row(f"{shift}: image tower fine-tuned, {title}", scores))
         if "patch" in args.probes:
-            lines += patch_rows(shift, backbone, pixels, label_embeds, train_targets, seen_columns, head_for, row, args)
+            lines += patch_rows(
+                shift, backbone, pixels, label_embeds, train_targets, seen_columns, head_for, row, args,
+                global_zero_shot=(test_embeds @ label_embeds.T).numpy(),
+            )  # fmt: skip
 
     print(
         f"Image-side training against the frozen prompts of {args.backbone!r}: {args.train_images} training / "

@@ -306,7 +306,9 @@ def test_bench_shapes_clutter_transfer_prints_every_row_for_every_shift(tmp_path
         "image tower fine-tuned, seen labels",
         "image tower fine-tuned, all labels (oracle)",
         "patch tokens, zero-shot",
+        "patch tokens, zero-shot, averaged with global zero-shot",
         "residual MLP per patch token, seen labels",
+        "residual MLP per patch token, seen labels, averaged with global zero-shot",
         "residual MLP per patch token, all labels (oracle)",
     )
     for shift in ("none", "warm", "channel-swap"):
