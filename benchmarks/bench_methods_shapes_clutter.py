@@ -302,14 +302,19 @@ def markdown_tables(results: Sequence[RunResult]) -> str:
         seconds = np.mean([run.train_seconds for run in runs])
         time_cell = "—" if not METHODS[runs[0].method][1] else f"{seconds:.0f} s"
         lines.append(f"| {_row_title(row)} | " + " | ".join(cells) + f" | {len(runs)} | {time_cell} |")
-    bins = list(results[0].zsl_map_by_size) if results else []
+
+    def binned(runs: Sequence[RunResult], size_bin: str) -> list[float]:
+        values = [run.zsl_map_by_size.get(size_bin, float("nan")) for run in runs]
+        return [value for value in values if np.isfinite(value)]  # a bin without positives has no AP
+
+    # the bins that hold positives somewhere (none of 6-10 px on the cell-sized layout)
+    bins = [b for b in dict.fromkeys(b for r in results for b in r.zsl_map_by_size) if binned(results, b)]
     lines += ["", "ZSL mAP of the unseen shapes by the size of their largest visible instance:", ""]
     lines += ["| row | " + " | ".join(bins) + " |", "| --- |" + " ---: |" * len(bins)]
     for row in rows:
         runs = [result for result in results if result.row == row]
-        lines.append(
-            f"| {_row_title(row)} | " + " | ".join(_mean_sd([r.zsl_map_by_size[b] for r in runs]) for b in bins) + " |"
-        )
+        cells = [_mean_sd(binned(runs, b)) if binned(runs, b) else "—" for b in bins]
+        lines.append(f"| {_row_title(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -488,6 +488,10 @@ def test_benchmark_rows_name_shipped_recipes_and_print_tables(tmp_path, monkeypa
     )
     tables = bench.markdown_tables([result, bench.RunResult(**{**result.__dict__, "seed": 1, "zsl_map": 52.0})])
     assert "| QKS | 51.0 ± 1.4 | 40.0 ± 0.0 |" in tables and "| QKS | 1.0 ± 0.0 |" in tables
+    # a size bin without positives (the cell-sized layout has no 6-10 px object) is left out, not printed as nan
+    empty_bin = {"6-10px": float("nan"), "10-16px": 30.0}
+    tables = bench.markdown_tables([bench.RunResult(**{**result.__dict__, "zsl_map_by_size": empty_bin})])
+    assert "| row | 10-16px |" in tables and "| QKS | 30.0 |" in tables and "nan" not in tables
     # --backbone: every row but captions-all runs on that CLIP of the world
     args = argparse.Namespace(
         backbone="/clips/clip-p8",
