@@ -20,6 +20,10 @@ of them, MKT's unseen labels scored alone; GZSL: all labels, all images; seen: t
 * AP by object size: ZSL mAP of the unseen shapes with their positives split by the size of the largest visible
   instance (all test images; the other positives of the label are left out of that bin's AP).
 
+`--large-prob P` measures the whole table on another tagging layout: every variant prepared with that share of
+cell-sized objects (`data prepare --large-prob`; 1.0 leaves no object smaller than a patch), in its own data and run
+folders.
+
 Prints markdown tables (mean ± sd over seeds, percent) and writes every run's numbers with `--json`. Needs the
 world's CLIP (`ovmlc pretrain-vlp --config hub_configs/clip-shapes-clutter.yaml`, the `shapes-clutter` backbone;
 `--backbone` runs every row but captions-all on another CLIP of the world, e.g. the patch-8 experiment's);
