@@ -175,6 +175,17 @@ def tagging_config(changes: Sequence[str]) -> WorldConfig:
     return dataclasses.replace(shapes_clutter.TAGGING, **overrides)
 
 
+def add_layout_argument(parser: argparse.ArgumentParser) -> None:
+    """`--layout FIELD=VALUE ...`, the changes `tagging_config` applies."""
+    parser.add_argument(
+        "--layout",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="tagging-layout changes (WorldConfig fields, YAML values), e.g. num_objects=[2,5] overlap_prob=0",
+    )
+
+
 def _same_kind(value, default) -> bool:
     if isinstance(default, str):
         return isinstance(value, str)
@@ -191,13 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8, help="AdamW epochs of the patch heads")
     parser.add_argument("--tower-epochs", type=int, default=4, help="epochs of head (4); 0 skips it")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
-    parser.add_argument(
-        "--layout",
-        nargs="*",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="tagging-layout changes (WorldConfig fields, YAML values), e.g. num_objects=[2,5] overlap_prob=0",
-    )
+    add_layout_argument(parser)
     args = parser.parse_args(argv)
 
     import torch

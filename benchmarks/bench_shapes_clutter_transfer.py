@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_shapes_clutter_ceiling import image_embeddings, pixel_values  # noqa: E402
 from bench_shapes_clutter_heads import (  # noqa: E402
+    add_layout_argument,
     fit_minibatches,
     load_world_clip,
     markdown_table,
@@ -198,13 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--patch-lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
     parser.add_argument("--probes", nargs="+", default=["global"], choices=PROBES, help="global (1-3), patch (4)")
-    parser.add_argument(
-        "--layout",
-        nargs="*",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="tagging-layout changes (WorldConfig fields, YAML values), e.g. large_prob=1.0",
-    )
+    add_layout_argument(parser)
     args = parser.parse_args(argv)
 
     import torch
