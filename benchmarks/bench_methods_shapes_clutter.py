@@ -317,7 +317,7 @@ def markdown_tables(results: Sequence[RunResult]) -> str:
     lines += ["| row | " + " | ".join(bins) + " |", "| --- |" + " ---: |" * len(bins)]
     for row in rows:
         runs = [result for result in results if result.row == row]
-        cells = [_mean_sd(binned(runs, b)) if binned(runs, b) else "—" for b in bins]
+        cells = [_mean_sd(values) if values else "—" for values in (binned(runs, b) for b in bins)]
         lines.append(f"| {_row_title(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

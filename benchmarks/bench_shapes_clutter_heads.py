@@ -186,6 +186,11 @@ def add_layout_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def layout_label(changes: Sequence[str]) -> str:
+    """The report-header suffix of layout changes, " (FIELD=VALUE, ...)"; empty for the shipped layout."""
+    return f" ({', '.join(changes)})" if changes else ""
+
+
 def _same_kind(value, default) -> bool:
     if isinstance(default, str):
         return isinstance(value, str)
@@ -272,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"Supervised heads on {args.backbone!r}, all {len(names)} labels, {args.train_images} training / "
-        f"{args.test_images} test tagging images{' (' + ', '.join(args.layout) + ')' if args.layout else ''}; mAP (%) "
+        f"{args.test_images} test tagging images{layout_label(args.layout)}; mAP (%) "
         f"over all test images; {torch.get_num_threads()} thread(s), "
         f"{(time.perf_counter() - started) / 60:.1f} min.\n"
     )

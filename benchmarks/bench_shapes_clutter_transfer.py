@@ -46,6 +46,7 @@ from bench_shapes_clutter_ceiling import image_embeddings, pixel_values  # noqa:
 from bench_shapes_clutter_heads import (  # noqa: E402
     add_layout_argument,
     fit_minibatches,
+    layout_label,
     load_world_clip,
     markdown_table,
     table_row,
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"Image-side training against the frozen prompts of {args.backbone!r}: {args.train_images} training / "
-        f"{args.test_images} test tagging images{' (' + ', '.join(args.layout) + ')' if args.layout else ''}, "
+        f"{args.test_images} test tagging images{layout_label(args.layout)}, "
         f"{args.epochs} epochs (adapter lr {args.adapter_lr:g}, tower lr {args.tower_lr:g}, patch lr "
         f"{args.patch_lr:g}); mAP (%); {torch.get_num_threads()} thread(s), "
         f"{(time.perf_counter() - started) / 60:.1f} min.\n"
