@@ -38,8 +38,8 @@ PROTOCOLS_DIR = _ROOT / "evaluation" / "protocols"
 TRANSFORM_PRESETS_DIR = _ROOT / "data" / "transform_presets"
 SYNTHETIC_CLIP_DIR = _ROOT / "assets" / "clip-synthetic"
 SYNTHETIC_LABELSET = LABELSETS_DIR / "synthetic.json"
-# The shapes-clutter world (issue 18): its label set, and the folder and alias of the CLIP pretrained on it (not
-# shipped until it is pretrained with the recipe below and measured; loading it before says how to build it).
+# The shapes-clutter world (issue 18; the quickstart's and the Space examples' world): its label set, and the folder,
+# alias and recipe of the CLIP pretrained on it.
 SHAPES_CLUTTER_LABELSET = LABELSETS_DIR / "shapes-clutter.json"
 SHAPES_CLUTTER_CLIP_DIR = _ROOT / "assets" / "clip-shapes-clutter"
 SHAPES_CLUTTER_CLIP_ALIAS = "shapes-clutter"

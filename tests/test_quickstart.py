@@ -34,10 +34,18 @@ def installed(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_quickstart_tiny_from_a_non_editable_install(installed, tmp_path):
+@pytest.mark.parametrize(
+    ("world", "method_row", "method_dir", "recipe"),
+    [
+        (None, "CLIP-FT", "clipft", "clipft-shapes-clutter.yaml"),  # the default world and method
+        ("synthetic", "MKT (stage 1)", "mkt", "mkt-synthetic-stage1.yaml"),
+    ],
+)
+def test_quickstart_tiny_from_a_non_editable_install(installed, tmp_path, world, method_row, method_dir, recipe):
     package = installed / "ovmlc"
-    assert (package / "hub_configs" / "mkt-synthetic-stage1.yaml").is_file()
-    assert (package / "assets" / "clip-synthetic" / "model.safetensors").is_file()
+    assert (package / "hub_configs" / recipe).is_file()
+    for asset in ("clip-synthetic", "clip-shapes-clutter"):
+        assert (package / "assets" / asset / "model.safetensors").is_file()
     assert not (installed / "hub_configs").exists()
     backbone = save_hub_layout_clip(tmp_path / "clip")
     elsewhere = tmp_path / "elsewhere"
@@ -45,19 +53,25 @@ def test_quickstart_tiny_from_a_non_editable_install(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed)}
     env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)  # the CLI itself keeps transformers' bars quiet
     command = [sys.executable, str(installed / "bin" / "ovmlc"), "quickstart", "--tiny", "--output", "run"]
+    command += ["--world", world] if world else []
     result = subprocess.run(
         [*command, "--backbone", str(backbone)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=1200
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "| method | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | seen mAP |" in out, out
-    for name in ("CLIP zero-shot", "MKT (stage 1)"):
+    for name in ("CLIP zero-shot", method_row):
         row = re.search(rf"^\| {re.escape(name)} \|((?: +[\d.]+ \|){{5}})$", out, flags=re.MULTILINE)
         assert row, out
         assert all(0 <= float(cell) <= 100 for cell in row.group(1).split("|") if cell.strip())
-    for folder in ("clip-zeroshot", "mkt"):
+    assert re.search(rf"Training {re.escape(method_row)} on the seen labels moved their mAP by [+-]\d", out), out
+    for folder in ("clip-zeroshot", method_dir):
         assert (elsewhere / "run" / folder / "eval" / "metrics.json").is_file()
         assert (elsewhere / "run" / folder / "config.json").is_file()
+    if world is None:  # the quickstart's shapes-clutter has only cell-sized objects
+        from ovmlc.data import read_card_metadata
+
+        assert read_card_metadata(elsewhere / "run" / "data" / "shapes-clutter")["world_large_prob"] == 1.0
     assert "spaces/ovmlc-demo/app.py --model" in out
     # quiet: no transformers load report or weights-loading bar (the modules MKT builds are expected to be new)
     assert "LOAD REPORT" not in result.stderr and "Loading weights" not in result.stderr, result.stderr[-3000:]

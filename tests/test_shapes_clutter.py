@@ -541,3 +541,25 @@ def test_shipped_shapes_clutter_clip_loads_by_alias_and_meets_the_zero_shot_targ
     targets = images.scenes.label_matrix(labelset["labels"])
     report = zero_shot_report(scores, targets, labelset["labels"], labelset["unseen"], groups={})
     assert 40.0 <= report["zsl_map"] <= 70.0 and report["gzsl_map"] >= 33.0, report
+
+
+def test_space_examples_are_the_worlds_cell_sized_images(tmp_path):
+    """spaces/ovmlc-demo/examples (the Space's and the README's images) regenerate exactly from
+    `write_examples()`: the quickstart's layout, every label of the world's label set."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    shipped = Path(__file__).resolve().parents[1] / "spaces" / "ovmlc-demo" / "examples"
+    meta = json.loads((shipped / "examples.json").read_text())
+    entries = world.write_examples(tmp_path)
+    assert meta["label_set"] == "shapes-clutter" and meta["examples"] == entries and len(entries) == 6
+    labelset = world.load_labelset()
+    for entry in entries:
+        raw = np.asarray(Image.open(shipped / entry["file_64px"]).convert("RGB"))
+        large = np.asarray(Image.open(shipped / entry["file"]).convert("RGB"))
+        assert raw.shape == (64, 64, 3) and large.shape == (256, 256, 3)
+        np.testing.assert_array_equal(raw, np.asarray(Image.open(tmp_path / entry["file_64px"]).convert("RGB")))
+        np.testing.assert_array_equal(large[::4, ::4], raw)  # nearest-neighbour upscale
+        assert entry["labels"] and set(entry["labels"]) <= set(labelset["labels"])
+        assert entry["unseen_labels"] == [name for name in entry["labels"] if name in labelset["unseen"]]

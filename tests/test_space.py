@@ -242,9 +242,10 @@ def test_presets_examples_and_missing_models(tmp_path, monkeypatch):
         "COCO 80",
         "VOC 20",
         "Open Images 400 unseen (LESA/BiAM)",
-        "Synthetic world (38 labels)",
+        "Shapes-clutter world (76 labels)",
+        "Synthetic shapes-64 world (38 labels)",
     ]
-    assert [len(preset.labels) for preset in presets] == [81, 80, 20, 400, 38]
+    assert [len(preset.labels) for preset in presets] == [81, 80, 20, 400, 76, 38]
     presets_file = tmp_path / "presets.json"
     presets_file.write_text(
         '{"presets": [{"title": "unseen", "labelset": "synthetic", "subset": "unseen"},'

@@ -31,7 +31,6 @@ from ovmlc.training.pretrain_vlp import (
 REPO = Path(__file__).resolve().parent.parent
 ASSET = REPO / "ovmlc" / "assets" / "clip-synthetic"
 TINY_RECIPE = REPO / "hub_configs" / "clip-synthetic-tiny.yaml"
-EXAMPLES = REPO / "spaces" / "ovmlc-demo" / "examples"
 # Floors ~10 points under what the shipped checkpoint measures on 300 fresh images (see its README.md), so that a
 # broken asset or preprocessing is caught while seed-to-seed noise on a small test set is not.
 ZSL_MAP_FLOOR = 84.0  # measured 94.4 (2,000 images: 94.5)
@@ -185,16 +184,18 @@ def test_prepare_synthetic_canonical_dataset(tmp_path):
         assert not {names[o["label"]] for o in row["objects"]} & set(labelset["unseen"])
 
 
-def test_examples_match_their_labels():
-    meta = json.loads((EXAMPLES / "examples.json").read_text())
-    assert len(meta["examples"]) == 6
+def test_write_examples(tmp_path):
     from PIL import Image
 
-    for entry in meta["examples"]:
-        large = Image.open(EXAMPLES / entry["file"]).convert("RGB")
-        raw = Image.open(EXAMPLES / entry["file_64px"]).convert("RGB")
-        assert raw.size == (64, 64) and large.size == (256, 256)
-        assert set(entry["labels"]) <= set(ALL_LABELS)
+    from ovmlc.data.synthetic import write_examples
+
+    entries = write_examples(tmp_path, num_images=2)
+    meta = json.loads((tmp_path / "examples.json").read_text())
+    assert meta["label_set"] == "synthetic" and meta["examples"] == entries and len(entries) == 2
+    for entry in entries:
+        assert Image.open(tmp_path / entry["file_64px"]).size == (64, 64)
+        assert Image.open(tmp_path / entry["file"]).size == (256, 256)
+        assert entry["labels"] and set(entry["labels"]) <= set(ALL_LABELS) and entry["caption"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ovmlc.data.converters.base import Converter
+from ovmlc.data.examples import WorldExample, write_examples_folder
 from ovmlc.data.prepare import SourcePlan, SourceRecord
 
 IMAGE_SIZE = 64
@@ -678,39 +679,16 @@ def synthetic_source_plan(counts: dict[str, int], seed: int = 0, num_workers: in
 
 def write_examples(out_dir: str | os.PathLike, num_images: int = 6, seed: int = 1, upscale: int = 4) -> list[dict]:
     """Render example images (raw 64 px + nearest-neighbour upscaled copies) and an `examples.json` of their labels."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     labelset = load_labelset()
     world = generate_world(num_images, seed=seed, stream="examples", num_workers=1)
     caption_rng = np.random.default_rng([seed, STREAMS["examples"], 1_000_003])
     sampler = CaptionSampler()
-    entries = []
-    for i in range(num_images):
-        image = world.image(i)
-        raw_name, large_name = f"example-{i}-64px.png", f"example-{i}.png"
-        image.save(out_dir / raw_name, optimize=True)
-        image.resize((IMAGE_SIZE * upscale,) * 2, Image.NEAREST).save(out_dir / large_name, optimize=True)
-        labels = world.scenes.labels(i)
-        entries.append(
-            {
-                "file": large_name,
-                "file_64px": raw_name,
-                "labels": labels,
-                "unseen_labels": [name for name in labels if name in set(labelset["unseen"])],
-                "caption": sampler.full(world.scenes, i, caption_rng),
-            }
-        )
-    meta = {
-        "description": (
-            f"Images of ovmlc's synthetic shapes-64 world (ovmlc.data.synthetic.write_examples(seed={seed})). "
-            f"`file` is upscaled x{upscale} (nearest) for display; the shipped CLIP's image processor (BOX resampling "
-            "to 64x64) maps it back exactly to `file_64px`. Labels are over the `synthetic` label set."
-        ),
-        "label_set": labelset["name"],
-        "examples": entries,
-    }
-    (out_dir / "examples.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return entries
+    examples = [
+        WorldExample(world.image(i), world.scenes.labels(i), sampler.full(world.scenes, i, caption_rng))
+        for i in range(num_images)
+    ]
+    source = f"Images of ovmlc's synthetic shapes-64 world (ovmlc.data.synthetic.write_examples(seed={seed}))."
+    return write_examples_folder(out_dir, examples, labelset["name"], labelset["unseen"], source, upscale)
 
 
 _register_converter()

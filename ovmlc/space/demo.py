@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "synthetic"
+DEFAULT_MODEL = "shapes-clutter"  # the CLIP of the world the Space examples come from
 # Distinct, colour-blind-friendly hues (Okabe-Ito + extras) for the heatmap legend.
 HEATMAP_COLORS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
 # Masks are the min-max normalised maps to this power: > 1 keeps the peaks and fades the rest, so overlapping

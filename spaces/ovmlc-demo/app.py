@@ -2,8 +2,9 @@
 
     python spaces/ovmlc-demo/app.py [--model DIR_OR_HUB_ID ...] [--port N] [--host H]
 
-The default model is the offline CLIP shipped with ovmlc ("synthetic"); set OVMLC_DEMO_MODELS (comma-separated)
-to change the default list, e.g. on a Space: "synthetic,openai/clip-vit-base-patch16".
+The default model is the offline CLIP shipped with ovmlc for the shapes-clutter world of the examples
+("shapes-clutter"); set OVMLC_DEMO_MODELS (comma-separated) to change the default list, e.g. on a Space:
+"shapes-clutter,openai/clip-vit-base-patch16".
 """
 
 import argparse
