@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from ovmlc.data import shapes_clutter as world
 from ovmlc.data.pretraining_worlds import WORLDS, get_pretraining_world
@@ -546,10 +548,6 @@ def test_shipped_shapes_clutter_clip_loads_by_alias_and_meets_the_zero_shot_targ
 def test_space_examples_are_the_worlds_cell_sized_images(tmp_path):
     """spaces/ovmlc-demo/examples (the Space's and the README's images) regenerate exactly from
     `write_examples()`: the quickstart's layout, every label of the world's label set."""
-    from pathlib import Path
-
-    from PIL import Image
-
     shipped = Path(__file__).resolve().parents[1] / "spaces" / "ovmlc-demo" / "examples"
     meta = json.loads((shipped / "examples.json").read_text())
     entries = world.write_examples(tmp_path)
