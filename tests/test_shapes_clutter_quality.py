@@ -15,12 +15,14 @@ quickstart's claim runs `ovmlc quickstart` itself for 3 seeds (~8 min).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from ovmlc.cli import main as cli_main
 from ovmlc.data.shapes_clutter import load_labelset
 from ovmlc.resources import SHAPES_CLUTTER_CLIP_DIR
 
@@ -135,10 +137,6 @@ def test_quickstart_shows_what_training_buys_and_costs(tmp_path):
     """`ovmlc quickstart` as a user runs it (its own 6,000-image world per seed, CLIP-FT for 8 epochs), seeds 0-2:
     the seen labels gain and the unseen ones are forgotten on every seed. Measured (docs/synthetic.md, "The
     quickstart on this world"): seen +5.6 / +5.6 / +5.7, ZSL -12.5 / -11.8 / -11.4; about 2.5 min per seed."""
-    import json
-
-    from ovmlc.cli import main as cli_main
-
     for seed in SEEDS:
         output = tmp_path / f"seed-{seed}"
         assert cli_main(["quickstart", "--output", str(output), "--seed", str(seed)]) == 0

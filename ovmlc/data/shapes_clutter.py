@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ovmlc.data.converters.base import Converter
-from ovmlc.data.examples import WorldExample, write_examples_folder
+from ovmlc.data.examples import write_world_examples
 from ovmlc.data.prepare import SourcePlan, SourceRecord
 from ovmlc.resources import SHAPES_CLUTTER_LABELSET as LABELSET_PATH
 from ovmlc.yaml_schema import UnitFloat
@@ -1338,18 +1338,12 @@ def write_examples(
     """Render example tagging images (raw 64 px + nearest-neighbour upscaled copies) and an `examples.json` of their
     labels: the Space's and the README's examples. `large_prob` is the share of cell-sized objects (default 1.0,
     the quickstart's layout)."""
-    labelset = load_labelset()
     world = generate_world(num_images, seed=seed, stream="examples", config=world_config(large_prob=large_prob),
                            num_workers=1)  # fmt: skip
     caption_rng = np.random.default_rng([seed, STREAMS["examples"], 1_000_003])
-    sampler = CaptionSampler()
-    examples = [
-        WorldExample(world.image(i), world.scenes.labels(i), sampler.full(world.scenes, i, caption_rng))
-        for i in range(num_images)
-    ]
     source = (f"Tagging images of ovmlc's shapes-clutter world (ovmlc.data.shapes_clutter.write_examples(seed={seed}, "
               f"large_prob={large_prob})).")  # fmt: skip
-    return write_examples_folder(out_dir, examples, labelset["name"], labelset["unseen"], source, upscale)
+    return write_world_examples(out_dir, world, CaptionSampler(), caption_rng, load_labelset(), source, upscale)
 
 
 def _register_converter() -> None:

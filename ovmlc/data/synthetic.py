@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ovmlc.data.converters.base import Converter
-from ovmlc.data.examples import WorldExample, write_examples_folder
+from ovmlc.data.examples import write_world_examples
 from ovmlc.data.prepare import SourcePlan, SourceRecord
 
 IMAGE_SIZE = 64
@@ -679,16 +679,10 @@ def synthetic_source_plan(counts: dict[str, int], seed: int = 0, num_workers: in
 
 def write_examples(out_dir: str | os.PathLike, num_images: int = 6, seed: int = 1, upscale: int = 4) -> list[dict]:
     """Render example images (raw 64 px + nearest-neighbour upscaled copies) and an `examples.json` of their labels."""
-    labelset = load_labelset()
     world = generate_world(num_images, seed=seed, stream="examples", num_workers=1)
     caption_rng = np.random.default_rng([seed, STREAMS["examples"], 1_000_003])
-    sampler = CaptionSampler()
-    examples = [
-        WorldExample(world.image(i), world.scenes.labels(i), sampler.full(world.scenes, i, caption_rng))
-        for i in range(num_images)
-    ]
     source = f"Images of ovmlc's synthetic shapes-64 world (ovmlc.data.synthetic.write_examples(seed={seed}))."
-    return write_examples_folder(out_dir, examples, labelset["name"], labelset["unseen"], source, upscale)
+    return write_world_examples(out_dir, world, CaptionSampler(), caption_rng, load_labelset(), source, upscale)
 
 
 _register_converter()
